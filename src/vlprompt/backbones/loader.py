@@ -1,0 +1,244 @@
+"""``load_backbone``: every open_clip model and pretrained tag, local checkpoints, and the embedded model.
+
+The returned ``Backbone`` is frozen and in eval mode. It carries an identity (name, tag, SHA-256 of
+the weights) that travels into every artifact and result, so a prompt is never silently applied to
+a model it was not trained for.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import open_clip
+import torch
+from open_clip.model import build_model_from_openai_state_dict, convert_to_custom_text_state_dict
+from torch import nn
+
+from vlprompt.backbones.embedded import (
+    CONFIG_DIR,
+    EMBEDDED_NAME,
+    EMBEDDED_PREPROCESS,
+    EMBEDDED_TAG,
+    WEIGHTS_PATH,
+    load_embedded_state_dict,
+)
+from vlprompt.backbones.text_tower import TextTower
+from vlprompt.errors import BackboneError
+
+log = logging.getLogger(__name__)
+
+RANDOM_TAGS = (None, "", "none", "random")
+OPENAI_ONLY_KEYS = ("input_resolution", "context_length", "vocab_size")
+
+open_clip.add_model_config(CONFIG_DIR)
+
+
+@dataclass(frozen=True)
+class BackboneIdentity:
+    """What a prompt was trained on: architecture name, weights source and a hash of the weights."""
+
+    name: str
+    pretrained: str
+    sha256: str
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "BackboneIdentity":
+        return cls(name=d["name"], pretrained=d["pretrained"], sha256=d["sha256"])
+
+    def describe(self) -> str:
+        return f"{self.name} ({self.pretrained}, sha256 {self.sha256[:12]})"
+
+
+def state_dict_sha256(module: nn.Module) -> str:
+    """SHA-256 over names, dtypes, shapes and bytes of every tensor, in sorted name order."""
+    h = hashlib.sha256()
+    for key, tensor in sorted(module.state_dict().items()):
+        t = tensor.detach().cpu().contiguous()
+        h.update(f"{key}|{t.dtype}|{tuple(t.shape)}|".encode())
+        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()
+
+
+class Backbone(nn.Module):
+    """A frozen open_clip model with its tokenizer, preprocessing settings and identity."""
+
+    def __init__(self, model: nn.Module, tokenizer, preprocess: dict, identity: BackboneIdentity):
+        super().__init__()
+        self.model = model.eval().requires_grad_(False)
+        self.text = TextTower(model)
+        self.tokenizer = tokenizer
+        self.image_size = int(preprocess["image_size"])
+        self.mean = tuple(preprocess["mean"])
+        self.std = tuple(preprocess["std"])
+        self.interpolation = preprocess.get("interpolation", "bicubic")
+        self.identity = identity
+
+    def train(self, mode: bool = True):
+        # The frozen backbone never enters train mode (BatchNorm statistics stay fixed, as in CoOp).
+        return super().train(False)
+
+    @property
+    def visual(self) -> nn.Module:
+        return self.model.visual
+
+    @property
+    def embed_dim(self) -> int:
+        return self.text.output_dim
+
+    @property
+    def logit_scale(self) -> torch.Tensor:
+        return self.model.logit_scale.detach().exp()
+
+    def tokenize(self, texts: list[str]) -> torch.Tensor:
+        return self.tokenizer(list(texts))
+
+    def encode_image(self, images: torch.Tensor) -> torch.Tensor:
+        """Unnormalised image features."""
+        return self.model.encode_image(images)
+
+    def encode_text(self, texts: list[str]) -> torch.Tensor:
+        """Unnormalised text features of plain strings, through the same path prompt learners use."""
+        ids = self.tokenize(texts).to(self.text.positional_embedding.device)
+        return self.text(self.text.embed(ids), self.text.eot_positions(ids))
+
+
+def list_backbones() -> list[tuple[str, str]]:
+    """(model name, pretrained tag) pairs that ``load_backbone`` accepts by tag."""
+    return [(EMBEDDED_NAME, EMBEDDED_TAG)] + list(open_clip.list_pretrained())
+
+
+def load_backbone(
+    name: str,
+    pretrained: str | os.PathLike | None = None,
+    *,
+    device: str | torch.device = "cpu",
+    cache_dir: str | None = None,
+    seed: int = 0,
+) -> Backbone:
+    """Build a frozen backbone.
+
+    ``pretrained`` is an open_clip tag (e.g. ``"openai"``, downloaded when online), a local checkpoint
+    file in open_clip or OpenAI state-dict format, or ``None`` for weights drawn from ``seed``.
+    For the embedded model ``vlprompt-tiny`` the tag ``"world"`` is the shipped weights.
+    """
+    name = name.replace("/", "-")
+    if name not in open_clip.list_models():
+        raise BackboneError(
+            f"unknown backbone {name!r}; run `vlprompt list backbones` to see the names "
+            f"(e.g. {EMBEDDED_NAME}, ViT-B-16, RN50)"
+        )
+    tag = None if pretrained in RANDOM_TAGS else str(pretrained)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        if name == EMBEDDED_NAME:
+            model, preprocess = _load_embedded(tag)
+        elif tag is not None and Path(tag).is_file():
+            model, preprocess = _load_local_file(name, Path(tag))
+        elif tag is not None:
+            model, preprocess = _load_tag(name, tag, cache_dir)
+        else:
+            model, preprocess = _create(name)
+    identity = BackboneIdentity(name=name, pretrained=tag or "random", sha256=state_dict_sha256(model))
+    backbone = Backbone(model.float(), open_clip.get_tokenizer(name), preprocess, identity)
+    return backbone.to(device)
+
+
+def _preprocess_of(model: nn.Module) -> dict:
+    cfg = getattr(model.visual, "preprocess_cfg", {}) or {}
+    size = cfg.get("size", model.visual.image_size)
+    size = size[0] if isinstance(size, (tuple, list)) else size
+    return {
+        "image_size": int(size),
+        "mean": tuple(cfg.get("mean", open_clip.OPENAI_DATASET_MEAN)),
+        "std": tuple(cfg.get("std", open_clip.OPENAI_DATASET_STD)),
+        "interpolation": cfg.get("interpolation", "bicubic"),
+    }
+
+
+def _create(name: str, **kwargs) -> tuple[nn.Module, dict]:
+    model = open_clip.create_model(name, **kwargs)
+    return model, _preprocess_of(model)
+
+
+def _load_embedded(tag: str | None) -> tuple[nn.Module, dict]:
+    model = open_clip.create_model(EMBEDDED_NAME)
+    if tag is None:
+        return model, dict(EMBEDDED_PREPROCESS)
+    path = WEIGHTS_PATH if tag == EMBEDDED_TAG else Path(tag)
+    if not path.is_file():
+        hint = (
+            "the shipped weights are missing from this installation; reinstall vlprompt or run "
+            "`vlprompt world pretrain` to produce them"
+            if tag == EMBEDDED_TAG
+            else f"pass pretrained={EMBEDDED_TAG!r} for the shipped weights or the path of a checkpoint"
+        )
+        raise BackboneError(f"weights file {path} not found for {EMBEDDED_NAME}: {hint}")
+    model.load_state_dict(load_embedded_state_dict(path))
+    return model, dict(EMBEDDED_PREPROCESS)
+
+
+def _load_tag(name: str, tag: str, cache_dir: str | None) -> tuple[nn.Module, dict]:
+    cfg = open_clip.get_pretrained_cfg(name, tag)
+    if not cfg:
+        tags = open_clip.list_pretrained_tags_by_model(name)
+        raise BackboneError(
+            f"pretrained={tag!r} is neither a known tag of {name} nor an existing file; "
+            f"known tags: {', '.join(tags) or '(none)'}; or pass the path of a local checkpoint"
+        )
+    # OpenAI's weights were trained with QuickGELU: building them with GELU silently changes outputs.
+    quick = bool(cfg.get("quick_gelu", False)) or tag == "openai"
+    try:
+        model = open_clip.create_model(name, pretrained=tag, cache_dir=cache_dir, force_quick_gelu=quick)
+    except Exception as exc:  # network, hub and file errors all surface here
+        raise BackboneError(
+            f"could not get the weights of {name} ({tag}): {exc}. Offline? Download them elsewhere and pass "
+            f"the checkpoint file as pretrained=/path/to/weights.pt (open_clip or OpenAI format), or use "
+            f"the embedded model {EMBEDDED_NAME!r}"
+        ) from exc
+    return model, _preprocess_of(model)
+
+
+def _read_checkpoint(path: Path) -> dict:
+    if path.suffix == ".safetensors":
+        from safetensors.torch import load_file
+
+        return load_file(str(path))
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as pickle_error:
+        try:  # OpenAI's original checkpoints are TorchScript archives.
+            return torch.jit.load(str(path), map_location="cpu").state_dict()
+        except Exception:
+            raise BackboneError(f"cannot read checkpoint {path}: {pickle_error}") from pickle_error
+
+
+def _load_local_file(name: str, path: Path) -> tuple[nn.Module, dict]:
+    state = _read_checkpoint(path)
+    if isinstance(state, dict) and "state_dict" in state:
+        state = state["state_dict"]
+    if not isinstance(state, dict):
+        raise BackboneError(f"checkpoint {path} holds a {type(state).__name__}, not a state dict")
+    state = {k.removeprefix("module."): v for k, v in state.items()}
+    if any(k in state for k in OPENAI_ONLY_KEYS):
+        # OpenAI state-dict format: architecture inferred from the tensors, always QuickGELU.
+        try:
+            model = build_model_from_openai_state_dict(state, quick_gelu=True, cast_dtype=None).float()
+        except Exception as exc:
+            raise BackboneError(f"checkpoint {path} looks like OpenAI format but does not load: {exc}") from exc
+        log.info("loaded %s as an OpenAI-format checkpoint (QuickGELU)", path)
+        return model, _preprocess_of(model)
+    model = open_clip.create_model(name)
+    if "positional_embedding" in state and not hasattr(model, "positional_embedding"):
+        state = convert_to_custom_text_state_dict(state)
+    try:
+        model.load_state_dict(state)
+    except Exception as exc:
+        raise BackboneError(f"checkpoint {path} does not fit the architecture {name}: {exc}") from exc
+    return model, _preprocess_of(model)

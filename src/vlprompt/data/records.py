@@ -1,0 +1,66 @@
+"""The data model every reader produces: labelled image records grouped into train/val/test splits.
+
+A record names its image by a string key: a file path for data on disk, or a ``scheme://...`` key
+for images generated on demand (the synthetic world). ``DatasetSplits.load_image`` turns a record
+into a PIL image; the feature cache keys on the record keys, so they must identify the pixels.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Callable
+
+from PIL import Image
+
+from vlprompt.errors import DataError
+
+SPLITS = ("train", "val", "test")
+
+
+@dataclass(frozen=True)
+class ImageRecord:
+    path: str
+    label: int
+    classname: str
+
+
+def load_image_file(record: ImageRecord) -> Image.Image:
+    """Open an image file as RGB, with an error that names the file when it is missing or corrupt."""
+    path = Path(record.path)
+    if not path.is_file():
+        raise DataError(f"image file {path} (class {record.classname!r}) is missing; restore it or remove it from the split")
+    try:
+        with Image.open(path) as img:
+            return img.convert("RGB")
+    except Exception as exc:
+        raise DataError(f"image file {path} cannot be decoded ({exc}); replace it or remove it from the split") from exc
+
+
+@dataclass
+class DatasetSplits:
+    """A dataset as the engine sees it: class names, three splits and its hand-crafted template."""
+
+    name: str
+    classnames: list[str]
+    train: list[ImageRecord]
+    val: list[ImageRecord]
+    test: list[ImageRecord]
+    template: str = "a photo of a {}."
+    image_loader: Callable[[ImageRecord], Image.Image] = field(default=load_image_file, repr=False)
+
+    def split(self, name: str) -> list[ImageRecord]:
+        if name not in SPLITS:
+            raise DataError(f"split {name!r} does not exist; choose one of {', '.join(SPLITS)}")
+        return getattr(self, name)
+
+    def load_image(self, record: ImageRecord) -> Image.Image:
+        return self.image_loader(record)
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classnames)
+
+    def with_splits(self, **splits: list[ImageRecord]) -> "DatasetSplits":
+        """A copy with some splits replaced (few-shot sampling, class subsets)."""
+        return replace(self, **splits)
