@@ -1,0 +1,46 @@
+"""Evaluation: top-1 accuracy, macro-F1 and per-class accuracy (as Dassl's classification evaluator)."""
+
+from __future__ import annotations
+
+import torch
+from tqdm.auto import tqdm
+
+from vlprompt.engine.precision import autocast
+from vlprompt.learners.base import PromptLearner
+
+
+def classification_metrics(pred: torch.Tensor, labels: torch.Tensor, num_classes: int) -> dict:
+    """Accuracy, macro-F1 (mean over classes present in labels or predictions) and per-class accuracy, in %."""
+    pred, labels = pred.long().cpu(), labels.long().cpu()
+    per_class = {}
+    f1s = []
+    for k in range(num_classes):
+        tp = int(((pred == k) & (labels == k)).sum())
+        n_true, n_pred = int((labels == k).sum()), int((pred == k).sum())
+        if n_true:
+            per_class[k] = 100.0 * tp / n_true
+        if n_true or n_pred:
+            f1s.append(2 * tp / (n_true + n_pred))
+    return {
+        "accuracy": 100.0 * float((pred == labels).float().mean()) if len(labels) else 0.0,
+        "macro_f1": 100.0 * sum(f1s) / len(f1s) if f1s else 0.0,
+        "per_class_accuracy": per_class,
+        "num_samples": len(labels),
+    }
+
+
+@torch.no_grad()
+def predict_logits(learner: PromptLearner, features: torch.Tensor, batch_size: int = 100,
+                   precision: str = "fp32", desc: str = "evaluate") -> torch.Tensor:
+    """Logits for cached (unnormalised) image features, in batches."""
+    learner.eval()
+    out = []
+    for start in tqdm(range(0, len(features), batch_size), desc=desc, leave=False, disable=None):
+        with autocast(precision, features.device):
+            out.append(learner(features=features[start : start + batch_size]).logits.float())
+    return torch.cat(out) if out else torch.empty(0, len(learner.classnames))
+
+
+def evaluate_features(learner: PromptLearner, features: torch.Tensor, labels: torch.Tensor, **kwargs) -> dict:
+    logits = predict_logits(learner, features, **kwargs)
+    return classification_metrics(logits.argmax(-1), labels, len(learner.classnames))

@@ -1,0 +1,183 @@
+"""The training loop: SGD on the learner's prompt tensors, with regularizer hooks, checkpoint and resume.
+
+Defaults are the reference's (Dassl): SGD momentum 0.9, weight decay 5e-4, one warm-up epoch at a
+constant 1e-5, then cosine stepped per epoch, and the last epoch's weights are the result.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from tqdm.auto import tqdm
+
+from vlprompt.engine.precision import PRECISIONS, autocast
+from vlprompt.engine.schedule import lr_at_epoch
+from vlprompt.engine.seeding import capture_rng_state, restore_rng_state
+from vlprompt.errors import ConfigError, check_choice
+from vlprompt.io import atomic_path, write_text
+from vlprompt.learners.base import PromptLearner
+from vlprompt.regularizers.base import Regularizer, TrainContext
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class TrainConfig:
+    epochs: int = 10
+    lr: float = 0.002
+    batch_size: int = 32
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    warmup_epochs: int = 1
+    warmup_lr: float = 1e-5
+    precision: str = "fp32"
+    seed: int = 1
+    views: int = 1
+    eval_batch_size: int = 100
+
+    def __post_init__(self):
+        check_choice("train.precision", self.precision, PRECISIONS)
+        for name in ("epochs", "batch_size", "views", "eval_batch_size"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"train.{name}={getattr(self, name)} must be at least 1")
+        if self.lr <= 0:
+            raise ConfigError(f"train.lr={self.lr} must be positive")
+
+
+class Trainer:
+    def __init__(self, learner: PromptLearner, config: TrainConfig, regularizers: list[Regularizer] = (),
+                 context: TrainContext | None = None):
+        self.learner = learner
+        self.config = config
+        self.regularizers = list(regularizers)
+        for reg in self.regularizers:
+            reg.check(learner)
+        grad_regs = [r.name for r in self.regularizers if r.wants_loss_gradients]
+        if len(grad_regs) > 1:
+            raise ConfigError(f"at most one gradient-transforming regularizer per run; got {', '.join(grad_regs)}")
+        self.context = context or TrainContext(learner=learner)
+        self.context.max_epochs = config.epochs
+        for reg in self.regularizers:
+            reg.setup(self.context)
+        self.params = learner.learnable_tensors()
+        if not self.params:
+            raise ConfigError(f"learner {learner.name!r} has nothing to train; evaluate it instead")
+        self.optimizer = torch.optim.SGD(
+            list(self.params.values()), lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay
+        )
+        self.history: list[dict] = []
+        self.start_epoch = 0
+
+    # -- checkpoints -----------------------------------------------------------------------
+    def state_dict(self) -> dict:
+        learned = {k: v.detach().clone() for k, v in self.learner.state_dict().items() if k in self.params}
+        return {
+            "epochs_done": self.start_epoch,
+            "learner": learned,
+            "optimizer": self.optimizer.state_dict(),
+            "regularizers": {r.name: r.state_dict() for r in self.regularizers},
+            "rng": capture_rng_state(),
+            "history": self.history,
+            "step": self.context.step,
+        }
+
+    def save_checkpoint(self, path: Path) -> None:
+        with atomic_path(path) as tmp:
+            torch.save(self.state_dict(), tmp)
+
+    def load_checkpoint(self, path: Path) -> None:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        self.learner.load_state_dict(state["learner"], strict=False)
+        self.optimizer.load_state_dict(state["optimizer"])
+        for reg in self.regularizers:
+            reg.load_state_dict(state["regularizers"].get(reg.name, {}))
+        restore_rng_state(state["rng"])
+        self.history = state["history"]
+        self.start_epoch = state["epochs_done"]
+        self.context.step = state["step"]
+        log.info("resumed from %s after epoch %d", path, self.start_epoch)
+
+    # -- training --------------------------------------------------------------------------
+    def fit(self, batches, checkpoint: Path | None = None, metrics_path: Path | None = None,
+            stop_after_epoch: int | None = None) -> list[dict]:
+        """Train from the checkpoint if one exists; ``stop_after_epoch`` ends early (for interruption tests)."""
+        if checkpoint is not None and Path(checkpoint).is_file():
+            self.load_checkpoint(Path(checkpoint))
+        cfg = self.config
+        for epoch in range(self.start_epoch, cfg.epochs):
+            record = self._run_epoch(batches, epoch)
+            self.history.append(record)
+            self.start_epoch = epoch + 1
+            if checkpoint is not None:
+                self.save_checkpoint(Path(checkpoint))
+            if metrics_path is not None:
+                write_text(metrics_path, "".join(_json_line(r) for r in self.history))
+            if stop_after_epoch is not None and epoch + 1 >= stop_after_epoch:
+                break
+        return self.history
+
+    def _run_epoch(self, batches, epoch: int) -> dict:
+        cfg, ctx = self.config, self.context
+        lr = lr_at_epoch(epoch, cfg.lr, cfg.epochs, cfg.warmup_epochs, cfg.warmup_lr)
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        ctx.epoch = epoch
+        self.learner.train()
+        sums: dict[str, float] = {}
+        correct = seen = 0
+        start = time.perf_counter()
+        bar = tqdm(batches.epoch(epoch), total=len(batches), desc=f"epoch {epoch + 1}/{cfg.epochs}",
+                   leave=False, disable=None)
+        for batch in bar:
+            losses, logits = self._step(batch)
+            for name, value in losses.items():
+                sums[name] = sums.get(name, 0.0) + float(value)
+            correct += int((logits.argmax(-1) == batch["labels"]).sum())
+            seen += len(batch["labels"])
+            ctx.step += 1
+            bar.set_postfix(loss=f"{float(losses['ce']):.3f}")
+        n_batches = max(len(batches), 1)
+        record = {"epoch": epoch + 1, "lr": lr, "train_accuracy": 100.0 * correct / max(seen, 1),
+                  "seconds": time.perf_counter() - start}
+        record.update({f"loss_{k}": v / n_batches for k, v in sums.items()})
+        for reg in self.regularizers:
+            record.update(reg.on_epoch_end(ctx))
+        if not all(math.isfinite(v) for k, v in record.items() if k.startswith("loss_")):
+            raise FloatingPointError(f"non-finite loss in epoch {epoch + 1}: {record}; lower train.lr")
+        return record
+
+    def _step(self, batch: dict) -> tuple[dict, torch.Tensor]:
+        ctx = self.context
+        with autocast(self.config.precision, batch["labels"].device):
+            outputs = self.learner(images=batch.get("images"), features=batch.get("features"))
+            losses = {"ce": F.cross_entropy(outputs.logits.float(), batch["labels"])}
+            for reg in self.regularizers:
+                losses.update(reg.extra_loss(ctx, outputs, batch))
+        grad_reg = next((r for r in self.regularizers if r.wants_loss_gradients), None)
+        names = list(self.params)
+        tensors = list(self.params.values())
+        if grad_reg is None:
+            sum(losses.values()).backward()
+        else:
+            per_loss = {}
+            for i, (loss_name, loss) in enumerate(losses.items()):
+                grads = torch.autograd.grad(loss, tensors, retain_graph=i < len(losses) - 1, allow_unused=True)
+                per_loss[loss_name] = {n: (g if g is not None else torch.zeros_like(t))
+                                       for n, t, g in zip(names, tensors, grads)}
+            combined = grad_reg.transform_gradients(ctx, per_loss)
+            for n, t in zip(names, tensors):
+                t.grad = combined[n]
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        return {k: v.detach() for k, v in losses.items()}, outputs.logits.detach()
+
+
+def _json_line(record: dict) -> str:
+    return json.dumps(record, sort_keys=True) + "\n"

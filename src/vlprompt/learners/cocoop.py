@@ -1,0 +1,60 @@
+"""CoCoOp: a meta-net turns each image's feature into a shift of the context (methods.md §3).
+
+Every image gets its own K prompts, so the text encoder runs B x K sequences per batch; the image
+tower itself stays frozen, so cached image features still apply.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from vlprompt.backbones import Backbone
+from vlprompt.learners.base import PromptLearner
+from vlprompt.learners.prompts import ClassPromptTokens, init_context
+
+
+class CoCoOp(PromptLearner):
+    name = "cocoop"
+
+    def __init__(
+        self,
+        backbone: Backbone,
+        classnames: list[str],
+        n_ctx: int = 4,
+        ctx_init: str | None = "a photo of a",
+        class_token_position: str = "end",
+    ):
+        super().__init__(backbone, classnames)
+        self.ctx_init = ctx_init or None
+        self.n_ctx = len(ctx_init.split(" ")) if ctx_init else n_ctx
+        self.class_token_position = class_token_position
+        self.ctx = nn.Parameter(init_context(backbone, self.n_ctx, self.ctx_init))
+        vis_dim, ctx_dim = backbone.embed_dim, backbone.text.width
+        hidden = max(vis_dim // 16, 1)
+        self.meta_net = nn.Sequential(
+            nn.Linear(vis_dim, hidden), nn.ReLU(inplace=True), nn.Linear(hidden, ctx_dim)
+        )
+        self.set_classnames(classnames)
+
+    def options(self) -> dict:
+        return {"n_ctx": self.n_ctx, "ctx_init": self.ctx_init, "class_token_position": self.class_token_position}
+
+    def set_classnames(self, classnames: list[str]) -> None:
+        self.classnames = list(classnames)
+        placeholder = self.ctx_init or " ".join(["X"] * self.n_ctx)
+        self.tokens = ClassPromptTokens(self.backbone, self.classnames, self.n_ctx, placeholder,
+                                        self.class_token_position)
+
+    def image_conditioned_context(self, image_features: torch.Tensor) -> torch.Tensor:
+        """(B, M, W): the shared context plus the meta-net's shift of each normalised image feature."""
+        return self.ctx.unsqueeze(0) + self.meta_net(image_features).unsqueeze(1)
+
+    def text_features(self, image_features: torch.Tensor | None = None) -> torch.Tensor:
+        if image_features is None:
+            raise ValueError("CoCoOp's prompts depend on the image: pass image features")
+        per_image = []
+        for ctx in self.image_conditioned_context(image_features):
+            per_image.append(self.backbone.text(self.tokens.assemble(ctx), self.tokens.eot))
+        return F.normalize(torch.stack(per_image), dim=-1)

@@ -1,0 +1,31 @@
+"""Learners by name, so configs and the command line can refer to them."""
+
+from __future__ import annotations
+
+import inspect
+
+from vlprompt.backbones import Backbone
+from vlprompt.errors import ConfigError, check_choice
+from vlprompt.learners.base import PromptLearner
+from vlprompt.learners.cocoop import CoCoOp
+from vlprompt.learners.coop import CoOp
+from vlprompt.learners.zeroshot import ZeroShotCLIP
+
+LEARNERS: dict[str, type[PromptLearner]] = {cls.name: cls for cls in (ZeroShotCLIP, CoOp, CoCoOp)}
+
+
+def learner_options(name: str) -> dict:
+    """The options a learner accepts, with their defaults."""
+    check_choice("learner", name, sorted(LEARNERS))
+    params = list(inspect.signature(LEARNERS[name].__init__).parameters.values())[3:]
+    return {p.name: p.default for p in params}
+
+
+def build_learner(name: str, backbone: Backbone, classnames: list[str], **options) -> PromptLearner:
+    valid = learner_options(name)
+    unknown = sorted(set(options) - set(valid))
+    if unknown:
+        raise ConfigError(
+            f"learner {name!r} has no option {', '.join(unknown)}; valid options: {', '.join(valid) or '(none)'}"
+        )
+    return LEARNERS[name](backbone, classnames, **options)

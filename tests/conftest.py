@@ -1,0 +1,41 @@
+"""Shared fixtures: small randomly initialised open_clip models and a tiny on-disk image dataset."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+import torch
+from PIL import Image
+
+torch.set_num_threads(min(2, os.cpu_count() or 1))
+
+CLASSNAMES = ["red circle", "blue square", "green_triangle", "yellow star", "purple hexagon"]
+
+
+@pytest.fixture(scope="session")
+def tiny_backbone():
+    """The embedded model's architecture with seeded random weights (fast, no download)."""
+    from vlprompt.backbones import load_backbone
+
+    return load_backbone("vlprompt-tiny", None, seed=0)
+
+
+@pytest.fixture(scope="session")
+def classnames():
+    return list(CLASSNAMES)
+
+
+def make_image_folder(root, classnames=CLASSNAMES, per_class=6, size=24, splits=("train", "val", "test")):
+    """Write a tiny image folder (split/class/img.png) whose pixels carry a class-specific colour."""
+    for s, split in enumerate(splits):
+        for k, name in enumerate(classnames):
+            d = root / split / name
+            d.mkdir(parents=True, exist_ok=True)
+            for i in range(per_class):
+                g = torch.Generator().manual_seed(s * 100_000 + k * 1_000 + i)
+                base = torch.tensor([(k * 53) % 256, (k * 97) % 256, (k * 151) % 256], dtype=torch.float32)
+                noise = torch.randint(0, 40, (size, size, 3), generator=g).float()
+                pixels = (base + noise).clamp(0, 255).to(torch.uint8).numpy()
+                Image.fromarray(pixels).save(d / f"{i}.png")
+    return root
