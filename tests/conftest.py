@@ -26,6 +26,12 @@ def classnames():
     return list(CLASSNAMES)
 
 
+@pytest.fixture(scope="session")
+def image_folder_factory():
+    """A function writing a tiny image folder; fixtures can't be imported, so tests receive it this way."""
+    return make_image_folder
+
+
 def make_image_folder(root, classnames=CLASSNAMES, per_class=6, size=24, splits=("train", "val", "test")):
     """Write a tiny image folder (split/class/img.png) whose pixels carry a class-specific colour."""
     for s, split in enumerate(splits):

@@ -137,7 +137,7 @@ def load_backbone(
     tag = None if pretrained in RANDOM_TAGS else str(pretrained)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        if name == EMBEDDED_NAME:
+        if name == EMBEDDED_NAME and tag in (None, EMBEDDED_TAG):
             model, preprocess = _load_embedded(tag)
         elif tag is not None and Path(tag).is_file():
             model, preprocess = _load_local_file(name, Path(tag))
@@ -145,6 +145,8 @@ def load_backbone(
             model, preprocess = _load_tag(name, tag, cache_dir)
         else:
             model, preprocess = _create(name)
+    if name == EMBEDDED_NAME:
+        preprocess = dict(EMBEDDED_PREPROCESS)
     identity = BackboneIdentity(name=name, pretrained=tag or "random", sha256=state_dict_sha256(model))
     backbone = Backbone(model.float(), open_clip.get_tokenizer(name), preprocess, identity)
     return backbone.to(device)
@@ -169,22 +171,22 @@ def _create(name: str, **kwargs) -> tuple[nn.Module, dict]:
 
 def _load_embedded(tag: str | None) -> tuple[nn.Module, dict]:
     model = open_clip.create_model(EMBEDDED_NAME)
-    if tag is None:
-        return model, dict(EMBEDDED_PREPROCESS)
-    path = WEIGHTS_PATH if tag == EMBEDDED_TAG else Path(tag)
-    if not path.is_file():
-        hint = (
-            "the shipped weights are missing from this installation; reinstall vlprompt or run "
-            "`vlprompt world pretrain` to produce them"
-            if tag == EMBEDDED_TAG
-            else f"pass pretrained={EMBEDDED_TAG!r} for the shipped weights or the path of a checkpoint"
-        )
-        raise BackboneError(f"weights file {path} not found for {EMBEDDED_NAME}: {hint}")
-    model.load_state_dict(load_embedded_state_dict(path))
-    return model, dict(EMBEDDED_PREPROCESS)
+    if tag is not None:
+        if not WEIGHTS_PATH.is_file():
+            raise BackboneError(
+                f"weights file {WEIGHTS_PATH} of {EMBEDDED_NAME} is missing from this installation; reinstall "
+                "vlprompt or run `vlprompt world pretrain` to produce it"
+            )
+        model.load_state_dict(load_embedded_state_dict(WEIGHTS_PATH))
+    return model, {}
 
 
 def _load_tag(name: str, tag: str, cache_dir: str | None) -> tuple[nn.Module, dict]:
+    if name == EMBEDDED_NAME:
+        raise BackboneError(
+            f"weights {tag!r} not found for {EMBEDDED_NAME}: pass pretrained={EMBEDDED_TAG!r} for the shipped "
+            "weights or the path of an existing checkpoint file"
+        )
     cfg = open_clip.get_pretrained_cfg(name, tag)
     if not cfg:
         tags = open_clip.list_pretrained_tags_by_model(name)
@@ -229,7 +231,9 @@ def _load_local_file(name: str, path: Path) -> tuple[nn.Module, dict]:
     if any(k in state for k in OPENAI_ONLY_KEYS):
         # OpenAI state-dict format: architecture inferred from the tensors, always QuickGELU.
         try:
-            model = build_model_from_openai_state_dict(state, quick_gelu=True, cast_dtype=None).float()
+            model = build_model_from_openai_state_dict(dict(state), quick_gelu=True, cast_dtype=None).float()
+            # open_clip's builder rounds weights through fp16; reload them at their stored precision.
+            model.load_state_dict({k: v.float() for k, v in state.items() if k not in OPENAI_ONLY_KEYS})
         except Exception as exc:
             raise BackboneError(f"checkpoint {path} looks like OpenAI format but does not load: {exc}") from exc
         log.info("loaded %s as an OpenAI-format checkpoint (QuickGELU)", path)
