@@ -21,11 +21,15 @@ def learner_options(name: str) -> dict:
     return {p.name: p.default for p in params}
 
 
-def build_learner(name: str, backbone: Backbone, classnames: list[str], **options) -> PromptLearner:
+def build_learner(name: str, backbone: Backbone, classnames: list[str], dataset_template: str | None = None,
+                  **options) -> PromptLearner:
+    """Build a learner; one with a ``templates`` option left unset gets the dataset's template."""
     valid = learner_options(name)
     unknown = sorted(set(options) - set(valid))
     if unknown:
         raise ConfigError(
             f"learner {name!r} has no option {', '.join(unknown)}; valid options: {', '.join(valid) or '(none)'}"
         )
+    if "templates" in valid and options.get("templates") is None and dataset_template:
+        options["templates"] = [dataset_template]
     return LEARNERS[name](backbone, classnames, **options)

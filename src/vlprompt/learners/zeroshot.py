@@ -33,8 +33,9 @@ def zero_shot_text_features(backbone: Backbone, classnames: list[str], templates
 class ZeroShotCLIP(PromptLearner):
     name = "zeroshot"
 
-    def __init__(self, backbone: Backbone, classnames: list[str], templates: list[str] | str = "a photo of a {}."):
+    def __init__(self, backbone: Backbone, classnames: list[str], templates: list[str] | str | None = None):
         super().__init__(backbone, classnames)
+        templates = templates or "a photo of a {}."
         self.templates = [templates] if isinstance(templates, str) else list(templates)
         for t in self.templates:
             if "{}" not in t:

@@ -1,0 +1,100 @@
+"""Training, checkpoint/resume, and the optimizer semantics of the reference (SGD, momentum, decay)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from vlprompt.engine.batches import FeatureBatches, batch_indices
+from vlprompt.engine.trainer import TrainConfig, Trainer
+from vlprompt.errors import ConfigError
+from vlprompt.learners.coop import CoOp
+from vlprompt.learners.zeroshot import ZeroShotCLIP
+
+
+def make_data(backbone, n=24, k=5, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn(2, n, backbone.embed_dim, generator=g), torch.arange(n) % k
+
+
+def test_drop_last_only_when_a_full_batch_exists():
+    g = torch.Generator().manual_seed(0)
+    assert [len(b) for b in batch_indices(10, 4, g)] == [4, 4]
+    assert [len(b) for b in batch_indices(3, 4, g)] == [3]
+
+
+def test_training_reduces_the_loss(tiny_backbone, classnames):
+    torch.manual_seed(0)
+    learner = CoOp(tiny_backbone, classnames, n_ctx=4)
+    feats, labels = make_data(tiny_backbone)
+    history = Trainer(learner, TrainConfig(epochs=8, lr=0.5, batch_size=8, warmup_epochs=0)).fit(
+        FeatureBatches(feats, labels, 8, seed=3))
+    assert history[-1]["loss_ce"] < history[0]["loss_ce"]
+
+
+def test_one_step_is_sgd_with_momentum_and_weight_decay(tiny_backbone, classnames):
+    """First step of SGD(momentum 0.9, wd 5e-4) from zero momentum: ctx <- ctx - lr * (grad + wd * ctx)."""
+    torch.manual_seed(0)
+    learner = CoOp(tiny_backbone, classnames, n_ctx=2)
+    feats, labels = make_data(tiny_backbone, n=8)
+    batches = FeatureBatches(feats[:1], labels, 8, seed=0)
+    batch = next(batches.epoch(0))
+    start = learner.ctx.detach().clone()
+    loss = F.cross_entropy(learner(features=batch["features"]).logits, batch["labels"])
+    (grad,) = torch.autograd.grad(loss, [learner.ctx])
+    trainer = Trainer(learner, TrainConfig(epochs=1, lr=0.1, batch_size=8, warmup_epochs=0))
+    trainer.fit(batches)
+    expected = start - 0.1 * (grad + 5e-4 * start)
+    assert torch.allclose(learner.ctx.detach(), expected, atol=1e-6)
+
+
+def test_interrupted_and_resumed_run_ends_with_the_same_prompt(tmp_path, tiny_backbone, classnames):
+    feats, labels = make_data(tiny_backbone)
+    config = TrainConfig(epochs=5, lr=0.05, batch_size=8)
+
+    def fresh():
+        torch.manual_seed(0)
+        return CoOp(tiny_backbone, classnames, n_ctx=3)
+
+    straight = fresh()
+    Trainer(straight, config).fit(FeatureBatches(feats, labels, 8, seed=7))
+
+    ckpt = tmp_path / "checkpoint.pt"
+    first = fresh()
+    Trainer(first, config).fit(FeatureBatches(feats, labels, 8, seed=7), checkpoint=ckpt, stop_after_epoch=2)
+    torch.manual_seed(12345)  # a resumed process starts with another global random state
+    resumed = fresh()
+    with torch.no_grad():
+        resumed.ctx.normal_()  # and other weights: the checkpoint must restore them
+    history = Trainer(resumed, config).fit(FeatureBatches(feats, labels, 8, seed=7), checkpoint=ckpt,
+                                           metrics_path=tmp_path / "metrics.jsonl")
+    assert torch.equal(resumed.ctx, straight.ctx)
+    assert [h["epoch"] for h in history] == [1, 2, 3, 4, 5]
+    assert len((tmp_path / "metrics.jsonl").read_text().splitlines()) == 5
+
+
+def test_nothing_to_train_and_bad_options_are_refused(tiny_backbone, classnames):
+    with pytest.raises(ConfigError, match="nothing to train"):
+        Trainer(ZeroShotCLIP(tiny_backbone, classnames), TrainConfig())
+    with pytest.raises(ConfigError, match="precision"):
+        TrainConfig(precision="fp8")
+    with pytest.raises(ConfigError, match="batch_size"):
+        TrainConfig(batch_size=0)
+
+
+def test_bf16_autocast_moves_the_prompt_like_fp32(tiny_backbone, classnames):
+    """bf16 keeps ~3 significant digits: the update differs, but its direction and size agree with fp32."""
+    feats, labels = make_data(tiny_backbone)
+    updates = {}
+    for precision in ("fp32", "bf16"):
+        torch.manual_seed(0)
+        learner = CoOp(tiny_backbone, classnames, n_ctx=2)
+        start = learner.ctx.detach().clone()
+        Trainer(learner, TrainConfig(epochs=3, lr=0.05, batch_size=8, precision=precision)).fit(
+            FeatureBatches(feats, labels, 8, seed=1))
+        updates[precision] = (learner.ctx.detach() - start).flatten()
+    a, b = updates["fp32"], updates["bf16"]
+    assert not torch.equal(a, b)
+    assert F.cosine_similarity(a, b, dim=0) > 0.95
+    assert 0.8 < float(b.norm() / a.norm()) < 1.25
