@@ -19,19 +19,27 @@ from vlprompt.learners.zeroshot import zero_shot_text_features
 
 @dataclass
 class TrainContext:
-    """What a regularizer may read: the learner, the task, where training stands, shared needs."""
+    """What a regularizer may read: the learner, the task, where training stands, shared needs.
+
+    ``templates`` maps a template kind ("coop", "prograd", "kgcoop", "ensemble") to the dataset's
+    hand-crafted templates of that kind (methods.md §1.6); the engine fills it from the dataset.
+    """
 
     learner: PromptLearner
     dataset: str = ""
-    template: str = "a photo of a {}."
+    templates: dict[str, list[str]] = field(default_factory=lambda: {"coop": ["a photo of a {}."]})
     epoch: int = 0
     max_epochs: int = 1
     step: int = 0
     _zero_shot: dict = field(default_factory=dict, repr=False)
 
-    def zero_shot_text_features(self, templates: tuple[str, ...] | None = None) -> torch.Tensor:
+    def templates_of(self, kind: str) -> list[str]:
+        """Templates of a kind, falling back to the dataset's own ("coop") template."""
+        return self.templates.get(kind) or self.templates["coop"]
+
+    def zero_shot_text_features(self, kind: str = "coop") -> torch.Tensor:
         """Normalised (K, D) features of the frozen model's hand-crafted prompts, computed once per run."""
-        templates = tuple(templates or (self.template,))
+        templates = tuple(self.templates_of(kind))
         if templates not in self._zero_shot:
             learner = self.learner
             self._zero_shot[templates] = zero_shot_text_features(learner.backbone, learner.classnames, list(templates))
