@@ -1,0 +1,31 @@
+# Set-up is part of each target: a fresh clone needs only `make demo` or `make test`.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+.PHONY: demo test bench setup clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet torch==2.14.1 torchvision==0.29.1
+	$(PY) -m pip install --quiet -e ".[dev]"
+	touch $(STAMP)
+
+setup: $(STAMP)
+
+## The main job: base-to-new comparison on the embedded synthetic world (a few minutes on a CPU).
+demo: $(STAMP)
+	$(VENV)/bin/vlprompt demo
+
+## The whole test suite.
+test: $(STAMP)
+	$(VENV)/bin/pytest
+
+## Benchmarks (slow; run by hand).
+bench: $(STAMP)
+	$(PY) benchmarks/feature_cache.py
+
+clean:
+	rm -rf $(VENV) runs .pytest_cache
