@@ -1,0 +1,166 @@
+"""Run configuration: a YAML preset plus ``key=value`` overrides, validated into dataclasses.
+
+A run is identified by the hash of its resolved configuration (output location excluded), so a
+rerun of the same configuration finds its own run directory and does no work twice.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+
+import yaml
+
+from vlprompt.errors import ConfigError, check_choice
+from vlprompt.engine.trainer import TrainConfig
+
+PRESET_DIR = Path(__file__).resolve().parent.parent / "presets"
+SUBSETS = ("all", "base", "new")
+
+
+@dataclass
+class BackboneConfig:
+    name: str = "vlprompt-tiny"
+    pretrained: str | None = "world"
+
+
+@dataclass
+class DataConfig:
+    dataset: str = "world:objects"
+    root: str | None = None
+    shots: int | None = 16  # None: the full training split
+    subsample: str = "all"  # train on all, base or new classes
+    eval_subsets: list[str] = field(default_factory=lambda: ["all"])
+    # other datasets the final prompt is evaluated on with their own classes (domain shift, cross-dataset)
+    eval_datasets: list[str] = field(default_factory=list)
+    imbalance_ratio: float | None = None
+
+    def __post_init__(self):
+        check_choice("data.subsample", self.subsample, SUBSETS)
+        for s in self.eval_subsets:
+            check_choice("data.eval_subsets", s, SUBSETS)
+        if self.shots is not None and self.shots < 1:
+            raise ConfigError(f"data.shots={self.shots} must be at least 1 (or null for the full split)")
+
+
+@dataclass
+class LearnerConfig:
+    name: str = "coop"
+    options: dict = field(default_factory=dict)
+
+
+@dataclass
+class RunConfig:
+    backbone: BackboneConfig = field(default_factory=BackboneConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    learner: LearnerConfig = field(default_factory=LearnerConfig)
+    regularizers: list[dict] = field(default_factory=list)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    output_dir: str = "runs"
+    cache_dir: str = "~/.cache/vlprompt"
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    def run_id(self) -> str:
+        """Hash of everything that determines the result (not where it is written or cached)."""
+        d = self.to_dict()
+        d.pop("output_dir")
+        d.pop("cache_dir")
+        return hashlib.sha256(json.dumps(d, sort_keys=True, default=str).encode()).hexdigest()[:12]
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "RunConfig":
+        d = copy.deepcopy(d)
+        _check_keys("config", d, {f.name for f in fields(cls)})
+        sections = {"backbone": BackboneConfig, "data": DataConfig, "learner": LearnerConfig, "train": TrainConfig}
+        kwargs = {}
+        for key, value in d.items():
+            if key in sections:
+                if not isinstance(value, dict):
+                    raise ConfigError(f"{key} must be a mapping, got {value!r}")
+                _check_keys(key, value, {f.name for f in fields(sections[key])})
+                kwargs[key] = sections[key](**value)
+            elif key == "regularizers":
+                if not isinstance(value, list) or not all(isinstance(r, dict) and "name" in r for r in value):
+                    raise ConfigError("regularizers must be a list of mappings, each with a 'name'")
+                kwargs[key] = value
+            else:
+                kwargs[key] = value
+        return cls(**kwargs)
+
+
+def _check_keys(section: str, d: dict, valid: set[str]) -> None:
+    unknown = sorted(set(d) - valid)
+    if unknown:
+        raise ConfigError(f"unknown option {section}.{unknown[0]}; valid options of {section}: {', '.join(sorted(valid))}")
+
+
+def list_presets() -> list[str]:
+    return sorted(p.stem for p in PRESET_DIR.glob("*.yaml"))
+
+
+def load_preset(name: str) -> dict:
+    path = Path(name) if name.endswith((".yaml", ".yml")) else PRESET_DIR / f"{name}.yaml"
+    if not path.is_file():
+        raise ConfigError(f"preset {name!r} not found; available presets: {', '.join(list_presets())}")
+    return yaml.safe_load(path.read_text()) or {}
+
+
+def apply_overrides(d: dict, overrides: list[str]) -> dict:
+    """Apply ``a.b.c=value`` overrides; values are parsed as YAML (numbers, lists, null...)."""
+    d = copy.deepcopy(d)
+    for item in overrides:
+        if "=" not in item:
+            raise ConfigError(f"override {item!r} is not of the form key=value (e.g. train.epochs=5)")
+        key, raw = item.split("=", 1)
+        value = _parse_value(raw)
+        node = d
+        parts = key.strip().split(".")
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"override {item!r}: {part} is not a section")
+        node[parts[-1]] = value
+    return d
+
+
+def expand_preset(d: dict, overrides: list[str] = ()) -> dict:
+    """Apply a preset's method-level defaults and overrides, giving a plain ``RunConfig`` dict.
+
+    Besides ``RunConfig`` fields a preset may hold ``learners`` (options per learner name),
+    ``regularizers_defaults`` (options per regularizer name) and ``epochs_by_shots`` (epochs per shot
+    count, CoOp's schedule); explicit options and overrides win over these defaults.
+    """
+    d = apply_overrides(d, list(overrides))
+    learners = d.pop("learners", None) or {}
+    reg_defaults = d.pop("regularizers_defaults", None) or {}
+    epochs_by_shots = d.pop("epochs_by_shots", None) or {}
+    learner = d.setdefault("learner", {})
+    name = learner.setdefault("name", LearnerConfig.name)
+    learner["options"] = {**learners.get(name, {}), **(learner.get("options") or {})}
+    d["regularizers"] = [{**reg_defaults.get(r.get("name"), {}), **r} for r in d.get("regularizers") or []]
+    shots = (d.get("data") or {}).get("shots", DataConfig.shots)
+    epochs_overridden = any(o.split("=", 1)[0].strip() == "train.epochs" for o in overrides)
+    if shots in epochs_by_shots and not epochs_overridden:
+        d.setdefault("train", {})["epochs"] = epochs_by_shots[shots]
+    return d
+
+
+def _parse_value(raw: str):
+    """YAML value of an override; numbers such as 1e-3 (a string to YAML 1.1) become floats."""
+    value = yaml.safe_load(raw) if raw else None
+    if isinstance(value, str):
+        try:
+            return float(value)
+        except ValueError:
+            pass
+    return value
+
+
+def resolve_config(preset: str | None = None, overrides: list[str] = ()) -> RunConfig:
+    base = load_preset(preset) if preset else {}
+    return RunConfig.from_dict(expand_preset(base, list(overrides)))

@@ -1,0 +1,56 @@
+"""Configuration: presets + key=value overrides, validation with messages that name the option."""
+
+from __future__ import annotations
+
+import pytest
+
+from vlprompt.engine.config import RunConfig, apply_overrides, expand_preset, list_presets, load_preset, resolve_config
+from vlprompt.errors import ConfigError
+
+
+def test_overrides_parse_yaml_values_into_nested_sections():
+    d = apply_overrides({}, ["train.epochs=5", "train.lr=1e-3", "learner.options.ctx_init=a photo of a",
+                             "data.eval_datasets=[world:shapes, world:colours]", "backbone.pretrained=null"])
+    assert d["train"] == {"epochs": 5, "lr": 1e-3}
+    assert d["learner"]["options"]["ctx_init"] == "a photo of a"
+    assert d["data"]["eval_datasets"] == ["world:shapes", "world:colours"]
+    assert d["backbone"]["pretrained"] is None
+
+
+def test_unknown_options_name_the_option_and_the_valid_ones():
+    with pytest.raises(ConfigError, match=r"train\.epoch\b.*epochs"):
+        RunConfig.from_dict({"train": {"epoch": 3}})
+    with pytest.raises(ConfigError, match="unknown option config.trian"):
+        RunConfig.from_dict({"trian": {}})
+    with pytest.raises(ConfigError, match="data.subsample"):
+        RunConfig.from_dict({"data": {"subsample": "half"}})
+    with pytest.raises(ConfigError, match="key=value"):
+        apply_overrides({}, ["train.epochs"])
+    with pytest.raises(ConfigError, match="available presets"):
+        load_preset("no-such-preset")
+
+
+def test_run_id_depends_on_what_changes_results_only():
+    a = RunConfig.from_dict({"train": {"epochs": 3}})
+    b = RunConfig.from_dict({"train": {"epochs": 3}, "output_dir": "elsewhere", "cache_dir": "/tmp/x"})
+    c = RunConfig.from_dict({"train": {"epochs": 4}})
+    assert a.run_id() == b.run_id() != c.run_id()
+
+
+def test_preset_method_defaults_and_epochs_by_shots():
+    preset = {"learners": {"coop": {"n_ctx": 4}}, "regularizers_defaults": {"kgcoop": {"weight": 8.0}},
+              "epochs_by_shots": {1: 50, 16: 200}, "data": {"shots": 1},
+              "regularizers": [{"name": "kgcoop"}]}
+    d = expand_preset(preset)
+    assert d["learner"] == {"name": "coop", "options": {"n_ctx": 4}}
+    assert d["regularizers"] == [{"name": "kgcoop", "weight": 8.0}]
+    assert d["train"]["epochs"] == 50
+    d = expand_preset(preset, ["data.shots=16", "learner.options.n_ctx=8"])
+    assert d["train"]["epochs"] == 200 and d["learner"]["options"]["n_ctx"] == 8
+    assert expand_preset(preset, ["train.epochs=7"])["train"]["epochs"] == 7
+
+
+@pytest.mark.parametrize("name", list_presets())
+def test_every_shipped_preset_resolves(name):
+    config = resolve_config(name)
+    assert config.learner.name in ("zeroshot", "coop", "cocoop", "maple")
