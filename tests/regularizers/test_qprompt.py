@@ -18,7 +18,7 @@ from vlprompt.learners.cocoop import CoCoOp
 from vlprompt.learners.coop import CoOp
 from vlprompt.regularizers.base import TrainContext
 from vlprompt.regularizers.qprompt import (
-    QPrompt, dequantize, histogram_kl, kmeans_1d, pack_quantized, unpack_quantized,
+    QPrompt, dequantize, histogram_kl, kmeans_1d, pack_quantized, storage_report, unpack_quantized,
 )
 
 OPTIONS = dict(kmeans_init="kmeans++", kmeans_iters=25, cac_interval=1, cac_kl_threshold=0.0)
@@ -196,3 +196,16 @@ def test_state_dict_loads_with_weights_only(tiny_backbone, classnames):
     buf.seek(0)
     state = torch.load(buf, weights_only=True)
     assert torch.equal(state["tensors"]["ctx"]["codebook"], reg.quantizers["ctx"].codebook)
+
+
+def test_storage_report_reads_the_files(tmp_path, tiny_backbone, classnames):
+    torch.manual_seed(0)
+    learner = CoCoOp(tiny_backbone, classnames)  # ctx (4, 128); meta_net 128->8->128 with biases
+    quantized(learner, 1)
+    save_pretrained(learner, tmp_path / "prompt")
+    report = storage_report(tmp_path / "prompt")
+    ctx = report["quantized"]["ctx"]
+    assert ctx["formula_bytes"] == 4 * 128 // 8 + 2 * 2 == ctx["file_bytes"] - ctx["header_bytes"]
+    assert ctx["header_bytes"] == 19 and ctx["fp16_bytes"] == 4 * 128 * 2
+    assert report["quantized_bytes_without_headers"] == 68 + 2 * (8 * 128 // 8 + 4)
+    assert report["full_precision_fp16_bytes"] == {"meta_net.0.bias": 16, "meta_net.2.bias": 256}

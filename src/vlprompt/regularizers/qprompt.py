@@ -112,15 +112,20 @@ def pack_quantized(indices: torch.Tensor, codebook: torch.Tensor) -> bytes:
     return header + table.numpy().astype("<f2").tobytes() + packed.numpy().tobytes()
 
 
-def unpack_quantized(data: bytes) -> tuple[torch.Tensor, torch.Tensor]:
-    """(indices with the stored shape, fp16 codebook rows (C, 2^b)) from ``pack_quantized`` bytes."""
+def packed_header(data: bytes) -> tuple[int, tuple[int, ...], int, int]:
+    """(bits, shape, codebook rows, header bytes) of ``pack_quantized`` bytes."""
     if len(data) < _HEADER.size or data[:4] != MAGIC:
         raise ConfigError("not a QPrompt packed tensor (bad magic); the file is damaged or of another kind")
     _, version, bits, ndim, rows = _HEADER.unpack_from(data)
     if version != 1:
         raise ConfigError(f"QPrompt packed format version {version} is newer than this vlprompt reads (1)")
     shape = struct.unpack_from(f"<{ndim}I", data, _HEADER.size)
-    offset = _HEADER.size + 4 * ndim
+    return bits, shape, rows, _HEADER.size + 4 * ndim
+
+
+def unpack_quantized(data: bytes) -> tuple[torch.Tensor, torch.Tensor]:
+    """(indices with the stored shape, fp16 codebook rows (C, 2^b)) from ``pack_quantized`` bytes."""
+    bits, shape, rows, offset = packed_header(data)
     levels = 2**bits
     table = torch.frombuffer(bytearray(data[offset : offset + rows * levels * 2]), dtype=torch.float16)
     offset += rows * levels * 2
@@ -148,6 +153,31 @@ def decode_packed(data: bytes) -> torch.Tensor:
 
 
 register_tensor_codec(CODEC, decode_packed)
+
+
+def storage_report(artifact_dir: str | Path) -> dict:
+    """Bytes of a saved prompt, read from its files, against the paper's formula and fp16 storage.
+
+    Per packed tensor: the file size, its header, and b·N/8 (rounded up) + 2^b·2 bytes per codebook
+    row (the paper's b·N + 2^b·16 bits for per-tensor codebooks); tensors stored in full precision
+    (biases) are listed apart, counted at 2 bytes per element as the paper's fp16 baselines are.
+    """
+    directory = Path(artifact_dir)
+    config = read_config(directory)
+    packed, total, fp16 = {}, 0, 0
+    for name, entry in config.get("encoded", {}).items():
+        if entry["codec"] != CODEC:
+            continue
+        data = (directory / entry["file"]).read_bytes()
+        bits, shape, rows, header = packed_header(data)
+        n = math.prod(shape)
+        packed[name] = {"bits": bits, "elements": n, "file_bytes": len(data), "header_bytes": header,
+                        "formula_bytes": math.ceil(bits * n / 8) + rows * 2**bits * 2, "fp16_bytes": 2 * n}
+        total += len(data) - header
+        fp16 += 2 * n
+    full = {name: 2 * math.prod(shape) for name, shape in config["tensors"].items()}
+    return {"quantized": packed, "quantized_bytes_without_headers": total, "quantized_fp16_bytes": fp16,
+            "full_precision_fp16_bytes": full}
 
 
 # -- the quantizer parametrization ---------------------------------------------------------------
