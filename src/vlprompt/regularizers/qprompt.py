@@ -60,12 +60,13 @@ def kmeans_1d(values: torch.Tensor, k: int, iters: int, init: str, seed: int = 0
     else:
         gen = torch.Generator().manual_seed(seed)
         chosen = [values[int(torch.randint(len(values), (1,), generator=gen))]]
+        d2 = (values - chosen[0]).square()  # squared distance to the nearest chosen centroid
         for _ in range(1, k):
-            d2 = (values[:, None] - torch.stack(chosen)[None, :]).square().min(1).values
             if float(d2.sum()) == 0.0:
                 chosen.append(chosen[-1])
                 continue
             chosen.append(values[int(torch.multinomial(d2.cpu(), 1, generator=gen))])
+            d2 = torch.minimum(d2, (values - chosen[-1]).square())
         centroids = torch.stack(chosen)
     centroids = centroids.sort().values
     for _ in range(iters):
