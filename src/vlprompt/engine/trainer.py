@@ -155,6 +155,8 @@ class Trainer:
 
     def _step(self, batch: dict) -> tuple[dict, torch.Tensor]:
         ctx = self.context
+        for reg in self.regularizers:
+            reg.before_step(ctx, batch)
         with autocast(self.config.precision, batch["labels"].device):
             outputs = self.learner(images=batch.get("images"), features=batch.get("features"))
             losses = {"ce": F.cross_entropy(outputs.logits.float(), batch["labels"])}

@@ -1,0 +1,6 @@
+"""Regularizers: what shapes training besides the learner's cross-entropy.
+
+Importing the package registers every built-in regularizer by name.
+"""
+
+from vlprompt.regularizers import nemesis, qprompt  # noqa: F401  (registration)

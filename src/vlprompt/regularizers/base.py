@@ -66,6 +66,9 @@ class Regularizer:
     def setup(self, ctx: TrainContext) -> None:
         """Prepare before training (register parametrizations, fetch shared needs)."""
 
+    def before_step(self, ctx: TrainContext, batch: dict) -> None:
+        """Called before each training step's forward pass (e.g. to refit a quantizer's codebook)."""
+
     def extra_loss(self, ctx: TrainContext, outputs: LearnerOutput, batch: dict) -> dict[str, torch.Tensor]:
         return {}
 

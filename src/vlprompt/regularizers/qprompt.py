@@ -22,7 +22,7 @@ from torch.nn.utils import parametrize
 
 from vlprompt.errors import ConfigError, check_choice
 from vlprompt.learners.artifact import read_config, register_tensor_codec
-from vlprompt.learners.base import LearnerOutput, PromptLearner
+from vlprompt.learners.base import PromptLearner
 from vlprompt.regularizers.base import Regularizer, TrainContext
 from vlprompt.regularizers.registry import register
 
@@ -347,11 +347,9 @@ class QPrompt(Regularizer):
                 self.refit(name, step)
                 self.refits += 1
 
-    def extra_loss(self, ctx: TrainContext, outputs: LearnerOutput, batch: dict) -> dict[str, torch.Tensor]:
-        """No loss of its own (the host's loss is unchanged); runs CAC once per step, effective next step."""
-        with torch.autocast(device_type=outputs.logits.device.type, enabled=False):
-            self.cac_step(ctx.step)
-        return {}
+    def before_step(self, ctx: TrainContext, batch: dict) -> None:
+        """Constrained adaptive clustering, once per step before the forward pass (no loss of its own)."""
+        self.cac_step(ctx.step)
 
     def on_epoch_end(self, ctx: TrainContext) -> dict:
         with torch.no_grad():
