@@ -61,6 +61,6 @@ class DatasetSplits:
     def num_classes(self) -> int:
         return len(self.classnames)
 
-    def with_splits(self, **splits: list[ImageRecord]) -> "DatasetSplits":
-        """A copy with some splits replaced (few-shot sampling, class subsets)."""
-        return replace(self, **splits)
+    def with_splits(self, **fields) -> "DatasetSplits":
+        """A copy with some splits (or other fields) replaced: few-shot sampling, class subsets."""
+        return replace(self, **fields)

@@ -1,0 +1,228 @@
+"""The ``vlprompt`` command. Thin: it parses arguments and calls the library."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+from vlprompt.cli import analyze
+from vlprompt.errors import VlpromptError
+
+log = logging.getLogger("vlprompt")
+
+PROTOCOLS = ["few_shot", "base_to_new", "domain_generalization", "cross_dataset", "imbalanced"]
+OVERRIDE_HELP = "configuration overrides as key=value, e.g. train.epochs=5 learner.options.n_ctx=8"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    # argparse cannot give a trailing positional list after options; key=value overrides may stand anywhere
+    args, extra = parser.parse_known_args(argv)
+    unknown = [a for a in extra if a.startswith("-") or "=" not in a]
+    if unknown or (extra and not hasattr(args, "overrides")):
+        parser.error(f"unrecognized arguments: {' '.join(unknown or extra)}")
+    if extra:
+        args.overrides = list(args.overrides or []) + extra
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+    if not hasattr(args, "func"):
+        parser.print_help()
+        return 2
+    try:
+        return args.func(args) or 0
+    except VlpromptError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted; rerun the same command to resume from the last checkpoint", file=sys.stderr)
+        return 130
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="vlprompt", description="Soft-prompt tuning for CLIP-like models.")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(title="commands")
+
+    p = sub.add_parser("train", help="train (or resume) one run and evaluate it")
+    p.add_argument("--preset", help="a preset name (`vlprompt list presets`) or a YAML file")
+    p.add_argument("overrides", nargs="*", help=OVERRIDE_HELP)
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("eval", help="evaluate a saved prompt on a dataset's test split")
+    p.add_argument("--prompt", required=True, help="a prompt directory written by train")
+    p.add_argument("--dataset", required=True, help="world:TASK, folder:PATH, csv:PATH or a standard name")
+    p.add_argument("--root", help="folder holding the standard datasets")
+    p.add_argument("--subset", default="all", choices=["all", "base", "new"], help="classes to evaluate on")
+    p.set_defaults(func=cmd_eval)
+
+    p = sub.add_parser("predict", help="classify images with a saved prompt")
+    p.add_argument("images", nargs="+", help="image files")
+    p.add_argument("--prompt", required=True, help="a prompt directory written by train")
+    p.add_argument("--classes", help="comma-separated class names (default: the classes it was trained on)")
+    p.add_argument("--top-k", type=int, default=3, help="how many classes to show per image")
+    p.set_defaults(func=cmd_predict)
+
+    p = sub.add_parser("list", help="list backbones, learners, regularizers, datasets or presets")
+    p.add_argument("what", choices=["backbones", "learners", "regularizers", "datasets", "presets"])
+    p.set_defaults(func=cmd_list)
+
+    p = sub.add_parser("run", help="run a protocol: many runs, then a table (mean ± std over seeds)")
+    p.add_argument("protocol", choices=PROTOCOLS)
+    p.add_argument("--methods", required=True, help="comma-separated methods: learner[+regularizer...], "
+                   "e.g. zeroshot,coop,coop+prograd")
+    p.add_argument("--datasets", default="world:objects", help="comma-separated datasets (first = source "
+                   "for transfer protocols)")
+    p.add_argument("--targets", help="comma-separated target datasets (transfer protocols)")
+    p.add_argument("--seeds", default="1,2,3", help="comma-separated seeds")
+    p.add_argument("--shots", default="1,2,4,8,16", help="comma-separated shot counts (few_shot)")
+    p.add_argument("--ratios", default="1,0.25,0.0625", help="comma-separated imbalance ratios (imbalanced)")
+    p.add_argument("--preset", default="world-demo", help="preset of the runs")
+    p.add_argument("--out", help="output folder (default runs/PROTOCOL)")
+    p.add_argument("--workers", type=int, default=1, help="runs in parallel (local process pool)")
+    p.add_argument("overrides", nargs="*", help=OVERRIDE_HELP)
+    p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("demo", help="the main job: base-to-new comparison on the embedded world")
+    p.add_argument("--preset", default="world-demo", help="preset of the runs (default: world-demo)")
+    p.add_argument("--methods", default="zeroshot,coop", help="comma-separated methods, e.g. zeroshot,coop")
+    p.add_argument("--seeds", default="1", help="comma-separated seeds")
+    p.add_argument("--out", default="runs/demo", help="output folder (tables and run directories)")
+    p.add_argument("overrides", nargs="*", help=OVERRIDE_HELP)
+    p.set_defaults(func=cmd_demo)
+
+    analyze.register(sub)
+    return parser
+
+
+def cmd_train(args) -> int:
+    from vlprompt.engine.config import resolve_config
+    from vlprompt.engine.run import run_experiment
+
+    config = resolve_config(args.preset, args.overrides)
+    results = run_experiment(config)
+    for subset, m in results["metrics"].items():
+        if isinstance(m, dict):
+            print(f"{subset:>5}: accuracy {m['accuracy']:.2f}%  macro-F1 {m['macro_f1']:.2f}%  ({m['num_samples']} images)")
+    if "harmonic_mean" in results["metrics"]:
+        print(f"harmonic mean: {results['metrics']['harmonic_mean']:.2f}")
+    print(f"run directory: {results['run_dir']}")
+    return 0
+
+
+def cmd_eval(args) -> int:
+    import torch
+
+    from vlprompt.data.feature_cache import encode_records
+    from vlprompt.data.sampling import subsample_classes
+    from vlprompt.engine.datasets import resolve_dataset
+    from vlprompt.engine.evaluate import evaluate_features
+    from vlprompt.learners.artifact import from_pretrained
+
+    data = subsample_classes(resolve_dataset(args.dataset, args.root), args.subset)
+    learner = from_pretrained(args.prompt, classnames=data.classnames)
+    feats = encode_records(learner.backbone, data, data.test, views=1, seed=0, desc="test features")[0]
+    labels = torch.tensor([r.label for r in data.test])
+    m = evaluate_features(learner, feats, labels)
+    print(f"accuracy {m['accuracy']:.2f}%  macro-F1 {m['macro_f1']:.2f}%  ({m['num_samples']} images)")
+    return 0
+
+
+def cmd_predict(args) -> int:
+    import torch
+
+    from vlprompt.data.records import ImageRecord, load_image_file
+    from vlprompt.data.transforms import eval_transform
+    from vlprompt.learners.artifact import from_pretrained
+
+    classes = [c.strip() for c in args.classes.split(",")] if args.classes else None
+    learner = from_pretrained(args.prompt, classnames=classes)
+    transform = eval_transform(learner.backbone)
+    images = torch.stack([transform(load_image_file(ImageRecord(p, -1, "?"))) for p in args.images])
+    with torch.no_grad():
+        probs = learner(images=images).logits.softmax(-1)
+    k = min(args.top_k, probs.shape[1])
+    for path, row in zip(args.images, probs):
+        top = row.topk(k)
+        ranked = ", ".join(f"{learner.classnames[i]} {p:.1%}" for p, i in zip(top.values.tolist(), top.indices.tolist()))
+        print(f"{path}: {ranked}")
+    return 0
+
+
+def cmd_list(args) -> int:
+    if args.what == "backbones":
+        from vlprompt.backbones import list_backbones
+
+        for name, tag in list_backbones():
+            print(f"{name}  {tag}")
+    elif args.what == "learners":
+        from vlprompt.learners.registry import LEARNERS, learner_options
+
+        for name in sorted(LEARNERS):
+            print(f"{name}  {learner_options(name)}")
+    elif args.what == "regularizers":
+        from vlprompt.regularizers.registry import REGULARIZERS, regularizer_options
+
+        for name in sorted(REGULARIZERS):
+            print(f"{name}  {regularizer_options(name)}")
+    elif args.what == "datasets":
+        from vlprompt.data.datasets import DATASETS
+        from vlprompt.world.tasks import TASKS
+
+        for name in sorted(DATASETS):
+            print(name)
+        for name in TASKS:
+            print(f"world:{name}")
+        print("folder:PATH  (one sub-folder per class)")
+        print("csv:PATH     (columns path,label[,split])")
+    else:
+        from vlprompt.engine.config import list_presets
+
+        for name in list_presets():
+            print(name)
+    return 0
+
+
+def _csv(text: str | None, cast=str) -> list:
+    return [cast(x.strip()) for x in text.split(",") if x.strip()] if text else []
+
+
+def cmd_run(args) -> int:
+    from vlprompt.protocols.base_to_new import run_base_to_new
+    from vlprompt.protocols.few_shot import run_few_shot
+    from vlprompt.protocols.imbalanced import run_imbalanced
+    from vlprompt.protocols.transfer import run_transfer
+
+    methods, datasets, seeds = _csv(args.methods), _csv(args.datasets), _csv(args.seeds, int)
+    out = Path(args.out or f"runs/{args.protocol}")
+    common = dict(preset=args.preset, overrides=args.overrides, out_dir=out, workers=args.workers)
+    if args.protocol == "base_to_new":
+        table = run_base_to_new(methods, seeds, datasets=datasets, **common)
+    elif args.protocol == "few_shot":
+        table = run_few_shot(methods, datasets, _csv(args.shots, int), seeds, **common)
+    elif args.protocol == "imbalanced":
+        table = run_imbalanced(methods, datasets, seeds, ratios=_csv(args.ratios, float), **common)
+    else:
+        table = run_transfer(args.protocol, methods, datasets[0], seeds, targets=_csv(args.targets) or None,
+                             **common)
+    print(table)
+    print(f"tables written to {out}")
+    return 0
+
+
+def cmd_demo(args) -> int:
+    import time
+
+    from vlprompt.protocols.base_to_new import run_base_to_new
+
+    start = time.perf_counter()
+    table = run_base_to_new(_csv(args.methods), _csv(args.seeds, int), preset=args.preset,
+                            overrides=args.overrides, out_dir=Path(args.out))
+    print(table)
+    print(f"total {time.perf_counter() - start:.1f} s; tables and run directories in {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

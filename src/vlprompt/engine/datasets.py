@@ -1,0 +1,30 @@
+"""Dataset specs as configs name them: ``world:TASK``, ``folder:PATH``, ``csv:PATH`` or a standard name."""
+
+from __future__ import annotations
+
+from vlprompt.data.records import DatasetSplits
+from vlprompt.errors import ConfigError
+
+
+def resolve_dataset(spec: str, root: str | None = None) -> DatasetSplits:
+    kind, _, arg = spec.partition(":")
+    if arg:
+        if kind == "world":
+            from vlprompt.world.tasks import load_task
+
+            return load_task(arg)
+        if kind == "folder":
+            from vlprompt.data.folder import read_image_folder
+
+            return read_image_folder(arg)
+        if kind == "csv":
+            from vlprompt.data.csv_dataset import read_csv_dataset
+
+            return read_csv_dataset(arg, root=root)
+        raise ConfigError(f"data.dataset={spec!r}: unknown kind {kind!r}; use world:TASK, folder:PATH, csv:PATH "
+                          "or a standard dataset name with data.root")
+    from vlprompt.data.datasets import read_dataset
+
+    if root is None:
+        raise ConfigError(f"data.dataset={spec!r} needs data.root=DIR, the folder that holds the datasets")
+    return read_dataset(spec, root)

@@ -1,0 +1,91 @@
+"""What every protocol shares: method specs, run configs, executing runs, and averaging over seeds.
+
+A method is written ``learner[+regularizer...]`` (e.g. ``coop+prograd``); its options come from the
+preset's ``learners:`` and ``regularizers_defaults:`` sections. Runs whose results exist are not
+repeated (``run_experiment`` finds them by config hash), so a protocol can be killed and rerun.
+"""
+
+from __future__ import annotations
+
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from tqdm.auto import tqdm
+
+from vlprompt.engine.config import RunConfig, apply_overrides, expand_preset
+from vlprompt.engine.run import harmonic_mean, run_experiment
+from vlprompt.errors import ConfigError
+from vlprompt.io import write_text
+from vlprompt.report.tables import csv_table, markdown_table, mean_std
+
+
+@dataclass
+class RunPlan:
+    """One run of a protocol, with the keys its result is grouped by."""
+
+    method: str
+    dataset: str
+    seed: int
+    config: RunConfig
+    keys: dict = field(default_factory=dict)
+
+
+def method_config(method: str, preset: dict, overrides: list[str], **sections) -> RunConfig:
+    """A run config for ``method``: the preset, then the user's overrides, then the protocol's settings.
+
+    The protocol's own settings (dataset, shots, subsets, seed) come last so that a global override
+    cannot silently change what the protocol measures.
+    """
+    learner, *regs = method.split("+")
+    if not learner:
+        raise ConfigError(f"method {method!r} must start with a learner name, e.g. coop or coop+prograd")
+    config = apply_overrides(preset, list(overrides))
+    options = (config.get("learner") or {}).get("options") or {}
+    config["learner"] = {"name": learner, "options": options}
+    config["regularizers"] = [{"name": r} for r in regs]
+    for section, values in sections.items():
+        if isinstance(values, dict):
+            config.setdefault(section, {}).update(values)
+        else:
+            config[section] = values
+    epochs_override = [o for o in overrides if o.split("=", 1)[0].strip() == "train.epochs"]
+    return RunConfig.from_dict(expand_preset(config, epochs_override))
+
+
+def _run_one(config: RunConfig) -> dict:
+    return run_experiment(config)
+
+
+def execute(plans: list[RunPlan], workers: int = 1) -> list[dict]:
+    """Run every plan (skipping finished ones) and return results in plan order."""
+    if workers <= 1:
+        return [run_experiment(p.config) for p in tqdm(plans, desc="runs", unit="run", disable=None)]
+    with ProcessPoolExecutor(max_workers=workers) as pool:
+        return list(tqdm(pool.map(_run_one, [p.config for p in plans]), total=len(plans), desc="runs",
+                         unit="run", disable=None))
+
+
+def seed_stats(values: list[float]) -> str:
+    mean, std = mean_std(values)
+    return f"{mean:.2f} ± {std:.2f}"
+
+
+def write_tables(out_dir: Path, name: str, header: list[str], rows: list[list]) -> str:
+    """Write ``name.md`` and ``name.csv`` into ``out_dir``; return the Markdown."""
+    text_rows = [[str(c) for c in r] for r in rows]
+    table = markdown_table(header, text_rows)
+    write_text(out_dir / f"{name}.md", table)
+    write_text(out_dir / f"{name}.csv", csv_table(header, text_rows))
+    return table
+
+
+def accuracy(result: dict, subset: str = "all") -> float:
+    return result["metrics"][subset]["accuracy"]
+
+
+def b_n_h(base: list[float], new: list[float]) -> tuple[float, float, float]:
+    """Averaged base and new accuracy and the harmonic mean of the averages (methods.md §1.4)."""
+    b = sum(base) / len(base)
+    n = sum(new) / len(new)
+    return b, n, harmonic_mean(b, n)

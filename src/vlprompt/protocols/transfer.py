@@ -1,0 +1,58 @@
+"""Transfer protocols: train on a source dataset, evaluate the same prompt on targets with their own
+classes (methods.md §11.3-§11.4). Domain generalisation targets share the source's concepts under a
+shift (the ImageNet variants; the world's shifted object sets); cross-dataset targets are other tasks."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from vlprompt.engine.config import load_preset
+from vlprompt.errors import ConfigError
+from vlprompt.protocols.common import RunPlan, accuracy, execute, method_config, seed_stats, write_tables
+
+DG_TARGETS = {
+    "imagenet": ["imagenetv2", "imagenet_sketch", "imagenet_a", "imagenet_r"],
+    "world:objects": ["world:objects_outline", "world:objects_noise", "world:objects_blur",
+                      "world:objects_colorshift"],
+}
+CROSS_DATASET_TARGETS = {
+    "imagenet": ["caltech101", "oxford_pets", "stanford_cars", "oxford_flowers", "food101", "fgvc_aircraft",
+                 "sun397", "dtd", "eurosat", "ucf101"],
+    "world:objects": ["world:shapes", "world:colours", "world:textures", "world:counts"],
+}
+
+
+def run_transfer(kind: str, methods: list[str], source: str, seeds: list[int], preset: str,
+                 targets: list[str] | None = None, overrides: list[str] = (), out_dir: Path | None = None,
+                 workers: int = 1) -> str:
+    """``kind`` is "domain_generalization" or "cross_dataset"; targets default to the standard ones."""
+    defaults = {"domain_generalization": DG_TARGETS, "cross_dataset": CROSS_DATASET_TARGETS}[kind]
+    targets = targets or defaults.get(source)
+    if not targets:
+        raise ConfigError(f"no default targets for source {source!r}; pass --targets "
+                          f"(defaults exist for: {', '.join(defaults)})")
+    if not methods or not seeds:
+        raise ConfigError("give at least one method and one seed")
+    out_dir = out_dir or Path("runs") / kind
+    preset_dict = load_preset(preset)
+    plans = [
+        RunPlan(m, source, s, method_config(m, preset_dict, list(overrides),
+                                            data={"dataset": source, "subsample": "all", "eval_subsets": ["all"],
+                                                  "eval_datasets": list(targets)},
+                                            train={"seed": s}, output_dir=str(out_dir / "runs")))
+        for m in methods for s in seeds
+    ]
+    results = execute(plans, workers)
+    header = ["Method", f"{source} (source)"] + targets + ["Average (targets)"]
+    rows = []
+    for m in methods:
+        mine = [r for p, r in zip(plans, results) if p.method == m]
+        row = [m, seed_stats([accuracy(r) for r in mine])]
+        means = []
+        for t in targets:
+            accs = [r["metrics"]["datasets"][t]["accuracy"] for r in mine]
+            means.append(sum(accs) / len(accs))
+            row.append(seed_stats(accs))
+        row.append(f"{sum(means) / len(means):.2f}")
+        rows.append(row)
+    return write_tables(out_dir, kind, header, rows)

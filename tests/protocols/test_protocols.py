@@ -1,0 +1,88 @@
+"""Protocols on tiny data: the table's rows and statistics, idempotent reruns, completing killed sweeps."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import signal
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+CLI = [sys.executable, "-m", "vlprompt.cli.main"]
+COMMON = ["backbone.pretrained=null", "train.epochs=2", "train.batch_size=4", "data.shots=2"]
+
+
+@pytest.fixture(scope="module")
+def images(tmp_path_factory, image_folder_factory):
+    root = tmp_path_factory.mktemp("protocols")
+    return image_folder_factory(root / "images", classnames=[f"thing {c}" for c in "abcdef"], per_class=3)
+
+
+def run_protocol(protocol, out, images, *extra, methods="zeroshot,coop", seeds="1,2"):
+    args = ["run", protocol, "--methods", methods, "--datasets", f"folder:{images}", "--seeds", seeds,
+            "--out", str(out), *extra, *COMMON, f"cache_dir={out.parent / 'cache'}"]
+    return subprocess.run(CLI + args, capture_output=True, text=True, timeout=900)
+
+
+def results_by(out: Path):
+    found = {}
+    for path in (out / "runs").glob("*/results.json"):
+        r = json.loads(path.read_text())
+        found[(r["method"] + "".join("+" + x for x in r["regularizers"]), r["seed"])] = r
+    return found
+
+
+def test_base_to_new_table_statistics_and_idempotent_rerun(tmp_path, images):
+    out = tmp_path / "b2n"
+    done = run_protocol("base_to_new", out, images)
+    assert done.returncode == 0, done.stderr[-3000:]
+    found = results_by(out)
+    assert len(found) == 4
+    rows = list(csv.DictReader((out / "base_to_new.csv").open()))
+    assert [r["Method"] for r in rows] == ["zeroshot", "coop"]
+    for row in rows:
+        base = [found[(row["Method"], s)]["metrics"]["base"]["accuracy"] for s in (1, 2)]
+        new = [found[(row["Method"], s)]["metrics"]["new"]["accuracy"] for s in (1, 2)]
+        assert row["Base"] == f"{statistics.mean(base):.2f} ± {statistics.stdev(base):.2f}"
+        assert row["New"] == f"{statistics.mean(new):.2f} ± {statistics.stdev(new):.2f}"
+        b, n = statistics.mean(base), statistics.mean(new)
+        assert row["H"] == f"{2 * b * n / (b + n):.2f}"
+    # base = first ceil(6/2) = 3 classes, new = the other 3
+    some = found[("coop", 1)]["metrics"]
+    assert some["base"]["classnames"] == ["thing a", "thing b", "thing c"]
+    assert some["new"]["classnames"] == ["thing d", "thing e", "thing f"]
+    stamps = {p: p.stat().st_mtime_ns for p in (out / "runs").glob("*/results.json")}
+    table = (out / "base_to_new.md").read_text()
+    again = run_protocol("base_to_new", out, images)
+    assert again.returncode == 0
+    assert {p: p.stat().st_mtime_ns for p in (out / "runs").glob("*/results.json")} == stamps
+    assert (out / "base_to_new.md").read_text() == table
+
+
+def test_killed_sweep_completes_only_the_missing_runs(tmp_path, images):
+    out = tmp_path / "fs"
+    extra = ["--shots", "1,2"]
+    proc = subprocess.Popen(CLI + ["run", "few_shot", "--methods", "coop", "--datasets", f"folder:{images}",
+                                   "--seeds", "1,2", "--out", str(out), *extra, *COMMON,
+                                   f"cache_dir={tmp_path / 'cache'}"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 600
+    while time.time() < deadline and len(list((out / "runs").glob("*/results.json"))) < 1:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    finished = {p: p.stat().st_mtime_ns for p in (out / "runs").glob("*/results.json")}
+    assert 1 <= len(finished) < 4
+    done = run_protocol("few_shot", out, images, *extra, methods="coop")
+    assert done.returncode == 0, done.stderr[-3000:]
+    after = {p: p.stat().st_mtime_ns for p in (out / "runs").glob("*/results.json")}
+    assert len(after) == 4
+    assert all(after[p] == t for p, t in finished.items())  # finished runs were not redone
+    rows = list(csv.DictReader((out / "few_shot.csv").open()))
+    assert [r["Method"] for r in rows] == ["coop"] and set(rows[0]) >= {"1 shots", "2 shots"}
