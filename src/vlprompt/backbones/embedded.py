@@ -8,10 +8,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import torch
+from safetensors.torch import load_file
+
 EMBEDDED_NAME = "vlprompt-tiny"
 EMBEDDED_TAG = "world"
 CONFIG_DIR = Path(__file__).parent / "model_configs"
 WEIGHTS_PATH = Path(__file__).parent / "weights" / f"{EMBEDDED_NAME}.safetensors"
+VOCAB_SIZE = 49408
 
 # The synthetic world's images are 64x64 and not photographs: their own normalisation statistics.
 EMBEDDED_PREPROCESS = {
@@ -22,8 +26,33 @@ EMBEDDED_PREPROCESS = {
 }
 
 
-def load_embedded_state_dict(path: Path = WEIGHTS_PATH) -> dict:
-    """The shipped weights as a full-precision open_clip state dict."""
-    from safetensors.torch import load_file
+# The token embedding is initialised from this seed; only rows that training changed are shipped.
+TOKEN_EMBEDDING_SEED = 20_241_123
 
-    return {k: v.float() for k, v in load_file(str(path)).items()}
+
+def token_embedding_init(shape: tuple[int, int]) -> torch.Tensor:
+    """The seeded N(0, 0.02^2) initial token embedding (open_clip's init scale)."""
+    generator = torch.Generator().manual_seed(TOKEN_EMBEDDING_SEED)
+    return torch.randn(tuple(shape), generator=generator) * 0.02
+
+
+def load_embedded_state_dict(path: Path = WEIGHTS_PATH) -> dict:
+    """The shipped weights as a full open_clip state dict: the token embedding is rebuilt from its
+    seeded initial values with the stored rows written over them."""
+    state = {k: v.float() for k, v in load_file(str(path)).items()}
+    rows, values = state.pop("token_embedding.rows").long(), state.pop("token_embedding.values")
+    embedding = token_embedding_init((VOCAB_SIZE, values.shape[1]))
+    embedding[rows] = values
+    state["token_embedding.weight"] = embedding
+    return state
+
+
+def is_embedded_weights_file(path: str | Path) -> bool:
+    """True for a safetensors file in the shipped format (token-embedding rows stored separately)."""
+    path = Path(path)
+    if path.suffix != ".safetensors" or not path.is_file():
+        return False
+    from safetensors import safe_open
+
+    with safe_open(str(path), framework="pt") as f:
+        return "token_embedding.rows" in f.keys()

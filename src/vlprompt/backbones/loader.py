@@ -24,6 +24,7 @@ from vlprompt.backbones.embedded import (
     EMBEDDED_PREPROCESS,
     EMBEDDED_TAG,
     WEIGHTS_PATH,
+    is_embedded_weights_file,
     load_embedded_state_dict,
 )
 from vlprompt.backbones.text_tower import TextTower
@@ -137,7 +138,7 @@ def load_backbone(
     tag = None if pretrained in RANDOM_TAGS else str(pretrained)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        if name == EMBEDDED_NAME and tag in (None, EMBEDDED_TAG):
+        if name == EMBEDDED_NAME and (tag in (None, EMBEDDED_TAG) or is_embedded_weights_file(tag)):
             model, preprocess = _load_embedded(tag)
         elif tag is not None and Path(tag).is_file():
             model, preprocess = _load_local_file(name, Path(tag))
@@ -170,14 +171,16 @@ def _create(name: str, **kwargs) -> tuple[nn.Module, dict]:
 
 
 def _load_embedded(tag: str | None) -> tuple[nn.Module, dict]:
+    """The embedded architecture: random (tag None), the shipped weights, or a file in that format."""
     model = open_clip.create_model(EMBEDDED_NAME)
     if tag is not None:
-        if not WEIGHTS_PATH.is_file():
+        path = WEIGHTS_PATH if tag == EMBEDDED_TAG else Path(tag)
+        if not path.is_file():
             raise BackboneError(
-                f"weights file {WEIGHTS_PATH} of {EMBEDDED_NAME} is missing from this installation; reinstall "
+                f"weights file {path} of {EMBEDDED_NAME} is missing from this installation; reinstall "
                 "vlprompt or run `vlprompt world pretrain` to produce it"
             )
-        model.load_state_dict(load_embedded_state_dict(WEIGHTS_PATH))
+        model.load_state_dict(load_embedded_state_dict(path))
     return model, {}
 
 

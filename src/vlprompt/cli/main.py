@@ -7,7 +7,7 @@ import logging
 import sys
 from pathlib import Path
 
-from vlprompt.cli import analyze
+from vlprompt.cli import analyze, world
 from vlprompt.errors import VlpromptError
 
 log = logging.getLogger("vlprompt")
@@ -93,6 +93,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_demo)
 
     analyze.register(sub)
+    world.register(sub)
     return parser
 
 
