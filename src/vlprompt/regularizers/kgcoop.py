@@ -1,0 +1,34 @@
+"""KgCoOp (methods.md §5): pull the learned class text features towards the hand-crafted ones.
+
+L = w * (1 - mean_k cos(t_k, w_k^clip)), with w_k^clip the frozen model's feature of the class's
+KgCoOp template; per-image text features (CoCoOp) are averaged over the batch too.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from vlprompt.errors import ConfigError
+from vlprompt.learners.base import LearnerOutput
+from vlprompt.regularizers.base import Regularizer, TrainContext
+from vlprompt.regularizers.registry import register
+
+
+def knowledge_gap(text_features: torch.Tensor, hand_crafted: torch.Tensor) -> torch.Tensor:
+    """1 - mean cosine between normalised learned features (K, D) or (B, K, D) and hand-crafted (K, D)."""
+    return 1 - (text_features * hand_crafted).sum(-1).mean()
+
+
+@register
+class KgCoOp(Regularizer):
+    name = "kgcoop"
+    applies_to = ("coop", "cocoop", "maple")
+
+    def __init__(self, weight: float = 8.0):
+        if weight < 0:
+            raise ConfigError(f"kgcoop.weight={weight} must be non-negative")
+        self.weight = weight
+
+    def extra_loss(self, ctx: TrainContext, outputs: LearnerOutput, batch: dict) -> dict[str, torch.Tensor]:
+        hand_crafted = ctx.zero_shot_text_features("kgcoop")
+        return {"kgcoop": self.weight * knowledge_gap(outputs.text_features.float(), hand_crafted)}
