@@ -7,7 +7,7 @@ import logging
 import sys
 from pathlib import Path
 
-from vlprompt.cli import analyze, world
+from vlprompt.cli import analyze, data, world
 from vlprompt.errors import VlpromptError
 
 log = logging.getLogger("vlprompt")
@@ -94,6 +94,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     analyze.register(sub)
     world.register(sub)
+    data.register(sub)
     return parser
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from vlprompt.engine.precision import autocast
@@ -33,11 +34,19 @@ def classification_metrics(pred: torch.Tensor, labels: torch.Tensor, num_classes
 def predict_logits(learner: PromptLearner, features: torch.Tensor, batch_size: int = 100,
                    precision: str = "fp32", desc: str = "evaluate") -> torch.Tensor:
     """Logits for cached (unnormalised) image features, in batches."""
+    if features.dim() != 2:
+        raise ValueError(f"expected features of shape (N, D), got {tuple(features.shape)}")
     learner.eval()
     out = []
-    for start in tqdm(range(0, len(features), batch_size), desc=desc, leave=False, disable=None):
-        with autocast(precision, features.device):
-            out.append(learner(features=features[start : start + batch_size]).logits.float())
+    with autocast(precision, features.device):
+        # class text features that do not depend on the image are computed once, not per batch
+        text = None if learner.image_conditioned else learner.text_features()
+        for start in tqdm(range(0, len(features), batch_size), desc=desc, leave=False, disable=None):
+            chunk = features[start : start + batch_size]
+            if text is None:
+                out.append(learner(features=chunk).logits.float())
+            else:
+                out.append((learner.backbone.logit_scale * F.normalize(chunk, dim=-1) @ text.t()).float())
     return torch.cat(out) if out else torch.empty(0, len(learner.classnames))
 
 

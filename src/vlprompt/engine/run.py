@@ -18,6 +18,9 @@ import yaml
 from vlprompt.backbones import load_backbone
 from vlprompt.data.feature_cache import FeatureCache
 from vlprompt.data.sampling import few_shot, imbalanced, subsample_classes
+from vlprompt.data.templates import KINDS as TEMPLATE_KINDS
+from vlprompt.data.templates import templates_for
+from vlprompt.analysis.neural_collapse import neural_collapse_metrics
 from vlprompt.engine.batches import FeatureBatches, ImageBatches
 from vlprompt.engine.config import RunConfig
 from vlprompt.engine.datasets import resolve_dataset
@@ -82,7 +85,9 @@ def run_experiment(config: RunConfig, stop_after_epoch: int | None = None) -> di
     regularizers = [build_regularizer(spec) for spec in config.regularizers]
     history: list[dict] = []
     if learner.learnable_tensors():
-        context = TrainContext(learner=learner, dataset=config.data.dataset, templates={"coop": [train_data.template]})
+        context = TrainContext(learner=learner, dataset=config.data.dataset,
+                               templates={kind: templates_for(config.data.dataset, kind, train_data.template)
+                                          for kind in TEMPLATE_KINDS})
         trainer = Trainer(learner, config.train, regularizers, context)
         labels = torch.tensor([r.label for r in train_data.train])
         if learner.uses_image_tower:
@@ -102,11 +107,14 @@ def run_experiment(config: RunConfig, stop_after_epoch: int | None = None) -> di
 
     def evaluate_on(part) -> dict:
         learner.set_classnames(part.classnames)
-        feats = cache.features(backbone, part, part.test, desc=f"test features ({part.name})")
+        feats = cache.features(backbone, part, part.test, desc=f"test features ({part.name})")[0]
         labels = torch.tensor([r.label for r in part.test])
         result = evaluate_features(learner, feats, labels, batch_size=config.train.eval_batch_size,
                                    precision=config.train.precision, desc=f"evaluate {part.name}")
         result["classnames"] = part.classnames
+        if not learner.image_conditioned and len(part.classnames) > 1:
+            with torch.no_grad():
+                result["neural_collapse"] = neural_collapse_metrics(feats, labels, learner.text_features())
         return result
 
     metrics: dict = {subset: evaluate_on(subsample_classes(data, subset)) for subset in config.data.eval_subsets}

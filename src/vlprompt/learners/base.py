@@ -31,6 +31,7 @@ class PromptLearner(nn.Module):
 
     name: ClassVar[str] = ""
     uses_image_tower: ClassVar[bool] = False  # True: learner changes the image encoder (no feature cache)
+    image_conditioned: ClassVar[bool] = False  # True: text features depend on the image (per-image prompts)
 
     def __init__(self, backbone: Backbone, classnames: list[str]):
         super().__init__()

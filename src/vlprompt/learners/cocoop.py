@@ -17,6 +17,7 @@ from vlprompt.learners.prompts import ClassPromptTokens, init_context
 
 class CoCoOp(PromptLearner):
     name = "cocoop"
+    image_conditioned = True
 
     def __init__(
         self,

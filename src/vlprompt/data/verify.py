@@ -1,0 +1,78 @@
+"""``vlprompt data verify``: what of each standard dataset is present, missing or unreadable.
+
+For each dataset: the folder, split and class-name files it needs (with where to get them), then
+every image its splits list (existence; with ``decode`` also that it opens).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from tqdm.auto import tqdm
+
+from vlprompt.data.datasets import DATASETS, expected_files, read_dataset
+from vlprompt.data.records import load_image_file
+from vlprompt.errors import DataError, VlpromptError
+
+MAX_LISTED = 10
+
+
+@dataclass
+class DatasetReport:
+    name: str
+    missing_files: list[tuple[str, str]] = field(default_factory=list)  # (path, what to do)
+    error: str | None = None
+    images: int = 0
+    missing_images: list[str] = field(default_factory=list)
+    unreadable_images: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not (self.missing_files or self.error or self.missing_images or self.unreadable_images)
+
+
+def verify_dataset(name: str, root: str | Path, decode: bool = False) -> DatasetReport:
+    report = DatasetReport(name)
+    for path, help_text in expected_files(name, root):
+        if not path.exists():
+            report.missing_files.append((str(path), help_text))
+    try:
+        data = read_dataset(name, root)
+    except VlpromptError as exc:
+        report.error = str(exc)
+        return report
+    records = {r.path: r for r in data.train + data.val + data.test}
+    report.images = len(records)
+    for path, record in tqdm(records.items(), desc=f"verify {name}", unit="img", leave=False, disable=None):
+        if not Path(path).is_file():
+            report.missing_images.append(path)
+        elif decode:
+            try:
+                load_image_file(record)
+            except DataError:
+                report.unreadable_images.append(path)
+    return report
+
+
+def verify_datasets(root: str | Path, names: list[str] | None = None, decode: bool = False) -> list[DatasetReport]:
+    return [verify_dataset(n, root, decode) for n in (names or sorted(DATASETS))]
+
+
+def format_report(reports: list[DatasetReport]) -> str:
+    lines = []
+    for r in reports:
+        status = "OK" if r.ok else "PROBLEMS"
+        lines.append(f"{r.name}: {status} ({r.images} images listed)")
+        for path, help_text in r.missing_files:
+            lines.append(f"  missing {path} (from: {help_text})")
+        if r.error and not r.missing_files:
+            lines.append(f"  cannot read: {r.error}")
+        for kind, paths in (("missing image", r.missing_images), ("unreadable image", r.unreadable_images)):
+            for p in paths[:MAX_LISTED]:
+                lines.append(f"  {kind} {p}")
+            if len(paths) > MAX_LISTED:
+                lines.append(f"  ... and {len(paths) - MAX_LISTED} more {kind}s")
+            if paths:
+                lines.append(f"  -> restore the {kind}s from the dataset's archive (same relative paths)")
+    return "\n".join(lines)
