@@ -9,6 +9,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from vlprompt.backbones import Backbone
+from vlprompt.backbones.fast_text import encode_shared_prefix, supports_shared_prefix
 from vlprompt.learners.base import PromptLearner
 from vlprompt.learners.prompts import ClassPromptTokens, init_context
 
@@ -36,6 +37,7 @@ class CoOp(PromptLearner):
         self.csc = csc
         self.class_token_position = class_token_position
         self.ctx = nn.Parameter(init_context(backbone, self.n_ctx, self.ctx_init, len(classnames) if csc else None))
+        self.shared_prefix = True  # an execution choice (same numbers either way), not a saved option
         self.set_classnames(classnames)
 
     def options(self) -> dict:
@@ -61,8 +63,21 @@ class CoOp(PromptLearner):
                                         self.class_token_position)
 
     def encode_context(self, ctx: torch.Tensor) -> torch.Tensor:
-        """Unnormalised class text features for a given context (the learned one or a corrupted copy)."""
-        return self.backbone.text(self.tokens.assemble(ctx), self.tokens.eot)
+        """Unnormalised class text features for a given context (the learned one or a corrupted copy).
+
+        A unified context before the class token is a prefix shared by all classes: it is encoded
+        once (exactly, see ``fast_text``); other layouts take the plain path, truncated after the
+        last end-of-text token.
+        """
+        tower = self.backbone.text
+        if self.shared_prefix and ctx.dim() == 2 and self.class_token_position == "end":
+            if supports_shared_prefix(tower):
+                prefix = torch.cat([self.tokens.token_prefix[0], ctx.to(self.tokens.token_prefix.dtype)])
+                return encode_shared_prefix(tower, prefix, self.tokens.token_suffix, self.tokens.eot)
+            log.debug("text tower blocks are not plain open_clip blocks: no shared-prefix encoding")
+        else:
+            log.debug("context is not a shared prefix (csc or class token not at the end): plain text path")
+        return tower(self.tokens.assemble(ctx), self.tokens.eot)
 
     def text_features(self, image_features=None) -> torch.Tensor:
         return F.normalize(self.encode_context(self.ctx), dim=-1)

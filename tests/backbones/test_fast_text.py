@@ -1,0 +1,82 @@
+"""Shared-prefix encoding equals the plain 77-token computation, features and context gradients,
+for CoOp alone and with each regularizer that reads text features."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from vlprompt.backbones.fast_text import encode_shared_prefix, supports_shared_prefix
+from vlprompt.learners.coop import CoOp
+from vlprompt.learners.base import LearnerOutput
+from vlprompt.regularizers.base import TrainContext
+from vlprompt.regularizers.kgcoop import KgCoOp
+from vlprompt.regularizers.nemesis import Nemesis
+from vlprompt.regularizers.npt import NPT
+from vlprompt.regularizers.prograd import ProGrad
+
+WORDS = ("red blue green small large round striped wooden metal flying spotted ancient golden quiet "
+         "northern bright dark long short heavy").split()
+
+
+def random_classnames(n: int, seed: int) -> list[str]:
+    rng = random.Random(seed)
+    return [" ".join(rng.choice(WORDS) for _ in range(rng.randint(1, 4))) + f" {i}" for i in range(n)]
+
+
+def full_77_token_features(learner: CoOp) -> torch.Tensor:
+    return learner.backbone.text(learner.tokens.assemble(learner.ctx), learner.tokens.eot, truncate=False)
+
+
+@pytest.mark.parametrize("n_classes", [10, 100, 1000])
+def test_features_and_context_gradients_equal_the_plain_path(tiny_backbone, n_classes):
+    torch.manual_seed(n_classes)
+    learner = CoOp(tiny_backbone, random_classnames(n_classes, n_classes), n_ctx=16)
+    assert supports_shared_prefix(tiny_backbone.text)
+    weights = torch.randn(n_classes, tiny_backbone.embed_dim)
+    plain = full_77_token_features(learner)
+    (g_plain,) = torch.autograd.grad((plain * weights).sum(), learner.ctx)
+    fast = learner.encode_context(learner.ctx)
+    (g_fast,) = torch.autograd.grad((fast * weights).sum(), learner.ctx)
+    assert (plain - fast).abs().max() < 1e-4
+    assert (g_plain - g_fast).abs().max() / g_plain.abs().max() < 1e-4
+
+
+def test_direct_call_matches_a_hand_built_sequence(tiny_backbone):
+    torch.manual_seed(0)
+    width = tiny_backbone.text.width
+    prefix = torch.randn(3, width, requires_grad=True)
+    suffix = torch.randn(4, 9, width)
+    eot = torch.tensor([3, 7, 11, 5])  # suffix lengths 1, 5, 9, 3
+    expected = tiny_backbone.text(torch.cat([prefix.expand(4, 3, width), suffix], 1), eot, truncate=False)
+    got = encode_shared_prefix(tiny_backbone.text, prefix, suffix, eot)
+    assert (expected - got).abs().max() < 1e-5
+
+
+@pytest.mark.parametrize("make", [lambda: KgCoOp(), lambda: NPT(lambda_lmc=1.0, lambda_mmi=1.0),
+                                  lambda: ProGrad(), lambda: Nemesis(beta=1, omega=1.0)])
+def test_regularizer_losses_have_the_same_gradients_on_both_paths(tiny_backbone, make):
+    names = random_classnames(100, 7)
+    feats = torch.randn(16, tiny_backbone.embed_dim)
+    labels = torch.arange(16) % 100
+    grads = []
+    for shared in (True, False):
+        torch.manual_seed(0)
+        learner = CoOp(tiny_backbone, names, n_ctx=4)
+        learner.shared_prefix = shared
+        reg = make()
+        context = TrainContext(learner=learner)
+        reg.setup(context)
+        out = learner(features=feats)
+        if not shared:  # the plain path of the reference: all 77 tokens
+            text = F.normalize(full_77_token_features(learner), dim=-1)
+            image = F.normalize(feats, dim=-1)
+            out = LearnerOutput(tiny_backbone.logit_scale * image @ text.t(), image, text)
+        losses = reg.extra_loss(context, out, {"features": feats, "labels": labels})
+        total = F.cross_entropy(out.logits, labels) + sum(losses.values())
+        (g,) = torch.autograd.grad(total, learner.learnable_tensors()["ctx"])
+        grads.append(g)
+    assert (grads[0] - grads[1]).abs().max() / grads[1].abs().max() < 1e-4
