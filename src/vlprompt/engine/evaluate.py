@@ -6,6 +6,7 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
+from vlprompt.data.transforms import eval_transform
 from vlprompt.engine.precision import autocast
 from vlprompt.learners.base import PromptLearner
 
@@ -53,3 +54,18 @@ def predict_logits(learner: PromptLearner, features: torch.Tensor, batch_size: i
 def evaluate_features(learner: PromptLearner, features: torch.Tensor, labels: torch.Tensor, **kwargs) -> dict:
     logits = predict_logits(learner, features, **kwargs)
     return classification_metrics(logits.argmax(-1), labels, len(learner.classnames))
+
+
+@torch.no_grad()
+def encode_with_learner(learner: PromptLearner, data, records, batch_size: int = 100, precision: str = "fp32",
+                        desc: str = "encode") -> torch.Tensor:
+    """Normalised image features through the learner's own image path (for learners that change the
+    image tower, so no feature cache applies)."""
+    transform = eval_transform(learner.backbone)
+    learner.eval()
+    out = []
+    for start in tqdm(range(0, len(records), batch_size), desc=desc, leave=False, disable=None):
+        images = torch.stack([transform(data.load_image(r)) for r in records[start : start + batch_size]])
+        with autocast(precision, images.device):
+            out.append(learner.encode_images(images).float())
+    return torch.cat(out) if out else torch.empty(0, learner.backbone.embed_dim)

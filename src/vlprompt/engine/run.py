@@ -24,7 +24,7 @@ from vlprompt.analysis.neural_collapse import neural_collapse_metrics
 from vlprompt.engine.batches import FeatureBatches, ImageBatches
 from vlprompt.engine.config import RunConfig
 from vlprompt.engine.datasets import resolve_dataset
-from vlprompt.engine.evaluate import evaluate_features
+from vlprompt.engine.evaluate import encode_with_learner, evaluate_features
 from vlprompt.engine.seeding import seed_everything
 from vlprompt.engine.trainer import Trainer
 from vlprompt.io import write_json, write_text
@@ -107,7 +107,11 @@ def run_experiment(config: RunConfig, stop_after_epoch: int | None = None) -> di
 
     def evaluate_on(part) -> dict:
         learner.set_classnames(part.classnames)
-        feats = cache.features(backbone, part, part.test, desc=f"test features ({part.name})")[0]
+        if learner.uses_image_tower:  # the learner's prompts change the image features
+            feats = encode_with_learner(learner, part, part.test, config.train.eval_batch_size,
+                                        config.train.precision, desc=f"test features ({part.name})")
+        else:
+            feats = cache.features(backbone, part, part.test, desc=f"test features ({part.name})")[0]
         labels = torch.tensor([r.label for r in part.test])
         result = evaluate_features(learner, feats, labels, batch_size=config.train.eval_batch_size,
                                    precision=config.train.precision, desc=f"evaluate {part.name}")
