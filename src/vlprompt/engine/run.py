@@ -21,6 +21,7 @@ from vlprompt.data.sampling import few_shot, imbalanced, subsample_classes
 from vlprompt.data.templates import KINDS as TEMPLATE_KINDS
 from vlprompt.data.templates import templates_for
 from vlprompt.analysis.neural_collapse import neural_collapse_metrics
+from vlprompt.analysis.prompt_norms import plot_norm_history
 from vlprompt.engine.batches import FeatureBatches, ImageBatches
 from vlprompt.engine.config import RunConfig
 from vlprompt.engine.datasets import resolve_dataset
@@ -100,6 +101,8 @@ def run_experiment(config: RunConfig, stop_after_epoch: int | None = None) -> di
         history = trainer.fit(batches, checkpoint=run_dir / "checkpoint.pt", metrics_path=run_dir / "metrics.jsonl",
                               stop_after_epoch=stop_after_epoch)
         lap("train")
+        if any(key.startswith("nemesis_norm_") for key in history[-1]):
+            plot_norm_history(run_dir / "metrics.jsonl", run_dir / "prompt_norms.png")
         if trainer.start_epoch < config.train.epochs:
             return {"interrupted_after_epoch": trainer.start_epoch, "run_dir": str(run_dir)}
     elif regularizers:
