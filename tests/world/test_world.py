@@ -13,7 +13,7 @@ from vlprompt.data.sampling import subsample_classes
 from vlprompt.errors import ConfigError
 from vlprompt.world.captions import caption
 from vlprompt.world.generator import COLOURS, SHAPES, random_scene, render
-from vlprompt.world.pretrain import PretrainConfig, export_weights, pretrain
+from vlprompt.world.pretrain import PretrainConfig, export_weights, hard_negative_scenes, pretrain
 from vlprompt.world.tasks import TASKS, export_image_folder, load_task
 
 
@@ -70,6 +70,9 @@ def test_export_writes_a_readable_image_folder(tmp_path):
     again = read_image_folder(tmp_path / "counts")
     assert sorted(again.classnames) == sorted(data.classnames)
     assert len(again.train) == 6 and len(again.test) == 6
+    assert [p.name for p in tmp_path.iterdir()] == ["counts"]  # no partial folder left behind
+    with pytest.raises(ConfigError, match="already exists"):
+        export_image_folder(data, tmp_path / "counts")
 
 
 def test_pretraining_resumes_to_the_same_weights(tmp_path):
@@ -86,3 +89,12 @@ def test_pretraining_resumes_to_the_same_weights(tmp_path):
     for name, p in resumed.state_dict().items():
         assert torch.equal(loaded.model.state_dict()[name], p), name
     assert size < 16 * 2**20
+
+
+def test_pretraining_batches_group_one_colour_with_distinct_shapes():
+    scenes = hard_negative_scenes(random.Random(3), 30, 4)
+    assert len(scenes) == 30
+    for start in range(0, 28, 4):
+        group = scenes[start:start + 4]
+        assert len({s.colour for s in group}) == 1
+        assert len({s.shape for s in group}) == 4

@@ -27,7 +27,7 @@ from vlprompt.backbones.embedded import EMBEDDED_NAME, EMBEDDED_PREPROCESS, toke
 from vlprompt.backbones.text_tower import TextTower
 from vlprompt.io import atomic_path, write_json
 from vlprompt.world.captions import caption
-from vlprompt.world.generator import random_scene, render
+from vlprompt.world.generator import COLOURS, SHAPES, random_scene, render
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +45,9 @@ class PretrainConfig:
     seed: int = 0
     checkpoint_every: int = 100
     workers: int = 1
+    # Scenes come in groups sharing a colour with distinct shapes: colour alone cannot match a caption
+    # to its image, so the encoders must learn shapes (without groups shapes stayed at chance).
+    group_size: int = 4
 
 
 class GeneratedBatches(Dataset):
@@ -62,11 +65,21 @@ class GeneratedBatches(Dataset):
 
     def __getitem__(self, step: int):
         rng = random.Random(f"pretrain/{self.config.seed}/{step}")
-        scenes = [random_scene(rng) for _ in range(self.config.batch_size)]
+        scenes = hard_negative_scenes(rng, self.config.batch_size, self.config.group_size)
         pixels = torch.from_numpy(np.stack([np.asarray(render(s)) for s in scenes]))
         images = (pixels.permute(0, 3, 1, 2).float() / 255 - self.mean) / self.std
         texts = self.tokenizer([caption(s, rng) for s in scenes])
         return images, texts
+
+
+def hard_negative_scenes(rng: random.Random, count: int, group_size: int) -> list:
+    """``count`` scenes in groups of ``group_size`` that share a colour and differ in shape."""
+    scenes = []
+    while len(scenes) < count:
+        colour = rng.choice(list(COLOURS))
+        shapes = rng.sample(SHAPES, min(group_size, len(SHAPES)))
+        scenes += [random_scene(rng, colour=colour, shape=shape) for shape in shapes]
+    return scenes[:count]
 
 
 def build_model(config: PretrainConfig) -> torch.nn.Module:

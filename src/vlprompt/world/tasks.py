@@ -12,6 +12,8 @@ colour-shape combinations of new classes are never trained on.
 from __future__ import annotations
 
 import random
+import shutil
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import parse_qs, urlparse
@@ -99,11 +101,22 @@ def load_task(name: str, *, train_per_class: int = DEFAULT_SIZES["train"], val_p
 
 
 def export_image_folder(data: DatasetSplits, out_dir: str | Path) -> Path:
-    """Write every split as ``OUT/SPLIT/CLASS/INDEX.png`` (readable by ``folder:OUT``)."""
+    """Write every split as ``OUT/SPLIT/CLASS/INDEX.png`` (readable by ``folder:OUT``).
+
+    The folder is built beside ``OUT`` and renamed into place, so it is complete or absent."""
     out_dir = Path(out_dir)
-    for split in ("train", "val", "test"):
-        for i, record in enumerate(data.split(split)):
-            folder = out_dir / split / record.classname
-            folder.mkdir(parents=True, exist_ok=True)
-            data.load_image(record).save(folder / f"{i:05d}.png")
+    if out_dir.exists():
+        raise ConfigError(f"{out_dir} already exists; choose another --out or remove it first")
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    partial = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
+    try:
+        for split in ("train", "val", "test"):
+            for i, record in enumerate(data.split(split)):
+                folder = partial / split / record.classname
+                folder.mkdir(parents=True, exist_ok=True)
+                data.load_image(record).save(folder / f"{i:05d}.png")
+        partial.rename(out_dir)
+    except BaseException:
+        shutil.rmtree(partial, ignore_errors=True)
+        raise
     return out_dir
