@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test bench setup clean
+.PHONY: demo test experiment bench setup clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -23,9 +23,14 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(VENV)/bin/pytest
 
+## Base-to-new of every method on the embedded world, 3 seeds (tens of minutes on 2 cores).
+experiment: $(STAMP)
+	$(VENV)/bin/vlprompt run base_to_new --preset world-methods --seeds 1,2,3 --out runs/world-methods
+
 ## Benchmarks (slow; run by hand).
 bench: $(STAMP)
 	$(PY) benchmarks/feature_cache.py
+	$(PY) benchmarks/train_step.py
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache

@@ -54,3 +54,12 @@ def test_preset_method_defaults_and_epochs_by_shots():
 def test_every_shipped_preset_resolves(name):
     config = resolve_config(name)
     assert config.learner.name in ("zeroshot", "coop", "cocoop", "maple")
+
+
+def test_regularizer_variant_labels_and_default_method_list():
+    preset = {"methods": ["coop", "coop+nemesis-pun"],
+              "regularizers_defaults": {"nemesis-pun": {"name": "nemesis", "beta": 1, "omega": 1.0}},
+              "regularizers": [{"name": "nemesis-pun", "omega": 10.0}]}
+    d = expand_preset(preset)
+    assert "methods" not in d
+    assert d["regularizers"] == [{"name": "nemesis", "beta": 1, "omega": 10.0}]

@@ -70,8 +70,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("run", help="run a protocol: many runs, then a table (mean ± std over seeds)")
     p.add_argument("protocol", choices=PROTOCOLS)
-    p.add_argument("--methods", required=True, help="comma-separated methods: learner[+regularizer...], "
-                   "e.g. zeroshot,coop,coop+prograd")
+    p.add_argument("--methods", help="comma-separated methods: learner[+regularizer...], e.g. "
+                   "zeroshot,coop,coop+prograd (default: the preset's `methods` list)")
     p.add_argument("--datasets", default="world:objects", help="comma-separated datasets (first = source "
                    "for transfer protocols)")
     p.add_argument("--targets", help="comma-separated target datasets (transfer protocols)")
@@ -196,7 +196,10 @@ def cmd_run(args) -> int:
     from vlprompt.protocols.imbalanced import run_imbalanced
     from vlprompt.protocols.transfer import run_transfer
 
-    methods, datasets, seeds = _csv(args.methods), _csv(args.datasets), _csv(args.seeds, int)
+    from vlprompt.engine.config import load_preset
+
+    methods = _csv(args.methods) or list(load_preset(args.preset).get("methods") or [])
+    datasets, seeds = _csv(args.datasets), _csv(args.seeds, int)
     out = Path(args.out or f"runs/{args.protocol}")
     common = dict(preset=args.preset, overrides=args.overrides, out_dir=out, workers=args.workers)
     if args.protocol == "base_to_new":

@@ -132,22 +132,33 @@ def expand_preset(d: dict, overrides: list[str] = ()) -> dict:
     """Apply a preset's method-level defaults and overrides, giving a plain ``RunConfig`` dict.
 
     Besides ``RunConfig`` fields a preset may hold ``learners`` (options per learner name),
-    ``regularizers_defaults`` (options per regularizer name) and ``epochs_by_shots`` (epochs per shot
-    count, CoOp's schedule); explicit options and overrides win over these defaults.
+    ``regularizers_defaults`` (options per regularizer name or variant label), ``epochs_by_shots``
+    (epochs per shot count, CoOp's schedule) and ``methods`` (a protocol's default method list);
+    explicit options and overrides win over these defaults.
     """
     d = apply_overrides(d, list(overrides))
+    d.pop("methods", None)  # a protocol's default method list
     learners = d.pop("learners", None) or {}
     reg_defaults = d.pop("regularizers_defaults", None) or {}
     epochs_by_shots = d.pop("epochs_by_shots", None) or {}
     learner = d.setdefault("learner", {})
     name = learner.setdefault("name", LearnerConfig.name)
     learner["options"] = {**learners.get(name, {}), **(learner.get("options") or {})}
-    d["regularizers"] = [{**reg_defaults.get(r.get("name"), {}), **r} for r in d.get("regularizers") or []]
+    d["regularizers"] = [_with_defaults(r, reg_defaults) for r in d.get("regularizers") or []]
     shots = (d.get("data") or {}).get("shots", DataConfig.shots)
     epochs_overridden = any(o.split("=", 1)[0].strip() == "train.epochs" for o in overrides)
     if shots in epochs_by_shots and not epochs_overridden:
         d.setdefault("train", {})["epochs"] = epochs_by_shots[shots]
     return d
+
+
+def _with_defaults(spec: dict, defaults: dict) -> dict:
+    """A regularizer spec with its preset defaults. A defaults entry may carry its own ``name``: then the
+    spec's name is a variant label (e.g. ``nemesis-pun`` for Nemesis with beta = 1)."""
+    base = defaults.get(spec.get("name"), {})
+    merged = {**base, **spec}
+    merged["name"] = base.get("name", spec.get("name"))
+    return merged
 
 
 def _parse_value(raw: str):
