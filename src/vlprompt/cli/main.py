@@ -119,12 +119,15 @@ def cmd_eval(args) -> int:
     from vlprompt.data.feature_cache import encode_records
     from vlprompt.data.sampling import subsample_classes
     from vlprompt.engine.datasets import resolve_dataset
-    from vlprompt.engine.evaluate import evaluate_features
+    from vlprompt.engine.evaluate import encode_with_learner, evaluate_features
     from vlprompt.learners.artifact import from_pretrained
 
     data = subsample_classes(resolve_dataset(args.dataset, args.root), args.subset)
     learner = from_pretrained(args.prompt, classnames=data.classnames)
-    feats = encode_records(learner.backbone, data, data.test, views=1, seed=0, desc="test features")[0]
+    if learner.uses_image_tower:
+        feats = encode_with_learner(learner, data, data.test, desc="test features")
+    else:
+        feats = encode_records(learner.backbone, data, data.test, views=1, seed=0, desc="test features")[0]
     labels = torch.tensor([r.label for r in data.test])
     m = evaluate_features(learner, feats, labels)
     print(f"accuracy {m['accuracy']:.2f}%  macro-F1 {m['macro_f1']:.2f}%  ({m['num_samples']} images)")
