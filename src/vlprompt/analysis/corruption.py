@@ -22,7 +22,7 @@ from torch.nn.utils import parametrize
 from vlprompt.analysis.prompt_norms import position_norms
 from vlprompt.engine.evaluate import classification_metrics
 from vlprompt.errors import ConfigError
-from vlprompt.io import atomic_path, write_text
+from vlprompt.io import save_figure, write_text
 from vlprompt.learners.base import PromptLearner
 
 OFFICIAL_REPLACE = (0.0,)
@@ -132,10 +132,7 @@ class CorruptionTable:
                                  change.flatten()):
                 ax.text(j, i, f"{v:+.1f}", ha="center", va="center", fontsize=7)
         fig.colorbar(image, ax=ax)
-        fig.tight_layout()
-        with atomic_path(out_png) as tmp:
-            fig.savefig(tmp, format="png", dpi=120)
-        plt.close(fig)
+        save_figure(fig, out_png)
 
 
 @torch.no_grad()

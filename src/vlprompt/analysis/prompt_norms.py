@@ -11,7 +11,7 @@ import re
 from pathlib import Path
 
 from vlprompt.errors import ConfigError
-from vlprompt.io import atomic_path
+from vlprompt.io import save_figure
 from vlprompt.regularizers.nemesis import position_norms
 
 __all__ = ["position_norms", "norm_history", "plot_norm_history"]
@@ -56,9 +56,4 @@ def plot_norm_history(metrics_jsonl_path: str | Path, out_png: str | Path) -> Pa
     ax.set_title("per-position prompt norms")
     if len(history) <= 16:
         ax.legend(fontsize=7, ncol=2)
-    fig.tight_layout()
-    out_png = Path(out_png)
-    with atomic_path(out_png) as tmp:
-        fig.savefig(tmp, format="png", dpi=120)
-    plt.close(fig)
-    return out_png
+    return save_figure(fig, out_png)

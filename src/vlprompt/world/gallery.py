@@ -9,7 +9,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-from vlprompt.io import atomic_path  # noqa: E402
+from vlprompt.io import save_figure  # noqa: E402
 from vlprompt.world.tasks import load_task  # noqa: E402
 
 
@@ -26,9 +26,4 @@ def sample_grid(task: str, out: str | Path, classes: int = 6, per_class: int = 6
             ax.set_yticks([])
         axes[row][0].set_ylabel(data.classnames[label], rotation=0, ha="right", va="center", fontsize=8)
     fig.suptitle(f"world:{task}  (template: {data.template!r})", fontsize=9)
-    fig.tight_layout()
-    out = Path(out)
-    with atomic_path(out) as tmp:
-        fig.savefig(tmp, format="png", dpi=90)
-    plt.close(fig)
-    return out
+    return save_figure(fig, out, dpi=90)
