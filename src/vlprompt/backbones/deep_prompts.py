@@ -1,12 +1,15 @@
-"""Deep prompts: run open_clip's own transformer blocks one by one, replacing prompt tokens between them.
+"""Deep prompts: run open_clip's own tower blocks one at a time, with a hook that edits the tokens between blocks.
 
-MaPLe-style learners (methods.md §4) need token replacements inside the towers: text positions
-1..M get a new learned prompt before each of the first J blocks, and the image tower carries
-prompt tokens appended after its patch tokens. These functions drive open_clip's modules (the same
-weights, embeddings and pooling) block by block instead of copying the model code.
+MaPLe-style learners (methods.md §4) put learned tokens inside the towers: they replace text
+positions before some blocks, and append image tokens after the patch tokens. open_clip's
+``Transformer.forward`` runs all blocks in one call, so these functions take over only that loop
+and reuse everything else (embeddings, blocks, norms, pooling, projections) from the model itself.
+With no hook and no extra tokens they compute open_clip's own features.
 """
 
 from __future__ import annotations
+
+from collections.abc import Callable
 
 import torch
 from torch import nn
@@ -14,49 +17,65 @@ from torch import nn
 from vlprompt.backbones.text_tower import TextTower
 from vlprompt.errors import BackboneError
 
+#: ``hook(j, x)`` returns the tokens (B, L, W) that enter block ``j`` (0-based) in place of ``x``.
+BlockHook = Callable[[int, torch.Tensor], torch.Tensor]
 
-def check_vision_tower(visual: nn.Module) -> None:
-    """Only open_clip's ViT with class-token pooling is supported (no ResNet: MaPLe needs tokens)."""
+
+def check_token_vit(visual: nn.Module) -> None:
+    """Refuse image towers whose tokens cannot carry prompts: ResNets, attention or average pooling."""
     kind = type(visual).__name__
     if kind != "VisionTransformer":
-        raise BackboneError(f"deep vision prompts need a ViT image tower; this backbone has {kind} "
-                            "(MaPLe does not support ResNet backbones such as RN50)")
+        raise BackboneError(f"deep vision prompts need open_clip's ViT image tower; this backbone has {kind} "
+                            "(MaPLe does not support ResNet backbones such as RN50; use a ViT, e.g. ViT-B-16)")
     if getattr(visual, "attn_pool", None) is not None or getattr(visual, "pool_type", "tok") != "tok":
-        raise BackboneError("deep vision prompts support class-token pooling only (no attention pooling)")
+        raise BackboneError(f"deep vision prompts need class-token pooling; this ViT pools with "
+                            f"{'attention' if getattr(visual, 'attn_pool', None) is not None else visual.pool_type!r}, "
+                            "which would mix the prompt tokens into the image feature")
 
 
-def encode_text_deep(tower: TextTower, embeddings: torch.Tensor, eot: torch.Tensor,
-                     deep_prompts: list[torch.Tensor]) -> torch.Tensor:
-    """Text features where, before block j (1 <= j <= len(deep_prompts)), positions 1..M are replaced
-    by ``deep_prompts[j-1]`` (M, W); truncated after the last end-of-text token like the plain path."""
+def replace_tokens(x: torch.Tensor, start: int, tokens: torch.Tensor) -> torch.Tensor:
+    """``x`` (B, L, W) with positions start .. start+n-1 set to ``tokens`` (n, W) in every row."""
+    n = tokens.shape[0]
+    fill = tokens.to(x.dtype).unsqueeze(0).expand(x.shape[0], -1, -1)
+    return torch.cat([x[:, :start], fill, x[:, start + n :]], dim=1)
+
+
+def _run_blocks(transformer: nn.Module, x: torch.Tensor, hook: BlockHook | None,
+                attn_mask: torch.Tensor | None = None) -> torch.Tensor:
+    if not getattr(transformer, "batch_first", True):
+        raise BackboneError("deep prompts need a batch-first open_clip transformer (open_clip >= 2.24 builds them)")
+    for j, block in enumerate(transformer.resblocks):
+        if hook is not None:
+            x = hook(j, x)
+        x = block(x, attn_mask=attn_mask)
+    return x
+
+
+def encode_text_blocks(tower: TextTower, embeddings: torch.Tensor, eot: torch.Tensor,
+                       hook: BlockHook | None = None) -> torch.Tensor:
+    """Unnormalised text features of token embeddings (N, L, W), as ``tower(embeddings, eot)`` computes
+    them (cut after the last end-of-text token), with ``hook`` applied before every block."""
     length = int(eot.max()) + 1
     x = embeddings[:, :length] + tower.positional_embedding[:length].to(embeddings.dtype)
-    mask = tower.attn_mask[:length, :length]
-    for j, block in enumerate(tower.transformer.resblocks):
-        if 1 <= j <= len(deep_prompts):
-            prompt = deep_prompts[j - 1].to(x.dtype)
-            m = prompt.shape[0]
-            x = torch.cat([x[:, :1], prompt.unsqueeze(0).expand(x.shape[0], -1, -1), x[:, 1 + m:]], dim=1)
-        x = block(x, attn_mask=mask)
+    x = _run_blocks(tower.transformer, x, hook, tower.attn_mask[:length, :length])
     x = tower.ln_final(x)
     return tower.project(x[torch.arange(x.shape[0], device=x.device), eot])
 
 
-def encode_image_deep(visual: nn.Module, images: torch.Tensor, prompts: list[torch.Tensor]) -> torch.Tensor:
-    """Image features with ``prompts[0]`` (N, W) appended after the patch tokens (after the positional
-    embedding, before ln_pre) and ``prompts[j]`` replacing those N tokens before block j."""
+def encode_image_blocks(visual: nn.Module, images: torch.Tensor, extra_tokens: torch.Tensor | None = None,
+                        hook: BlockHook | None = None) -> torch.Tensor:
+    """Unnormalised image features of open_clip's ViT with ``extra_tokens`` (n, W) appended after the
+    patch tokens (after the positional embedding, before ``ln_pre``) and ``hook`` applied before
+    every block. Patch dropout runs as open_clip runs it (a no-op in eval mode)."""
+    check_token_vit(visual)
     x = visual.conv1(images)
     x = x.reshape(x.shape[0], x.shape[1], -1).permute(0, 2, 1)
     cls = visual.class_embedding.to(x.dtype).view(1, 1, -1).expand(x.shape[0], -1, -1)
     x = torch.cat([cls, x], dim=1) + visual.positional_embedding.to(x.dtype)
     x = visual.patch_dropout(x)
-    n = prompts[0].shape[0] if prompts else 0
-    if n:
-        x = torch.cat([x, prompts[0].to(x.dtype).unsqueeze(0).expand(x.shape[0], -1, -1)], dim=1)
+    if extra_tokens is not None:
+        x = replace_tokens(x, x.shape[1], extra_tokens)  # positions L .. L+n-1: an append
     x = visual.ln_pre(x)
-    for j, block in enumerate(visual.transformer.resblocks):
-        if 1 <= j < len(prompts):
-            x = torch.cat([x[:, :-n], prompts[j].to(x.dtype).unsqueeze(0).expand(x.shape[0], -1, -1)], dim=1)
-        x = block(x)
+    x = _run_blocks(visual.transformer, x, hook)
     pooled, _ = visual._pool(x)
     return pooled @ visual.proj if visual.proj is not None else pooled

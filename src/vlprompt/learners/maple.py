@@ -1,51 +1,59 @@
-"""MaPLe (methods.md §4): coupled deep prompts in both towers.
+"""MaPLe (methods.md §4): text prompts in the first J blocks, coupled to image prompts by linear maps.
 
-Text: a shallow context P_0 (M vectors, initialised from the first M words of "a photo of a" while
-the fixed string stays "a photo of a {class}.") and deep prompts P_1..P_{J-1} that replace text
-positions 1..M before blocks 1..J-1. Vision: F_j(P_j), with one Linear(text width -> vision width)
-per depth, appended after the patch tokens at the input and replacing them before blocks 1..J-1.
-The image tower is changed, so image features cannot be cached.
+Text: a shallow context P_0 (M vectors, initialised from the first M words of ``ctx_init`` while the
+fixed string stays "{ctx_init} {class}.") and deep prompts P_1..P_{J-1} that replace text positions
+1..M before blocks 1..J-1. Image: F_j(P_j), one Linear(text width -> vision width) per depth; F_0(P_0)
+is appended after the patch tokens and F_j(P_j) replaces those tokens before block j. The image
+tower changes with the prompts, so image features cannot be cached.
 """
 
 from __future__ import annotations
+
+import copy
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from vlprompt.backbones import Backbone
-from vlprompt.backbones.deep_prompts import check_vision_tower, encode_image_deep, encode_text_deep
+from vlprompt.backbones.deep_prompts import check_token_vit, encode_image_blocks, encode_text_blocks, replace_tokens
 from vlprompt.errors import ConfigError
 from vlprompt.learners.base import PromptLearner
-from vlprompt.learners.prompts import ClassPromptTokens
+from vlprompt.learners.prompts import ClassPromptTokens, init_context
 
 
 class MaPLe(PromptLearner):
+    """Learnable tensors: ``ctx`` (P_0), ``deep_text.{j}`` (P_j, j = 1..J-1) and
+    ``projections.{j}.weight/bias`` (F_j, j = 0..J-1): the index is the block the prompt enters."""
+
     name = "maple"
     uses_image_tower = True
 
     def __init__(self, backbone: Backbone, classnames: list[str], n_ctx: int = 2, prompt_depth: int = 9,
                  ctx_init: str | None = "a photo of a"):
         super().__init__(backbone, classnames)
-        check_vision_tower(backbone.visual)
-        layers = min(len(backbone.text.transformer.resblocks), len(backbone.visual.transformer.resblocks))
-        if not 1 <= prompt_depth <= layers:
-            raise ConfigError(f"maple.prompt_depth={prompt_depth} must be between 1 and {layers}, the number of "
-                              "layers of the shallower tower")
-        self.n_ctx, self.prompt_depth, self.ctx_init = n_ctx, prompt_depth, ctx_init or None
-        text_width, vision_width = backbone.text.width, backbone.visual.conv1.out_channels
-        if self.ctx_init:
-            if n_ctx > len(self.ctx_init.split()):
-                raise ConfigError(f"maple.n_ctx={n_ctx} exceeds the {len(self.ctx_init.split())} words of "
-                                  f"ctx_init {self.ctx_init!r}")
-            with torch.no_grad():
-                ctx = backbone.text.embed(backbone.tokenize([self.ctx_init]))[0, 1 : 1 + n_ctx].clone()
-        else:
-            ctx = torch.empty(n_ctx, text_width).normal_(0, 0.02)
-        self.ctx = nn.Parameter(ctx)
-        self.deep_text = nn.ParameterList(
-            [nn.Parameter(torch.empty(n_ctx, text_width).normal_(0, 0.02)) for _ in range(prompt_depth - 1)])
-        self.projections = nn.ModuleList([nn.Linear(text_width, vision_width) for _ in range(prompt_depth)])
+        check_token_vit(backbone.visual)
+        text_layers = len(backbone.text.transformer.resblocks)
+        vision_layers = len(backbone.visual.transformer.resblocks)
+        if not 1 <= prompt_depth <= min(text_layers, vision_layers):
+            raise ConfigError(f"maple.prompt_depth={prompt_depth} is not valid: it must be between 1 and "
+                              f"{min(text_layers, vision_layers)} (this backbone's text tower has {text_layers} "
+                              f"layers, its image tower {vision_layers})")
+        if n_ctx < 1:
+            raise ConfigError(f"maple.n_ctx={n_ctx} is not valid: it must be at least 1")
+        self.ctx_init = ctx_init or None
+        if self.ctx_init and n_ctx > len(self.ctx_init.split(" ")):
+            raise ConfigError(f"maple.n_ctx={n_ctx} exceeds the {len(self.ctx_init.split(' '))} words of "
+                              f"maple.ctx_init={self.ctx_init!r}; use a longer phrase or ctx_init=null (random init)")
+        self.n_ctx, self.prompt_depth = n_ctx, prompt_depth
+        text_width, vision_width = backbone.text.width, backbone.visual.transformer.width
+        self.ctx = nn.Parameter(init_context(backbone, n_ctx, self.ctx_init)[:n_ctx])
+        self.deep_text = nn.ParameterDict(
+            {str(j): nn.Parameter(torch.empty(n_ctx, text_width).normal_(0.0, 0.02)) for j in range(1, prompt_depth)})
+        # As in the reference, F_1..F_{J-1} start as copies of one freshly initialised layer.
+        deep = nn.Linear(text_width, vision_width)
+        self.projections = nn.ModuleList(
+            [nn.Linear(text_width, vision_width)] + [copy.deepcopy(deep) for _ in range(1, prompt_depth)])
         self.set_classnames(classnames)
 
     def options(self) -> dict:
@@ -53,17 +61,31 @@ class MaPLe(PromptLearner):
 
     def set_classnames(self, classnames: list[str]) -> None:
         self.classnames = list(classnames)
+        # with word init the placeholder is the whole phrase and P_0 takes the place of its first M tokens
         placeholder = self.ctx_init or " ".join(["X"] * self.n_ctx)
-        # with word init the placeholder is the whole phrase: the context replaces its first M tokens
         self.tokens = ClassPromptTokens(self.backbone, self.classnames, self.n_ctx, placeholder, "end")
 
+    def text_prompts(self) -> list[torch.Tensor]:
+        """[P_0, P_1, ..., P_{J-1}], each (M, text width)."""
+        return [self.ctx, *(self.deep_text[str(j)] for j in range(1, self.prompt_depth))]
+
     def vision_prompts(self) -> list[torch.Tensor]:
-        text_prompts = [self.ctx, *self.deep_text]
-        return [proj(p) for proj, p in zip(self.projections, text_prompts)]
+        """[F_0(P_0), ..., F_{J-1}(P_{J-1})], each (M, vision width): the image tower's prompts."""
+        return [proj(p) for proj, p in zip(self.projections, self.text_prompts())]
 
     def encode_images(self, images: torch.Tensor) -> torch.Tensor:
-        return F.normalize(encode_image_deep(self.backbone.visual, images, self.vision_prompts()), dim=-1)
+        prompts = self.vision_prompts()
 
-    def text_features(self, image_features=None) -> torch.Tensor:
-        prompts = self.tokens.assemble(self.ctx)
-        return F.normalize(encode_text_deep(self.backbone.text, prompts, self.tokens.eot, list(self.deep_text)), dim=-1)
+        def hook(j: int, x: torch.Tensor) -> torch.Tensor:
+            return replace_tokens(x, x.shape[1] - self.n_ctx, prompts[j]) if 1 <= j < len(prompts) else x
+
+        return F.normalize(encode_image_blocks(self.backbone.visual, images, prompts[0], hook), dim=-1)
+
+    def text_features(self, image_features: torch.Tensor | None = None) -> torch.Tensor:
+        prompts = self.text_prompts()
+
+        def hook(j: int, x: torch.Tensor) -> torch.Tensor:
+            return replace_tokens(x, 1, prompts[j]) if 1 <= j < len(prompts) else x
+
+        features = encode_text_blocks(self.backbone.text, self.tokens.assemble(prompts[0]), self.tokens.eot, hook)
+        return F.normalize(features, dim=-1)
