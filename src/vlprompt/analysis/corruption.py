@@ -159,6 +159,9 @@ def corruption_sweep(learner: PromptLearner, features: torch.Tensor, labels: tor
     """Corrupt every position with every setting of ``grid(replace, rescale)`` and measure the test accuracy."""
     if not isinstance(getattr(learner, "ctx", None), torch.Tensor):
         raise ConfigError(f"learner {learner.name!r} has no prompt context (ctx) to corrupt; use coop or cocoop")
+    if learner.uses_image_tower:
+        raise ConfigError(f"learner {learner.name!r} changes the image features with its prompts, which this "
+                          "sweep over fixed image features cannot follow; use coop or cocoop")
     learner.eval()
     ctx = learner.ctx.detach()
     features = features.to(ctx.device)
