@@ -1,221 +1,130 @@
-"""Miniature copies of the 11 datasets and the ImageNet variants in the reference layout, read back;
-few-shot sampling against an independent replay of Dassl's sampler; data verify."""
+"""Each reader on the miniature copy of its dataset in the reference layout; errors; data verify."""
 
 from __future__ import annotations
 
+import argparse
 import json
-import random
+import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
-from PIL import Image
+from miniature_datasets import (AIRCRAFT_VARIANTS, IMAGENET_A_WNIDS, IMAGENET_R_WNIDS, SIZES, SPLIT_JSON,
+                                WNIDS, relative_path)
 
+from vlprompt.cli import data as data_cli
 from vlprompt.data.datasets import DATASETS, read_dataset
-from vlprompt.data.sampling import few_shot, imbalance_counts, imbalanced, subsample_classes
 from vlprompt.data.templates import templates_for
 from vlprompt.data.verify import format_report, verify_datasets
 from vlprompt.errors import ConfigError, DataError
 
-SPLIT_JSON = {  # name: (folder, image dir, split file, class names as stored in the JSON)
-    "caltech101": ("caltech-101", "101_ObjectCategories", "split_zhou_Caltech101.json", ["face", "leopard", "accordion"]),
-    "oxford_pets": ("oxford_pets", "images", "split_zhou_OxfordPets.json", ["abyssinian", "beagle"]),
-    "stanford_cars": ("stanford_cars", "", "split_zhou_StanfordCars.json", ["2012 Tesla Model S Sedan", "2007 BMW X5 SUV"]),
-    "oxford_flowers": ("oxford_flowers", "jpg", "split_zhou_OxfordFlowers.json", ["pink primrose", "globe thistle"]),
-    "food101": ("food-101", "images", "split_zhou_Food101.json", ["apple_pie", "baby_back_ribs"]),
-    "sun397": ("sun397", "SUN397", "split_zhou_SUN397.json", ["abbey", "outdoor airplane cabin"]),
-    "dtd": ("dtd", "images", "split_zhou_DescribableTextures.json", ["banded", "blotchy"]),
-    "eurosat": ("eurosat", "2750", "split_zhou_EuroSAT.json", ["Annual Crop Land", "Forest", "Sea or Lake"]),
-    "ucf101": ("ucf101", "UCF-101-midframes", "split_zhou_UCF101.json", ["Apply_Eye_Makeup", "Archery"]),
-}
-SIZES = {"train": 5, "val": 2, "test": 3}  # images per class
-WNIDS = {"n01440764": "tench", "n01443537": "goldfish", "n01484850": "great white shark", "n01491361": "tiger shark"}
+STANDARD = ["imagenet", "caltech101", "oxford_pets", "stanford_cars", "oxford_flowers", "food101", "fgvc_aircraft",
+            "sun397", "dtd", "eurosat", "ucf101", "imagenetv2", "imagenet_sketch", "imagenet_a", "imagenet_r"]
 
 
-def image(path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    Image.new("RGB", (8, 8), (len(path.name) * 20 % 255, 90, 160)).save(path)
-
-
-def build_split_json(root: Path, name: str) -> None:
-    folder, image_dir, split_file, classes = SPLIT_JSON[name]
-    base = root / folder / image_dir
-    content = {}
-    for split, n in SIZES.items():
-        rows = []
-        for label, cname in enumerate(classes):
-            for i in range(n):
-                rel = f"{cname.replace(' ', '_')}/{split}_{i}.jpg"
-                image(base / rel)
-                rows.append([rel, label, cname])
-        content[split] = rows
-    (root / folder / split_file).write_text(json.dumps(content))
-
-
-def build_aircraft(root: Path) -> None:
-    d = root / "fgvc_aircraft"
-    variants = ["707-320", "A300B4", "Cessna 172"]
-    (d / "images").mkdir(parents=True)
-    (d / "variants.txt").write_text("\n".join(variants) + "\n")
-    for split, n in SIZES.items():
-        lines = []
-        for v, variant in enumerate(variants):
-            for i in range(n):
-                image_id = f"{split[0]}{v}{i:04d}"
-                image(d / "images" / f"{image_id}.jpg")
-                lines.append(f"{image_id} {variant}")
-        (d / f"images_variant_{split}.txt").write_text("\n".join(lines) + "\n")
-
-
-def classnames_file(d: Path) -> None:
-    d.mkdir(parents=True, exist_ok=True)
-    (d / "classnames.txt").write_text("".join(f"{w} {n}\n" for w, n in WNIDS.items()))
-
-
-def build_imagenets(root: Path) -> None:
-    classnames_file(root / "imagenet")
-    for split, n in (("train", 4), ("val", 2)):
-        for w in WNIDS:
-            for i in range(n):
-                image(root / "imagenet" / "images" / split / w / f"{w}_{i}.JPEG")
-    classnames_file(root / "imagenetv2")
-    for k in range(len(WNIDS)):
-        for i in range(2):
-            image(root / "imagenetv2" / "imagenetv2-matched-frequency-format-val" / str(k) / f"{i}.jpeg")
-    classnames_file(root / "imagenet-sketch")
-    for w in WNIDS:
-        image(root / "imagenet-sketch" / "images" / w / "sketch_0.JPEG")
-    for folder, sub, present in (("imagenet-adversarial", "imagenet-a", ["n01443537", "n01491361"]),
-                                 ("imagenet-rendition", "imagenet-r", ["n01440764", "n01484850", "n01491361"])):
-        classnames_file(root / folder)
-        (root / folder / sub).mkdir(parents=True)
-        (root / folder / sub / "README.txt").write_text("not a class")
-        for w in present:
-            for i in range(2):
-                image(root / folder / sub / w / f"{i}.jpg")
-
-
-@pytest.fixture(scope="module")
-def root(tmp_path_factory):
-    root = tmp_path_factory.mktemp("datasets")
-    for name in SPLIT_JSON:
-        build_split_json(root, name)
-    build_aircraft(root)
-    build_imagenets(root)
-    return root
-
-
-def test_registry_has_the_eleven_datasets_and_four_variants():
-    assert len(DATASETS) == 15
-    with pytest.raises(ConfigError, match="oxford_pets"):
+def test_registry_holds_the_eleven_datasets_and_four_variants():
+    assert sorted(DATASETS) == sorted(STANDARD)
+    with pytest.raises(ConfigError, match="'oxford_pets'"):
         read_dataset("oxford_pet", "/nowhere")
 
 
 @pytest.mark.parametrize("name", sorted(SPLIT_JSON))
-def test_split_json_datasets(root, name):
+def test_split_json_dataset(datasets_root, name):
     folder, image_dir, _, classes = SPLIT_JSON[name]
-    data = read_dataset(name, root)
-    assert data.classnames == classes
+    data = read_dataset(name, datasets_root)
+    assert data.name == name and data.classnames == [cname for cname, _ in classes]
     for split, n in SIZES.items():
-        assert len(data.split(split)) == n * len(classes)
-    first = data.train[0]
-    assert Path(first.path) == root / folder / image_dir / f"{classes[0].replace(' ', '_')}/train_0.jpg"
-    assert Path(first.path).is_file() and first.label == 0
+        records = data.split(split)
+        assert len(records) == n * len(classes)
+        assert [r.label for r in records] == [k for k in range(len(classes)) for _ in range(n)]
+    # paths in the JSON are relative to the image folder (Cars: to the dataset folder itself)
+    last = data.test[-1]
+    expected = datasets_root / folder / image_dir / relative_path(classes[-1][1], "test", len(classes) - 1, 2)
+    assert Path(last.path) == expected and expected.is_file()
+    assert last.classname == classes[-1][0]
     assert data.template == templates_for(name)[0]
 
 
-def test_aircraft_text_splits(root):
-    data = read_dataset("fgvc_aircraft", root)
-    assert data.classnames == ["707-320", "A300B4", "Cessna 172"]
+def test_aircraft_reads_the_official_text_splits(datasets_root):
+    data = read_dataset("fgvc_aircraft", datasets_root)
+    assert data.classnames == AIRCRAFT_VARIANTS
     assert [len(data.split(s)) for s in ("train", "val", "test")] == [15, 6, 9]
-    assert data.test[-1].classname == "Cessna 172" and data.test[-1].label == 2
+    last = data.test[-1]
+    assert (last.classname, last.label) == ("Cessna 172", 2)
+    assert Path(last.path) == datasets_root / "fgvc_aircraft" / "images" / "3200002.jpg"
     assert data.template == "a photo of a {}, a type of aircraft."
 
 
-def test_imagenet_and_its_variants(root):
-    imagenet = read_dataset("imagenet", root)
-    assert imagenet.classnames == ["tench", "goldfish", "great white shark", "tiger shark"]
-    assert len(imagenet.train) == 16 and imagenet.val == imagenet.test and len(imagenet.test) == 8
-    v2 = read_dataset("imagenetv2", root)
-    assert v2.classnames == imagenet.classnames and len(v2.test) == 8
-    assert {r.label for r in v2.test if "/2/" in r.path} == {2}
-    sketch = read_dataset("imagenet_sketch", root)
-    assert sketch.classnames == imagenet.classnames and len(sketch.test) == 4
-    a = read_dataset("imagenet_a", root)
-    assert a.classnames == ["goldfish", "tiger shark"] and [r.label for r in a.test] == [0, 0, 1, 1]
-    r = read_dataset("imagenet_r", root)
-    assert r.classnames == ["tench", "great white shark", "tiger shark"] and len(r.test) == 6
+def test_imagenet_labels_follow_sorted_wnid_folders_and_val_is_test(datasets_root):
+    data = read_dataset("imagenet", datasets_root)
+    assert data.classnames == [WNIDS[w] for w in sorted(WNIDS)]
+    assert len(data.train) == 16  # the hidden .DS_Store is not an image
+    assert data.val == data.test and len(data.test) == 8
+    assert all(Path(r.path).parent.name == sorted(WNIDS)[r.label] for r in data.train + data.test)
 
 
-def dassl_few_shot(records, shots, seed):
-    """Independent replay of the reference: global random seeded, classes in first-appearance order,
-    random.sample per class (all images when fewer), train first then val with min(shots, 4)."""
-    random.seed(seed)
-    out = []
-    for split, k in (("train", shots), ("val", min(shots, 4))):
-        tracker = {}
-        for item in records[split]:
-            tracker.setdefault(item.label, []).append(item)
-        chosen = []
-        for items in tracker.values():
-            chosen.extend(random.sample(items, k) if len(items) >= k else items)
-        out.append([c.path for c in chosen])
-    return out
+def test_imagenet_variants_and_their_label_spaces(datasets_root):
+    imagenet_names = [WNIDS[w] for w in sorted(WNIDS)]
+    v2 = read_dataset("imagenetv2", datasets_root)
+    assert v2.classnames == list(WNIDS.values()) and len(v2.test) == 8 and not v2.train
+    assert all(Path(r.path).parent.name == str(r.label) for r in v2.test)
+    sketch = read_dataset("imagenet_sketch", datasets_root)
+    assert sketch.classnames == imagenet_names and len(sketch.test) == 4
+    a = read_dataset("imagenet_a", datasets_root)  # README.txt is skipped; 2 classes present
+    assert a.classnames == [WNIDS[w] for w in IMAGENET_A_WNIDS] and [r.label for r in a.test] == [0, 0, 1, 1]
+    r = read_dataset("imagenet_r", datasets_root)
+    assert r.classnames == [WNIDS[w] for w in IMAGENET_R_WNIDS] and len(r.test) == 6
+    assert all(d.template == "a photo of a {}." for d in (v2, sketch, a, r))
 
 
-@pytest.mark.parametrize("name,shots,seed", [("oxford_pets", 2, 1), ("eurosat", 4, 2), ("fgvc_aircraft", 1, 3),
-                                             ("imagenet", 3, 1), ("dtd", 16, 2)])
-def test_few_shot_selection_equals_the_reference_procedure(root, tmp_path, name, shots, seed):
-    data = read_dataset(name, root)
-    sampled = few_shot(data, shots, seed, cache_dir=tmp_path)
-    expected_train, expected_val = dassl_few_shot({"train": data.train, "val": data.val}, shots, seed)
-    assert [r.path for r in sampled.train] == expected_train
-    assert [r.path for r in sampled.val] == expected_val
-    assert sampled.test == data.test
-    (saved,) = tmp_path.glob(f"{name}_{shots}shot_seed{seed}_*.json")
-    assert json.loads(saved.read_text())["train"] == expected_train
-    again = few_shot(data, shots, seed, cache_dir=tmp_path)
-    assert [r.path for r in again.train] == expected_train and len(list(tmp_path.glob("*.json"))) == 1
+def test_missing_and_damaged_files_give_errors_that_name_them(datasets_root, tmp_path):
+    with pytest.raises(DataError, match=r"eurosat.*split_zhou_EuroSAT.json"):
+        read_dataset("eurosat", tmp_path)
+    shutil.copytree(datasets_root / "dtd", tmp_path / "dtd")
+    (tmp_path / "dtd" / "split_zhou_DescribableTextures.json").write_text(json.dumps({"train": []}))
+    with pytest.raises(DataError, match="split_zhou_DescribableTextures.json is not in the split_zhou format"):
+        read_dataset("dtd", tmp_path)
+    shutil.copytree(datasets_root / "imagenet-rendition", tmp_path / "imagenet-rendition")
+    (tmp_path / "imagenet-rendition" / "imagenet-r" / "n99999999").mkdir()
+    with pytest.raises(DataError, match="n99999999 is not listed in .*classnames.txt"):
+        read_dataset("imagenet_r", tmp_path)
+    shutil.copytree(datasets_root / "imagenetv2", tmp_path / "imagenetv2")
+    shutil.rmtree(tmp_path / "imagenetv2" / "imagenetv2-matched-frequency-format-val" / "3")
+    with pytest.raises(DataError, match=r"class folder .*format-val/3 is missing"):
+        read_dataset("imagenetv2", tmp_path)
+    with pytest.raises(DataError, match=r"fgvc_aircraft/variants.txt is missing"):
+        read_dataset("fgvc_aircraft", tmp_path)
 
 
-def test_base_new_split_relabels_each_half(root):
-    data = read_dataset("eurosat", root)  # 3 classes: base = first ceil(3/2) = 2
-    base, new = subsample_classes(data, "base"), subsample_classes(data, "new")
-    assert base.classnames == ["Annual Crop Land", "Forest"] and new.classnames == ["Sea or Lake"]
-    assert {r.label for r in base.test} == {0, 1} and {r.label for r in new.test} == {0}
-    assert all(r.classname == "Sea or Lake" for r in new.train + new.val + new.test)
-
-
-def test_imbalanced_profile_and_counts(root):
-    assert imbalance_counts(5, 1.0) == [16] * 5
-    assert imbalance_counts(5, 1 / 16) == [16, 8, 4, 2, 1]
-    assert imbalance_counts(3, 0.25) == [16, 8, 4]
-    data = read_dataset("caltech101", root)  # 3 classes x 5 training images
-    sub, counts = imbalanced(data, 0.25, seed=1, n_max=4, order="label")
-    assert counts == {"face": 4, "leopard": 2, "accordion": 1}
-    assert [sum(r.label == k for r in sub.train) for k in range(3)] == [4, 2, 1]
-    assert sub.test == data.test
-    with pytest.raises(ConfigError, match="ratio"):
-        imbalance_counts(3, 0.0)
-
-
-def test_verify_names_a_removed_image_and_a_removed_split_file(root, tmp_path):
-    import shutil
-
+def test_verify_names_a_removed_image_and_a_removed_split_file(datasets_root, tmp_path):
     copy = tmp_path / "copy"
-    shutil.copytree(root / "oxford_pets", copy / "oxford_pets")
-    shutil.copytree(root / "dtd", copy / "dtd")
-    victim = copy / "oxford_pets" / "images" / "beagle" / "test_1.jpg"
+    for folder in ("oxford_pets", "dtd"):
+        shutil.copytree(datasets_root / folder, copy / folder)
+    victim = copy / "oxford_pets" / "images" / "american_bulldog_1201.jpg"
     victim.unlink()
     (copy / "dtd" / "split_zhou_DescribableTextures.json").unlink()
-    reports = {r.name: r for r in verify_datasets(copy, ["oxford_pets", "dtd", "food101"])}
+    (copy / "oxford_pets" / "images" / "Abyssinian_2.jpg").write_bytes(b"not a jpeg")
+    reports = {r.name: r for r in verify_datasets(copy, ["oxford_pets", "dtd", "food101"], decode=True)}
     assert reports["oxford_pets"].missing_images == [str(victim)]
-    assert not reports["dtd"].ok and "split_zhou_DescribableTextures.json" in reports["dtd"].missing_files[0][0]
+    assert reports["oxford_pets"].unreadable_images == [str(copy / "oxford_pets" / "images" / "Abyssinian_2.jpg")]
+    assert reports["oxford_pets"].images == 2 * sum(SIZES.values())
+    assert [p for p, _ in reports["dtd"].missing_files] == [str(copy / "dtd" / "split_zhou_DescribableTextures.json")]
+    assert not reports["food101"].ok and not any(r.ok for r in reports.values())
     text = format_report(list(reports.values()))
-    assert str(victim) in text and "DATASETS.md" in text and "food-101" in text
-    cli = subprocess.run([sys.executable, "-m", "vlprompt.cli.main", "data", "verify", "--root", str(copy),
-                          "--dataset", "oxford_pets"], capture_output=True, text=True, timeout=300)
-    assert cli.returncode == 1 and str(victim) in cli.stdout
-    with pytest.raises(DataError, match="split_zhou_DescribableTextures.json"):
-        read_dataset("dtd", copy)
+    assert str(victim) in text and "DATASETS.md" in text and str(copy / "food-101") in text
+    assert verify_datasets(datasets_root, ["oxford_pets", "imagenet_a"])[0].ok
+
+
+def test_data_verify_command(datasets_root, tmp_path, capsys):
+    parser = argparse.ArgumentParser()
+    data_cli.register(parser.add_subparsers())
+    args = parser.parse_args(["data", "verify", "--root", str(datasets_root), "--dataset", "caltech101"])
+    assert args.func(args) == 0
+    assert "caltech101: OK (30 images listed)" in capsys.readouterr().out
+    shutil.copytree(datasets_root / "ucf101", tmp_path / "ucf101")
+    victim = tmp_path / "ucf101" / "UCF-101-midframes" / "Archery" / "v_Archery_g1000_c01.jpg"
+    victim.unlink()
+    cli = subprocess.run([sys.executable, "-m", "vlprompt.cli.main", "data", "verify", "--root", str(tmp_path),
+                          "--dataset", "ucf101"], capture_output=True, text=True, timeout=300)
+    assert cli.returncode == 1 and f"missing image {victim}" in cli.stdout

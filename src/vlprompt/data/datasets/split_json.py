@@ -81,7 +81,8 @@ def read_split_json_dataset(name: str, root: str | Path) -> DatasetSplits:
     layout = LAYOUTS[name]
     d = layout.dataset_dir(root)
     if not d.is_dir():
-        raise DataError(f"dataset folder {d} is missing; it holds {layout.source} and {SPLITS_HELP}")
+        raise DataError(f"dataset folder {d} is missing; create it with {layout.image_dir or 'the image folders'} "
+                        f"from {layout.source} and {layout.split_file} ({SPLITS_HELP})")
     image_dir = d / layout.image_dir
     splits = read_split_file(d / layout.split_file, image_dir)
     return DatasetSplits(name=name, classnames=classnames_of(splits["train"] + splits["test"]),
