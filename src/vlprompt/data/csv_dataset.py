@@ -1,7 +1,8 @@
 """Users' own images listed in a CSV file with columns ``path,label`` and an optional ``split``.
 
 Labels are class names (sorted to give label ids); relative paths are resolved against ``root`` or
-the CSV file's folder. Without a split column the rows are split per class from a seed.
+the CSV file's folder. Without a split column the rows are split per class from a seed, as an
+image folder without train/val/test sub-folders is.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ import csv
 import random
 from pathlib import Path
 
+from vlprompt.data.folder import check_fractions, split_class
 from vlprompt.data.records import SPLITS, DatasetSplits, ImageRecord
 from vlprompt.errors import DataError
 
@@ -22,14 +24,17 @@ def read_csv_dataset(path: str | Path, *, root: str | Path | None = None, templa
     base = Path(root) if root else path.parent
     with path.open(newline="") as f:
         reader = csv.DictReader(f)
-        missing = {"path", "label"} - set(reader.fieldnames or [])
+        columns = set(reader.fieldnames or [])
+        missing = {"path", "label"} - columns
         if missing:
             raise DataError(f"{path} lacks the column(s) {', '.join(sorted(missing))}; expected path,label[,split]")
         rows = list(reader)
-    has_split = "split" in (rows[0] if rows else {})
-    bad = [r["split"] for r in rows if has_split and r["split"] not in SPLITS]
-    if bad:
-        raise DataError(f"{path}: split {bad[0]!r} is not one of {', '.join(SPLITS)}")
+    has_split = "split" in columns
+    for line, r in enumerate(rows, 2):  # line 1 is the header
+        if not (r["path"] or "").strip() or not (r["label"] or "").strip():
+            raise DataError(f"{path} line {line}: path and label must not be empty")
+        if has_split and r["split"] not in SPLITS:
+            raise DataError(f"{path} line {line}: split {r['split']!r} is not one of {', '.join(SPLITS)}")
     classnames = sorted({r["label"] for r in rows})
     if not classnames:
         raise DataError(f"{path} has no rows")
@@ -39,18 +44,19 @@ def read_csv_dataset(path: str | Path, *, root: str | Path | None = None, templa
         p = Path(r["path"])
         return ImageRecord(str(p if p.is_absolute() else base / p), label[r["label"]], r["label"])
 
-    splits = {s: [] for s in SPLITS}
+    splits: dict[str, list[ImageRecord]] = {s: [] for s in SPLITS}
     if has_split:
         for r in rows:
             splits[r["split"]].append(record(r))
+        without_training = [name for name in classnames if not any(r.classname == name for r in splits["train"])]
+        if without_training:
+            raise DataError(f"{path}: class {without_training[0]!r} has no row with split 'train'; "
+                            "every class needs training images")
     else:
+        check_fractions(val_fraction, test_fraction)
         rng = random.Random(seed)
         for name in classnames:
             mine = [record(r) for r in rows if r["label"] == name]
-            rng.shuffle(mine)
-            n_test = max(1, round(len(mine) * test_fraction))
-            n_val = round(len(mine) * val_fraction)
-            splits["test"] += mine[:n_test]
-            splits["val"] += mine[n_test:n_test + n_val]
-            splits["train"] += mine[n_test + n_val:]
+            for split, chosen in split_class(mine, rng, val_fraction, test_fraction, f"{path}: class {name!r}").items():
+                splits[split] += chosen
     return DatasetSplits(name=path.stem, classnames=classnames, template=template, **splits)

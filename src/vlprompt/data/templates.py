@@ -1,8 +1,9 @@
 """Hand-crafted prompt templates per dataset (methods.md §1.6).
 
 "coop": the single template of zero-shot CLIP / CoOp; "ensemble": CoOp's seven ImageNet templates
-plus the dataset's own (ImageNet itself: the seven only); "prograd": ProGrad's teacher templates;
-"kgcoop": KgCoOp's (CoOp's, except DTD).
+plus the dataset's own (ImageNet itself: the seven only; the variants do add theirs), whose
+normalised text features are averaged and re-normalised (``learners.zeroshot``); "prograd":
+ProGrad's teacher templates; "kgcoop": KgCoOp's (CoOp's, except DTD).
 """
 
 from __future__ import annotations
