@@ -5,8 +5,6 @@ from __future__ import annotations
 import argparse
 import json
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -14,7 +12,9 @@ from miniature_datasets import (AIRCRAFT_VARIANTS, IMAGENET_A_WNIDS, IMAGENET_R_
                                 WNIDS, relative_path)
 
 from vlprompt.cli import data as data_cli
+from vlprompt.cli.main import main
 from vlprompt.data.datasets import DATASETS, read_dataset
+from vlprompt.data.datasets.class_names import caltech_name, eurosat_name, pets_name, sun397_name
 from vlprompt.data.templates import templates_for
 from vlprompt.data.verify import format_report, verify_datasets
 from vlprompt.errors import ConfigError, DataError
@@ -125,6 +125,32 @@ def test_data_verify_command(datasets_root, tmp_path, capsys):
     shutil.copytree(datasets_root / "ucf101", tmp_path / "ucf101")
     victim = tmp_path / "ucf101" / "UCF-101-midframes" / "Archery" / "v_Archery_g1000_c01.jpg"
     victim.unlink()
-    cli = subprocess.run([sys.executable, "-m", "vlprompt.cli.main", "data", "verify", "--root", str(tmp_path),
-                          "--dataset", "ucf101"], capture_output=True, text=True, timeout=300)
-    assert cli.returncode == 1 and f"missing image {victim}" in cli.stdout
+    assert main(["data", "verify", "--root", str(tmp_path), "--dataset", "ucf101"]) == 1
+    assert f"missing image {victim}" in capsys.readouterr().out
+    assert main(["data", "verify", "--root", str(tmp_path), "--dataset", "ucf"]) != 0
+    assert "'ucf101'" in capsys.readouterr().err
+
+
+def test_reference_class_name_processing():
+    assert caltech_name("Faces/image_0001.jpg") == "face" and caltech_name("airplanes/image_0001.jpg") == "airplane"
+    assert caltech_name("BACKGROUND_Google/image_0001.jpg") is None and caltech_name("ant/image_1.jpg") == "ant"
+    assert pets_name("american_pit_bull_terrier_103.jpg") == "american_pit_bull_terrier"
+    assert pets_name("Bengal_2.jpg") == "bengal"
+    assert sun397_name("b/bakery/shop/sun_x.jpg") == "shop bakery" and sun397_name("a/abbey/sun_x.jpg") == "abbey"
+    assert eurosat_name("HerbaceousVegetation/HerbaceousVegetation_9.jpg") == "Herbaceous Vegetation Land"
+    assert eurosat_name("River/River_1.jpg") == "River" and eurosat_name("Glacier/Glacier_1.jpg") is None
+
+
+def test_verify_passes_the_complete_miniature_and_flags_foreign_class_names(datasets_root, tmp_path):
+    reports = verify_datasets(datasets_root)
+    assert [r.name for r in reports] == sorted(STANDARD) and all(r.ok for r in reports), format_report(reports)
+    shutil.copytree(datasets_root / "eurosat", tmp_path / "eurosat")
+    split_file = tmp_path / "eurosat" / "split_zhou_EuroSAT.json"
+    content = json.loads(split_file.read_text())
+    for rows in content.values():
+        for row in rows:
+            row[2] = "Woodland" if row[2] == "Forest" else row[2]
+    split_file.write_text(json.dumps(content))
+    (report,) = verify_datasets(tmp_path, ["eurosat"])
+    assert len(report.wrong_names) == 1 and "'Woodland'" in report.wrong_names[0] and "'Forest'" in report.wrong_names[0]
+    assert "does not belong to these images" in format_report([report])

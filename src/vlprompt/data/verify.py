@@ -1,7 +1,8 @@
 """``vlprompt data verify``: what of each standard dataset is present, missing or unreadable.
 
 For each dataset: the folder, split and class-name files it needs (with where to get them), then
-every image its splits list (existence; with ``decode`` also that it opens).
+every image its splits list (existence; with ``decode`` also that it opens), and whether the class
+names of a split file are those the reference derives from its paths (a split file of other images).
 """
 
 from __future__ import annotations
@@ -11,8 +12,9 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
-from vlprompt.data.datasets import DATASETS, expected_files, read_dataset
-from vlprompt.data.records import load_image_file
+from vlprompt.data.datasets import DATASETS, expected_files, read_dataset, split_json
+from vlprompt.data.datasets.class_names import NAME_FROM_PATH
+from vlprompt.data.records import ImageRecord, load_image_file
 from vlprompt.errors import DataError, VlpromptError
 
 MAX_LISTED = 10
@@ -26,10 +28,32 @@ class DatasetReport:
     images: int = 0
     missing_images: list[str] = field(default_factory=list)
     unreadable_images: list[str] = field(default_factory=list)
+    wrong_names: list[str] = field(default_factory=list)  # one line per (stored, expected) name pair
 
     @property
     def ok(self) -> bool:
-        return not (self.missing_files or self.error or self.missing_images or self.unreadable_images)
+        return not (self.missing_files or self.error or self.missing_images or self.unreadable_images
+                    or self.wrong_names)
+
+
+def wrong_class_names(name: str, root: str | Path, records: list[ImageRecord]) -> list[str]:
+    """Split-file class names that differ from the reference's naming of the same paths."""
+    namer = NAME_FROM_PATH.get(name)
+    if namer is None:
+        return []
+    layout = split_json.LAYOUTS[name]
+    image_dir = layout.dataset_dir(Path(root)) / layout.image_dir
+    examples: dict[tuple[str, str | None], str] = {}
+    for r in records:
+        try:
+            relpath = Path(r.path).relative_to(image_dir).as_posix()
+        except ValueError:  # an absolute path in the split file: nothing to derive a name from
+            continue
+        expected = namer(relpath)
+        if expected != r.classname:
+            examples.setdefault((r.classname, expected), r.path)
+    return [f"{path}: the split file names its class {stored!r}, the reference's naming of the path gives "
+            f"{expected!r}" for (stored, expected), path in examples.items()]
 
 
 def verify_dataset(name: str, root: str | Path, decode: bool = False) -> DatasetReport:
@@ -44,6 +68,7 @@ def verify_dataset(name: str, root: str | Path, decode: bool = False) -> Dataset
         return report
     records = {r.path: r for r in data.train + data.val + data.test}
     report.images = len(records)
+    report.wrong_names = wrong_class_names(name, root, list(records.values()))
     for path, record in tqdm(records.items(), desc=f"verify {name}", unit="img", leave=False, disable=None):
         if not Path(path).is_file():
             report.missing_images.append(path)
@@ -75,4 +100,9 @@ def format_report(reports: list[DatasetReport]) -> str:
                 lines.append(f"  ... and {len(paths) - MAX_LISTED} more {kind}s")
             if paths:
                 lines.append(f"  -> restore the {kind}s from the dataset's archive (same relative paths)")
+        for line in r.wrong_names[:MAX_LISTED]:
+            lines.append(f"  wrong class name: {line}")
+        if r.wrong_names:
+            lines.append(f"  -> the split file does not belong to these images; get the one of {r.name} "
+                         f"({split_json.SPLITS_HELP})")
     return "\n".join(lines)
