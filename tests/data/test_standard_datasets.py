@@ -154,3 +154,11 @@ def test_verify_passes_the_complete_miniature_and_flags_foreign_class_names(data
     (report,) = verify_datasets(tmp_path, ["eurosat"])
     assert len(report.wrong_names) == 1 and "'Woodland'" in report.wrong_names[0] and "'Forest'" in report.wrong_names[0]
     assert "does not belong to these images" in format_report([report])
+
+
+def test_aircraft_split_line_with_an_unknown_variant(datasets_root, tmp_path):
+    shutil.copytree(datasets_root / "fgvc_aircraft", tmp_path / "fgvc_aircraft")
+    with (tmp_path / "fgvc_aircraft" / "images_variant_val.txt").open("a") as f:
+        f.write("2999999 Boeing 797\n")
+    with pytest.raises(DataError, match=r"images_variant_val.txt line 7: variant 'Boeing 797'"):
+        read_dataset("fgvc_aircraft", tmp_path)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 def register(subparsers) -> None:
     data = subparsers.add_parser("data", help="the standard datasets on disk")
-    sub = data.add_subparsers(title="data commands")
+    sub = data.add_subparsers(title="data commands", dest="data_command", metavar="{verify}", required=True)
     p = sub.add_parser("verify", help="report what is present, missing or unreadable, and what to do")
     p.add_argument("--root", required=True, help="folder holding the dataset folders (oxford_pets/, dtd/, ...)")
     p.add_argument("--dataset", action="append", help="a dataset name (repeatable; default: all)")

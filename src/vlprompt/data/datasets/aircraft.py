@@ -32,12 +32,14 @@ def read_aircraft(root: str | Path) -> DatasetSplits:
     splits = {}
     for split in ("train", "val", "test"):
         records = []
-        for line in (d / f"images_variant_{split}.txt").read_text().splitlines():
+        split_file = d / f"images_variant_{split}.txt"
+        for number, line in enumerate(split_file.read_text().splitlines(), 1):
             if not line.strip():
                 continue
-            image_id, variant = line.strip().split(" ", 1)
+            image_id, _, variant = line.strip().partition(" ")  # variant names contain spaces
             if variant not in label:
-                raise DataError(f"{d / f'images_variant_{split}.txt'}: variant {variant!r} is not in variants.txt")
+                raise DataError(f"{split_file} line {number}: variant {variant!r} is not in variants.txt; "
+                                f"both files must come from the same {SOURCE}")
             records.append(ImageRecord(str(d / "images" / f"{image_id}.jpg"), label[variant], variant))
         splits[split] = records
     return DatasetSplits(name="fgvc_aircraft", classnames=classnames, template=COOP["fgvc_aircraft"], **splits)
