@@ -53,7 +53,8 @@ def few_shot(splits: DatasetSplits, shots: int, seed: int, cache_dir: str | Path
     val_is_test = splits.val == splits.test
     path = None
     if cache_dir is not None:
-        path = Path(cache_dir) / f"{_safe(splits.name)}_{shots}shot_seed{seed}_{_selection_key(splits, shots, seed)}.json"
+        key = _selection_key(splits, shots, seed)
+        path = Path(cache_dir) / f"{_safe(splits.name)}_{shots}shot_seed{seed}_{key}.json"
         if path.is_file():
             return _reuse(splits, path, val_is_test)
     rng = random.Random(seed)  # the same stream as the reference's random.seed(seed)
