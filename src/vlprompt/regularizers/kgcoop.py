@@ -1,7 +1,8 @@
-"""KgCoOp (methods.md §5): pull the learned class text features towards the hand-crafted ones.
+"""KgCoOp (methods.md §5): pull the learned class text features towards the hand-crafted ones, so
+the tuned prompts keep the frozen model's general knowledge.
 
 L = w * (1 - mean_k cos(t_k, w_k^clip)), with w_k^clip the frozen model's feature of the class's
-KgCoOp template; per-image text features (CoCoOp) are averaged over the batch too.
+KgCoOp template (§1.6); per-image text features (CoCoOp) are averaged over the batch too.
 """
 
 from __future__ import annotations
@@ -15,7 +16,10 @@ from vlprompt.regularizers.registry import register
 
 
 def knowledge_gap(text_features: torch.Tensor, hand_crafted: torch.Tensor) -> torch.Tensor:
-    """1 - mean cosine between normalised learned features (K, D) or (B, K, D) and hand-crafted (K, D)."""
+    """1 - mean cosine between learned features (K, D) or (B, K, D) and hand-crafted ones (K, D).
+
+    Both are L2-normalised (the LearnerOutput contract), so the cosine is the dot product.
+    """
     return 1 - (text_features * hand_crafted).sum(-1).mean()
 
 
@@ -26,7 +30,7 @@ class KgCoOp(Regularizer):
 
     def __init__(self, weight: float = 8.0):
         if weight < 0:
-            raise ConfigError(f"kgcoop.weight={weight} must be non-negative")
+            raise ConfigError(f"kgcoop.weight={weight} must be non-negative (KgCoOp's scripts use 8.0)")
         self.weight = weight
 
     def extra_loss(self, ctx: TrainContext, outputs: LearnerOutput, batch: dict) -> dict[str, torch.Tensor]:

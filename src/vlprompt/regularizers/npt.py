@@ -2,7 +2,7 @@
 
 NPT's formulas are not public; everything here is the documented reconstruction of §10.3, each
 choice an option:
-- language-modality collapse L_lmc: by default the Gram form ||T^T T - G_ETF||_F^2 / K^2, where T
+- language-modality collapse L_lmc: by default the Gram form ||T T^T - G_ETF||_F^2 / K^2, where T
   holds the normalised class text features and G_ETF has ones on the diagonal and -1/(K-1) elsewhere
   (no anchor matrix needed, defined for any K); or "anchor" (mean 1 - <t_k, m_k>) or
   "dot_regression" (mean (<t_k, m_k> - 1)^2 / 2) against a seeded simplex ETF m;
@@ -10,6 +10,8 @@ choice an option:
   features pulled to their class's text feature); or "anchor" (to the ETF anchor), which needs a
   trainable image tower;
 - total L = CE + lambda_lmc L_lmc + lambda_mmi L_mmi, both weights required (the paper's are unknown).
+Per-image text features (CoCoOp) give one L_lmc per image, averaged, and each image is pulled to its
+own prompts' feature of its class.
 """
 
 from __future__ import annotations
@@ -17,7 +19,6 @@ from __future__ import annotations
 import math
 
 import torch
-import torch.nn.functional as F
 
 from vlprompt.errors import ConfigError, check_choice
 from vlprompt.learners.base import LearnerOutput, PromptLearner
@@ -34,31 +35,39 @@ def etf_gram(k: int) -> torch.Tensor:
 
 
 def simplex_etf(num_classes: int, dim: int, seed: int = 0) -> torch.Tensor:
-    """(K, dim) unit vectors with pairwise cosine -1/(K-1), in a seeded random orientation."""
+    """(K, dim) unit vectors with pairwise cosine -1/(K-1), in a seeded random orientation.
+
+    The K centred, rescaled basis vectors of R^K form a simplex ETF inside the (K-1)-dimensional
+    subspace orthogonal to the all-ones vector; they are written in an orthonormal basis of that
+    subspace and then mapped into R^dim by a seeded random isometry, so dim >= K - 1 suffices.
+    """
     k = num_classes
     if k < 2:
-        raise ConfigError("a simplex ETF needs at least 2 classes")
+        raise ConfigError(f"a simplex ETF needs at least 2 classes, got {k}")
     if k - 1 > dim:
-        raise ConfigError(f"a simplex ETF of {k} classes needs dimension >= {k - 1}, the features have {dim}; "
-                          "use npt.lmc_form='gram', which is defined for any number of classes")
-    centred = math.sqrt(k / (k - 1)) * (torch.eye(k) - torch.full((k, k), 1.0 / k))  # rank K-1, columns = ETF
-    basis = torch.linalg.svd(centred).U[:, : k - 1]  # orthonormal basis of the span (orthogonal to 1)
-    coords = basis.t() @ centred  # (K-1, K)
+        raise ConfigError(
+            f"a simplex ETF of K={k} classes needs feature dimension d >= K-1={k - 1}, but d={dim}; use the "
+            "anchor-free forms npt.lmc_form='gram' and npt.mmi_form='text', which are defined for any K"
+        )
+    centred = math.sqrt(k / (k - 1)) * (torch.eye(k, dtype=torch.float64) - 1.0 / k)  # columns: the ETF in R^K
+    basis = torch.linalg.svd(centred).U[:, : k - 1]  # orthonormal basis of its (K-1)-dim span
     g = torch.Generator().manual_seed(seed)
-    rotation, _ = torch.linalg.qr(torch.randn(dim, k - 1, generator=g, dtype=torch.float64))
-    return (rotation.float() @ coords).t().contiguous()
+    isometry, _ = torch.linalg.qr(torch.randn(dim, k - 1, generator=g, dtype=torch.float64))
+    return (isometry @ basis.t() @ centred).t().float().contiguous()
 
 
 def procrustes_align(anchors: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-    """Rotate the anchors (K, D) by the orthogonal map that best matches them to targets (K, D)."""
-    u, _, vh = torch.linalg.svd(targets.t() @ anchors)
-    return anchors @ (u @ vh).t()
+    """Rotate the anchors (K, D) by the orthogonal map Q minimising ||anchors Q - targets||_F."""
+    u, _, vh = torch.linalg.svd(anchors.t().double() @ targets.double())
+    return (anchors.double() @ (u @ vh)).to(anchors.dtype)
 
 
 def lmc_loss(text: torch.Tensor, form: str, anchors: torch.Tensor | None = None) -> torch.Tensor:
-    k = text.shape[0]
+    """Language-modality collapse of normalised text features (K, D) or per image (B, K, D)."""
+    k = text.shape[-2]
     if form == "gram":
-        return ((text @ text.t() - etf_gram(k).to(text)) ** 2).sum() / k**2
+        gram = text @ text.transpose(-1, -2)
+        return ((gram - etf_gram(k).to(text)) ** 2).sum((-1, -2)).mean() / k**2
     agreement = (text * anchors).sum(-1)
     if form == "anchor":
         return (1 - agreement).mean()
@@ -66,10 +75,18 @@ def lmc_loss(text: torch.Tensor, form: str, anchors: torch.Tensor | None = None)
 
 
 def mmi_loss(image: torch.Tensor, labels: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-    """(1/K') sum over classes present of the class mean of ||f_i - target_{y_i}||^2."""
-    per_sample = ((image - targets[labels]) ** 2).sum(-1)
-    classes = labels.unique()
-    return torch.stack([per_sample[labels == c].mean() for c in classes]).mean()
+    """(1/K') sum over the K' classes in the batch of the class mean of ||f_i - target_i||^2.
+
+    ``targets`` is (K, D), indexed by label, or (B, K, D): each image's own class features.
+    """
+    rows = torch.arange(len(labels), device=labels.device)
+    target = targets[rows, labels] if targets.dim() == 3 else targets[labels]
+    per_sample = ((image - target) ** 2).sum(-1)
+    k = targets.shape[-2]
+    counts = torch.bincount(labels, minlength=k)
+    sums = torch.zeros(k, dtype=per_sample.dtype, device=per_sample.device).index_add(0, labels, per_sample)
+    present = counts > 0
+    return (sums[present] / counts[present]).mean()
 
 
 @register
@@ -82,35 +99,43 @@ class NPT(Regularizer):
         if lambda_lmc is None or lambda_mmi is None:
             raise ConfigError("npt needs lambda_lmc and lambda_mmi: the paper's weights are not published "
                               "(methods.md §10.3.5), so every run must state its own")
+        for option, value in (("lambda_lmc", lambda_lmc), ("lambda_mmi", lambda_mmi)):
+            if value < 0:
+                raise ConfigError(f"npt.{option}={value} must be non-negative")
         check_choice("npt.lmc_form", lmc_form, LMC_FORMS)
         check_choice("npt.mmi_form", mmi_form, MMI_FORMS)
         self.lambda_lmc, self.lambda_mmi = lambda_lmc, lambda_mmi
         self.lmc_form, self.mmi_form = lmc_form, mmi_form
+        if align and not self.uses_anchors:
+            raise ConfigError("npt.align=true rotates the ETF anchors, which only the anchor forms use "
+                              "(lmc_form='anchor' or 'dot_regression', or mmi_form='anchor')")
         self.anchor_seed, self.align = anchor_seed, align
         self.anchors: torch.Tensor | None = None
+
+    @property
+    def uses_anchors(self) -> bool:
+        return self.lmc_form != "gram" or self.mmi_form == "anchor"
 
     def check(self, learner: PromptLearner) -> None:
         super().check(learner)
         if self.mmi_form == "anchor" and not learner.uses_image_tower:
             raise ConfigError(f"npt.mmi_form='anchor' pulls image features to fixed anchors, but learner "
                               f"{learner.name!r} keeps the image tower frozen, so that loss has no gradient; "
-                              "use mmi_form='text'")
+                              "use mmi_form='text' (or a learner that prompts the image tower, e.g. maple)")
 
     def setup(self, ctx: TrainContext) -> None:
-        if self.lmc_form != "gram" or self.mmi_form == "anchor":
-            k, dim = len(ctx.learner.classnames), ctx.learner.backbone.embed_dim
-            anchors = simplex_etf(k, dim, self.anchor_seed)
+        """Build the ETF anchors of the training classes (anchor forms only), optionally aligned."""
+        if self.uses_anchors:
+            anchors = simplex_etf(len(ctx.learner.classnames), ctx.learner.backbone.embed_dim, self.anchor_seed)
             if self.align:
                 anchors = procrustes_align(anchors, ctx.zero_shot_text_features())
             self.anchors = anchors
 
     def extra_loss(self, ctx: TrainContext, outputs: LearnerOutput, batch: dict) -> dict[str, torch.Tensor]:
         text = outputs.text_features.float()
-        if text.dim() == 3:  # per-image prompts: the batch's mean class features
-            text = F.normalize(text.mean(0), dim=-1)
-        image = outputs.image_features.float()
-        targets = text if self.mmi_form == "text" else self.anchors
+        anchors = None if self.anchors is None else self.anchors.to(text.device)
+        targets = text if self.mmi_form == "text" else anchors
         return {
-            "npt_lmc": self.lambda_lmc * lmc_loss(text, self.lmc_form, self.anchors),
-            "npt_mmi": self.lambda_mmi * mmi_loss(image, batch["labels"], targets),
+            "npt_lmc": self.lambda_lmc * lmc_loss(text, self.lmc_form, anchors),
+            "npt_mmi": self.lambda_mmi * mmi_loss(outputs.image_features.float(), batch["labels"], targets),
         }

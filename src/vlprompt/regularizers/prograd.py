@@ -4,7 +4,8 @@ with the zero-shot model's knowledge.
 The "general direction" is the gradient of a distillation loss towards the frozen zero-shot model
 (T^2 times the soft-target cross-entropy at temperature T, whose gradient equals the KL's). Per
 learnable tensor, when the cross-entropy gradient G_ce points against it (negative cosine), its
-component along the general direction is removed (scaled by lambda); otherwise G_ce is kept.
+component along the general direction is removed (scaled by lambda); otherwise G_ce is kept. The
+distillation loss only supplies that direction: it is never descended itself.
 """
 
 from __future__ import annotations
@@ -19,7 +20,8 @@ from vlprompt.regularizers.base import Regularizer, TrainContext
 from vlprompt.regularizers.registry import register
 
 KL_LOSS = "prograd_kl"
-EPS = 1e-12  # upstream divides by the norms unguarded; a zero gradient would give NaN
+#: added to the norms; upstream divides unguarded, so a zero gradient gave NaN (documented deviation)
+EPS = 1e-12
 
 
 def distillation_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float) -> torch.Tensor:
@@ -29,32 +31,50 @@ def distillation_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor
 
 
 def project_gradient(g_ce: torch.Tensor, g_general: torch.Tensor, lam: float) -> torch.Tensor:
-    """G_ce - lam * <G_ce, g^> g^ with g^ = G_general/|G_general| when the two conflict, else G_ce."""
+    """G_ce - lam * <G_ce, g^> g^ with g^ = G_general/|G_general| when the two conflict, else G_ce.
+
+    Computed on the flattened tensors in float64 so the projection is orthogonal to rounding error.
+    """
     flat_ce, flat_g = g_ce.flatten().double(), g_general.flatten().double()
-    norm_g = flat_g.norm()
-    unit = flat_g / (norm_g + EPS)
+    unit = flat_g / (flat_g.norm() + EPS)
     cosine = (flat_ce / (flat_ce.norm() + EPS)) @ unit
     if cosine >= 0:
         return g_ce
     return (flat_ce - lam * (flat_ce @ unit) * unit).to(g_ce.dtype).view_as(g_ce)
 
 
+def template_prefix(template: str) -> str:
+    """The words before the class name of a template ending in " {}." (ProGrad's init phrase)."""
+    if not template.endswith(" {}.") or template.count("{}") != 1:
+        raise ConfigError(f"ProGrad's initialisation takes the words before ' {{}}.' at the end of the template; "
+                          f"{template!r} does not end that way (the class name must come last)")
+    return template[: -len(" {}.")].replace("_", " ")
+
+
 def prograd_context_init(backbone: Backbone, template: str, n_ctx: int = 16) -> tuple[torch.Tensor, str]:
-    """ProGrad's initialisation (§8.3): (n_ctx - k) zero vectors, then the embeddings of the first k
-    BPE tokens of the template's prefix (k = its whitespace word count); returns (ctx, placeholder)."""
-    prefix = template.replace(" {}.", "").replace("{}.", "").replace("{}", "").strip()
-    k = len(prefix.split())
+    """ProGrad's initial context (§8.3) and the placeholder string to tokenise the class prompts with.
+
+    The context is (n_ctx - k) zero vectors followed by the embeddings of the first k BPE tokens of
+    the template's prefix, k its space-separated word count. The placeholder ("X" * (n_ctx - k),
+    then the prefix) fixes which prefix tokens stay in the frozen suffix: a prefix with punctuation
+    ("a type of pet, a photo of a") has more BPE tokens than words, and its last ones stay fixed.
+    """
+    prefix = template_prefix(template)
+    k = len(prefix.split(" "))
     if k > n_ctx:
-        raise ConfigError(f"the template prefix {prefix!r} has {k} words, more than n_ctx={n_ctx}")
+        raise ConfigError(f"the template prefix {prefix!r} has {k} words, more than n_ctx={n_ctx}; "
+                          f"use n_ctx >= {k}")
     with torch.no_grad():
         words = backbone.text.embed(backbone.tokenize([prefix]))[0, 1 : 1 + k]
-    ctx = torch.cat([torch.zeros(n_ctx - k, backbone.text.width), words])
+    ctx = torch.cat([torch.zeros(n_ctx - k, backbone.text.width, dtype=words.dtype), words])
     placeholder = " ".join(["X"] * (n_ctx - k) + [prefix])
     return ctx, placeholder
 
 
 @register
 class ProGrad(Regularizer):
+    """Projects the CE gradient against the zero-shot teacher's; text-prompt learners only."""
+
     name = "prograd"
     applies_to = ("coop", "cocoop", "maple")
     wants_loss_gradients = True
@@ -68,19 +88,18 @@ class ProGrad(Regularizer):
         self.temperature = temperature
 
     def extra_loss(self, ctx: TrainContext, outputs: LearnerOutput, batch: dict) -> dict[str, torch.Tensor]:
+        """The distillation loss against the frozen model's "prograd"-template logits on the same images."""
         teacher_text = ctx.zero_shot_text_features("prograd")
         with torch.no_grad():
             teacher = ctx.learner.backbone.logit_scale * outputs.image_features.float() @ teacher_text.t()
         return {KL_LOSS: distillation_loss(outputs.logits.float(), teacher, self.temperature)}
 
-    def transform_gradients(self, ctx, per_loss_grads):
-        """Project the CE gradient per tensor; other regularizers' losses keep their gradients; the KL
-        loss itself only supplies the direction and is not descended."""
+    def transform_gradients(self, ctx: TrainContext, per_loss_grads: dict[str, dict[str, torch.Tensor]]
+                            ) -> dict[str, torch.Tensor]:
+        """Projected CE gradient plus the unchanged gradients of other regularizers' losses."""
+        others = [grads for loss, grads in per_loss_grads.items() if loss not in ("ce", KL_LOSS)]
         combined = {}
         for name, g_ce in per_loss_grads["ce"].items():
-            g = project_gradient(g_ce, per_loss_grads[KL_LOSS][name], self.lambda_)
-            for loss_name, grads in per_loss_grads.items():
-                if loss_name not in ("ce", KL_LOSS):
-                    g = g + grads[name]
-            combined[name] = g
+            projected = project_gradient(g_ce, per_loss_grads[KL_LOSS][name], self.lambda_)
+            combined[name] = sum((grads[name] for grads in others), projected)
         return combined
