@@ -20,7 +20,7 @@ from vlprompt.regularizers.base import Regularizer, TrainContext
 from vlprompt.regularizers.registry import register
 
 KL_LOSS = "prograd_kl"
-#: added to the norms; upstream divides unguarded, so a zero gradient gave NaN (documented deviation)
+#: floor of the norms divided by; upstream divides unguarded, so a zero gradient gave NaN (documented deviation)
 EPS = 1e-12
 
 
@@ -36,8 +36,8 @@ def project_gradient(g_ce: torch.Tensor, g_general: torch.Tensor, lam: float) ->
     Computed on the flattened tensors in float64 so the projection is orthogonal to rounding error.
     """
     flat_ce, flat_g = g_ce.flatten().double(), g_general.flatten().double()
-    unit = flat_g / (flat_g.norm() + EPS)
-    cosine = (flat_ce / (flat_ce.norm() + EPS)) @ unit
+    unit = flat_g / flat_g.norm().clamp_min(EPS)
+    cosine = (flat_ce / flat_ce.norm().clamp_min(EPS)) @ unit
     if cosine >= 0:
         return g_ce
     return (flat_ce - lam * (flat_ce @ unit) * unit).to(g_ce.dtype).view_as(g_ce)
