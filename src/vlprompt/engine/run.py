@@ -119,7 +119,7 @@ def run_experiment(config: RunConfig, stop_after_epoch: int | None = None) -> di
         result = evaluate_features(learner, feats, labels, batch_size=config.train.eval_batch_size,
                                    precision=config.train.precision, desc=f"evaluate {part.name}")
         result["classnames"] = part.classnames
-        if not learner.image_conditioned and len(part.classnames) > 1:
+        if not learner.image_conditioned and labels.unique().numel() > 1:
             with torch.no_grad():
                 result["neural_collapse"] = neural_collapse_metrics(feats, labels, learner.text_features())
         return result
