@@ -3,9 +3,15 @@
 With a unified context and the class token at the end, every class prompt begins with the same
 start-of-text token and M context vectors. Under the causal mask those positions never see what
 follows, so their hidden states are identical for all classes at every layer: they are computed
-once, and each class then runs only its own remaining tokens (up to its end-of-text token, which
-is where features are pooled), attending to the shared prefix's keys and values. Classes are
-grouped by suffix length, so nothing is padded. Gradients flow into the prefix (the context).
+once, and each class runs only its own remaining tokens up to its end-of-text token (where the
+features are pooled), attending to the prefix's keys and values. Gradients flow into the prefix.
+
+The tokens are packed: the prefix and every class's valid suffix tokens form one (T, W) sequence,
+classes sorted by suffix length, so the per-token layers (norms, projections, MLP: nearly all the
+FLOPs) run as single large matrix products with no padding. Only attention needs the class
+structure: classes of equal suffix length are contiguous in the packing and are attended as one
+batch each, with a mask that lets every suffix token see the whole prefix and the causally earlier
+tokens of its own class.
 """
 
 from __future__ import annotations
@@ -15,75 +21,104 @@ import torch.nn.functional as F
 from torch import nn
 
 from vlprompt.backbones.text_tower import TextTower
+from vlprompt.errors import ConfigError
 
 
 def supports_shared_prefix(tower: TextTower) -> bool:
-    """True when every block is open_clip's plain pre-norm block with a standard attention module."""
+    """True when every block is open_clip's plain pre-norm block with a standard attention module.
+
+    The fast path re-implements that block's arithmetic, so anything else (custom blocks, cross
+    attention, extra key/value biases, attention dropout) must take the plain path.
+    """
     for block in tower.transformer.resblocks:
         attn = getattr(block, "attn", None)
         if type(block).__name__ != "ResidualAttentionBlock" or hasattr(block, "ln_1_kv"):
             return False
         if not isinstance(attn, nn.MultiheadAttention) or not attn._qkv_same_embed_dim or not attn.batch_first:
             return False
+        if attn.bias_k is not None or attn.add_zero_attn or attn.dropout != 0.0:
+            return False
     return True
 
 
-def _heads(x: torch.Tensor, n_heads: int) -> torch.Tensor:
-    """(B, L, W) -> (B, heads, L, W / heads)."""
-    b, length, width = x.shape
-    return x.view(b, length, n_heads, width // n_heads).transpose(1, 2)
+class _Packing:
+    """Where each class's suffix tokens sit in the packed sequence (after the P prefix tokens)."""
+
+    def __init__(self, n_prefix: int, eot: torch.Tensor):
+        lengths = eot - n_prefix + 1
+        self.order = torch.argsort(lengths, stable=True)  # classes by suffix length
+        sorted_lengths = lengths[self.order]
+        self.valid = torch.arange(int(lengths.max()), device=eot.device) < sorted_lengths.unsqueeze(1)
+        # packed index of each class's end-of-text token, in the sorted order
+        self.last = n_prefix + torch.cumsum(sorted_lengths, 0) - 1
+        self.restore = torch.argsort(self.order)
+        values, counts = torch.unique_consecutive(sorted_lengths, return_counts=True)
+        self.groups = []  # (start, classes, length, mask) per suffix length
+        start = n_prefix
+        for length, count in zip(values.tolist(), counts.tolist()):
+            cols = torch.arange(n_prefix + length, device=eot.device)
+            rows = torch.arange(length, device=eot.device).unsqueeze(1)
+            mask = None if length == 1 else (cols < n_prefix) | (cols - n_prefix <= rows)
+            self.groups.append((start, count, length, mask))
+            start += count * length
 
 
-def _merge(x: torch.Tensor) -> torch.Tensor:
-    b, h, length, d = x.shape
-    return x.transpose(1, 2).reshape(b, length, h * d)
+def _attend(attn: nn.MultiheadAttention, h: torch.Tensor, packing: _Packing, n_prefix: int) -> torch.Tensor:
+    """Multi-head self-attention over the packed sequence h (T, W), as the causal mask would do it."""
+    t, width = h.shape
+    heads = attn.num_heads
+    q, k, v = F.linear(h, attn.in_proj_weight, attn.in_proj_bias).view(t, 3, heads, width // heads).unbind(1)
 
+    def batch(x, start, count, length):  # (count * length, heads, d) -> (count, heads, length, d)
+        return x[start : start + count * length].unflatten(0, (count, length)).transpose(1, 2)
 
-def _block(block: nn.Module, prefix: torch.Tensor, groups: list[torch.Tensor], masks: list[torch.Tensor]):
-    """One residual block on the shared prefix (1, P, W) and each suffix group (K_g, L_g, W)."""
-    attn: nn.MultiheadAttention = block.attn
-    h = attn.num_heads
-
-    def qkv(x):
-        q, k, v = F.linear(block.ln_1(x), attn.in_proj_weight, attn.in_proj_bias).chunk(3, dim=-1)
-        return _heads(q, h), _heads(k, h), _heads(v, h)
-
-    def finish(x, attended):
-        x = x + block.ls_1(attn.out_proj(_merge(attended)))
-        return x + block.ls_2(block.mlp(block.ln_2(x)))
-
-    qp, kp, vp = qkv(prefix)
-    new_groups = []
-    for x, mask in zip(groups, masks):
-        q, k, v = qkv(x)
-        n = x.shape[0]
-        keys = torch.cat([kp.expand(n, -1, -1, -1), k], dim=2)
-        values = torch.cat([vp.expand(n, -1, -1, -1), v], dim=2)
-        new_groups.append(finish(x, F.scaled_dot_product_attention(q, keys, values, attn_mask=mask)))
-    new_prefix = finish(prefix, F.scaled_dot_product_attention(qp, kp, vp, is_causal=True))
-    return new_prefix, new_groups
+    kp, vp = batch(k, 0, 1, n_prefix), batch(v, 0, 1, n_prefix)
+    out = [F.scaled_dot_product_attention(batch(q, 0, 1, n_prefix), kp, vp, is_causal=True)]
+    for start, count, length, mask in packing.groups:
+        keys = torch.cat([kp.expand(count, -1, -1, -1), batch(k, start, count, length)], dim=2)
+        values = torch.cat([vp.expand(count, -1, -1, -1), batch(v, start, count, length)], dim=2)
+        out.append(F.scaled_dot_product_attention(batch(q, start, count, length), keys, values, attn_mask=mask))
+    attended = torch.cat([o.transpose(1, 2).reshape(-1, width) for o in out])
+    return attn.out_proj(attended)
 
 
 def encode_shared_prefix(tower: TextTower, prefix: torch.Tensor, suffix: torch.Tensor, eot: torch.Tensor) -> torch.Tensor:
     """Features equal to ``tower(cat([prefix expanded to K rows, suffix], 1), eot)``.
 
     prefix (P, W) is shared by all K classes; suffix (K, S, W) holds each class's remaining token
-    embeddings; eot (K,) indexes the end-of-text token in the full sequence (eot >= P).
+    embeddings; eot (K,) indexes the end-of-text token in the full sequence (P <= eot < P + S).
+    Suffix positions after a class's end-of-text token are never computed.
     """
-    p = prefix.shape[0]
+    _check_inputs(tower, prefix, suffix, eot)
+    n_prefix = prefix.shape[0]
+    packing = _Packing(n_prefix, eot)
     pos = tower.positional_embedding.to(prefix.dtype)
-    lengths = (eot - p + 1).tolist()
-    groups, masks, members = [], [], []
-    for length in sorted(set(lengths)):
-        idx = [i for i, n in enumerate(lengths) if n == length]
-        members.append(idx)
-        groups.append(suffix[idx, :length] + pos[p : p + length])
-        rows = torch.arange(length, device=prefix.device).unsqueeze(1)
-        cols = torch.arange(p + length, device=prefix.device).unsqueeze(0)
-        masks.append((cols < p) | (cols - p <= rows))  # all of the prefix, and causal within the suffix
-    x = (prefix + pos[:p]).unsqueeze(0)
+    longest = packing.valid.shape[1]
+    tokens = suffix[:, :longest] + pos[n_prefix : n_prefix + longest]
+    x = torch.cat([prefix + pos[:n_prefix], tokens[packing.order][packing.valid]])
     for block in tower.transformer.resblocks:
-        x, groups = _block(block, x, groups, masks)
-    last = torch.cat([g[:, -1] for g in groups])  # each class's end-of-text state, in group order
-    grouped_order = torch.tensor([i for idx in members for i in idx], device=prefix.device)
-    return tower.project(tower.ln_final(last[torch.argsort(grouped_order)]))
+        x = x + block.ls_1(_attend(block.attn, block.ln_1(x), packing, n_prefix))
+        x = x + block.ls_2(block.mlp(block.ln_2(x)))
+    pooled = x[packing.last][packing.restore]
+    return tower.project(tower.ln_final(pooled))
+
+
+def _check_inputs(tower: TextTower, prefix: torch.Tensor, suffix: torch.Tensor, eot: torch.Tensor) -> None:
+    if prefix.dim() != 2 or suffix.dim() != 3 or eot.dim() != 1:
+        raise ConfigError(
+            f"encode_shared_prefix needs prefix (P, W), suffix (K, S, W) and eot (K,); got shapes "
+            f"{tuple(prefix.shape)}, {tuple(suffix.shape)}, {tuple(eot.shape)}"
+        )
+    p, width = prefix.shape
+    k, s, suffix_width = suffix.shape
+    if width != tower.width or suffix_width != tower.width:
+        raise ConfigError(f"prefix and suffix must have the text tower's width {tower.width}; got {width}, {suffix_width}")
+    if eot.shape[0] != k or k == 0:
+        raise ConfigError(f"eot must give one end-of-text index per suffix row ({k}); got {eot.shape[0]}")
+    if p + s > tower.context_length:
+        raise ConfigError(f"prefix + suffix length {p + s} exceeds the context length {tower.context_length}")
+    if int(eot.min()) < p or int(eot.max()) >= p + s:
+        raise ConfigError(
+            f"eot indexes the full sequence and must lie in [{p}, {p + s - 1}] (after the {p}-token prefix); "
+            f"got values from {int(eot.min())} to {int(eot.max())}"
+        )
