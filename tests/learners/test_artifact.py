@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from functools import partial
 
 import pytest
 import torch
@@ -16,7 +17,7 @@ from vlprompt.learners.coop import CoOp
 PICKLE_MAGIC = (b"\x80\x02", b"\x80\x03", b"\x80\x04", b"\x80\x05", b"PK\x03\x04")
 
 
-@pytest.mark.parametrize("cls", [CoOp, CoCoOp])
+@pytest.mark.parametrize("cls", [CoOp, CoCoOp, partial(CoOp, ctx_init_template="a type of pet, a photo of a {}.")])
 def test_save_and_reload_reproduces_logits_exactly(tmp_path, tiny_backbone, classnames, cls):
     torch.manual_seed(0)
     learner = cls(tiny_backbone, classnames)

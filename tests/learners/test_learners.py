@@ -51,6 +51,31 @@ def test_coop_word_init_equals_hand_crafted_string(tiny_backbone, classnames):
     assert (ours - expected).abs().max() < 1e-5
 
 
+def test_coop_template_init_is_prograd_zeros_then_prefix(tiny_backbone, classnames):
+    strings = [f"a photo of a {c.replace('_', ' ')}." for c in classnames]
+    with torch.no_grad():
+        expected = F.normalize(tiny_backbone.model.encode_text(tiny_backbone.tokenize(strings)), dim=-1)
+        # with exactly as many vectors as prefix words, the prompt is the template itself
+        learner = CoOp(tiny_backbone, classnames, n_ctx=4, ctx_init_template="a photo of a {}.")
+        assert (learner.text_features() - expected).abs().max() < 1e-5
+        learner = CoOp(tiny_backbone, classnames, n_ctx=6, ctx_init_template="a photo of a {}.")
+    assert learner.placeholder == "X X a photo of a" and learner.ctx.shape == (6, tiny_backbone.text.width)
+    assert not learner.ctx[:2].any()
+    assert learner.options()["ctx_init_template"] == "a photo of a {}."
+
+
+def test_template_init_from_the_dataset_and_its_refusals(tiny_backbone, classnames):
+    learner = build_learner("coop", tiny_backbone, classnames, "a type of pet, a photo of a {}.",
+                            ctx_init_template="dataset")
+    assert learner.ctx_init_template == "a type of pet, a photo of a {}." and learner.n_ctx == 16
+    with pytest.raises(ConfigError, match="set only one"):
+        build_learner("coop", tiny_backbone, classnames, ctx_init="a photo of a", ctx_init_template="{} x {}.")
+    with pytest.raises(ConfigError, match="hand-crafted template"):
+        build_learner("coop", tiny_backbone, classnames, None, ctx_init_template="dataset")
+    with pytest.raises(ConfigError, match="class name must come last"):
+        build_learner("coop", tiny_backbone, classnames, ctx_init_template="{} texture.")
+
+
 def _ids_to_embedding_rows(backbone, strings):
     ids = backbone.tokenize(strings)
     return backbone.text.embed(ids), backbone.text.eot_positions(ids)

@@ -14,13 +14,13 @@ from vlprompt.engine.trainer import TrainConfig, Trainer
 from vlprompt.errors import ConfigError
 from vlprompt.learners.coop import CoOp
 from vlprompt.learners.zeroshot import ZeroShotCLIP, zero_shot_text_features
+from vlprompt.learners.prompts import template_context_init
 from vlprompt.regularizers.base import TrainContext
 from vlprompt.regularizers.prograd import (
     KL_LOSS,
     ProGrad,
     distillation_loss,
     project_gradient,
-    prograd_context_init,
 )
 
 
@@ -104,12 +104,12 @@ def test_the_teacher_uses_the_prograd_templates(tiny_backbone, classnames):
 
 
 def test_prograd_init_zeros_then_template_prefix(tiny_backbone):
-    ctx, placeholder = prograd_context_init(tiny_backbone, "a photo of a {}.", n_ctx=6)
+    ctx, placeholder = template_context_init(tiny_backbone, "a photo of a {}.", n_ctx=6)
     assert placeholder == "X X a photo of a"
     assert torch.equal(ctx[:2], torch.zeros(2, tiny_backbone.text.width))
     assert torch.equal(ctx[2:], tiny_backbone.text.embed(tiny_backbone.tokenize(["a photo of a"]))[0, 1:5])
     # punctuation: 8 words but 9 BPE tokens; the first 8 tokens ("a type of pet , a photo of") are learned
-    ctx, placeholder = prograd_context_init(tiny_backbone, "a type of pet, a photo of a {}.")
+    ctx, placeholder = template_context_init(tiny_backbone, "a type of pet, a photo of a {}.")
     assert ctx.shape == (16, tiny_backbone.text.width) and not ctx[:8].any()
     assert placeholder == "X X X X X X X X a type of pet, a photo of a"
     tokens = tiny_backbone.text.embed(tiny_backbone.tokenize(["a type of pet, a photo of a"]))[0]
@@ -118,9 +118,9 @@ def test_prograd_init_zeros_then_template_prefix(tiny_backbone):
 
 def test_prograd_init_errors_name_the_fix(tiny_backbone):
     with pytest.raises(ConfigError, match="n_ctx=3.*n_ctx >= 4"):
-        prograd_context_init(tiny_backbone, "a photo of a {}.", n_ctx=3)
+        template_context_init(tiny_backbone, "a photo of a {}.", n_ctx=3)
     with pytest.raises(ConfigError, match="class name must come last"):
-        prograd_context_init(tiny_backbone, "{} texture.")
+        template_context_init(tiny_backbone, "{} texture.")
 
 
 def test_trainer_steps_with_the_projected_per_loss_gradients(tiny_backbone, classnames):

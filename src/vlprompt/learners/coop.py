@@ -11,7 +11,8 @@ from torch import nn
 from vlprompt.backbones import Backbone
 from vlprompt.backbones.fast_text import encode_shared_prefix, supports_shared_prefix
 from vlprompt.learners.base import PromptLearner
-from vlprompt.learners.prompts import ClassPromptTokens, init_context
+from vlprompt.errors import ConfigError
+from vlprompt.learners.prompts import ClassPromptTokens, init_context, template_context_init
 
 log = logging.getLogger(__name__)
 
@@ -27,16 +28,29 @@ class CoOp(PromptLearner):
         ctx_init: str | None = None,
         csc: bool = False,
         class_token_position: str = "end",
+        ctx_init_template: str | None = None,
     ):
+        """``ctx_init_template`` selects ProGrad's initialisation (methods.md §8.3): n_ctx vectors, the
+        last ones the words of the template before its class name, the others zero."""
         super().__init__(backbone, classnames)
-        if ctx_init and csc:
-            log.warning("ctx_init is set, so class-specific context (csc) is ignored, as in the reference")
+        if ctx_init and ctx_init_template:
+            raise ConfigError(f"coop.ctx_init={ctx_init!r} and coop.ctx_init_template={ctx_init_template!r} are "
+                              "two initialisations; set only one of them")
+        if (ctx_init or ctx_init_template) and csc:
+            log.warning("the context is initialised from words, so class-specific context (csc) is ignored, "
+                        "as in the reference")
             csc = False
         self.ctx_init = ctx_init or None
-        self.n_ctx = len(ctx_init.split(" ")) if ctx_init else n_ctx
+        self.ctx_init_template = ctx_init_template or None
         self.csc = csc
         self.class_token_position = class_token_position
-        self.ctx = nn.Parameter(init_context(backbone, self.n_ctx, self.ctx_init, len(classnames) if csc else None))
+        if self.ctx_init_template:
+            self.n_ctx = n_ctx
+            ctx, self._template_placeholder = template_context_init(backbone, self.ctx_init_template, n_ctx)
+        else:
+            self.n_ctx = len(ctx_init.split(" ")) if ctx_init else n_ctx
+            ctx = init_context(backbone, self.n_ctx, self.ctx_init, len(classnames) if csc else None)
+        self.ctx = nn.Parameter(ctx)
         self.shared_prefix = True  # an execution choice (same numbers either way), not a saved option
         self.set_classnames(classnames)
 
@@ -46,10 +60,13 @@ class CoOp(PromptLearner):
             "ctx_init": self.ctx_init,
             "csc": self.csc,
             "class_token_position": self.class_token_position,
+            "ctx_init_template": self.ctx_init_template,
         }
 
     @property
     def placeholder(self) -> str:
+        if self.ctx_init_template:
+            return self._template_placeholder
         return self.ctx_init or " ".join(["X"] * self.n_ctx)
 
     def set_classnames(self, classnames: list[str]) -> None:

@@ -30,6 +30,34 @@ def init_context(backbone: Backbone, n_ctx: int, ctx_init: str | None, n_classes
     return torch.empty(shape).normal_(0.0, 0.02)
 
 
+def template_prefix(template: str) -> str:
+    """The words before the class name of a template ending in " {}." (ProGrad's init phrase)."""
+    if not template.endswith(" {}.") or template.count("{}") != 1:
+        raise ConfigError(f"template initialisation takes the words before ' {{}}.' at the end of the template; "
+                          f"{template!r} does not end that way (the class name must come last)")
+    return template[: -len(" {}.")].replace("_", " ")
+
+
+def template_context_init(backbone: Backbone, template: str, n_ctx: int = 16) -> tuple[torch.Tensor, str]:
+    """ProGrad's initial context (methods.md §8.3) and the placeholder string to tokenise the class prompts with.
+
+    The context is (n_ctx - k) zero vectors followed by the embeddings of the first k BPE tokens of
+    the template's prefix, k its space-separated word count. The placeholder ("X" * (n_ctx - k),
+    then the prefix) fixes which prefix tokens stay in the frozen suffix: a prefix with punctuation
+    ("a type of pet, a photo of a") has more BPE tokens than words, and its last ones stay fixed.
+    """
+    prefix = template_prefix(template)
+    k = len(prefix.split(" "))
+    if k > n_ctx:
+        raise ConfigError(f"the template prefix {prefix!r} has {k} words, more than n_ctx={n_ctx}; "
+                          f"use n_ctx >= {k}")
+    with torch.no_grad():
+        words = backbone.text.embed(backbone.tokenize([prefix]))[0, 1 : 1 + k]
+    ctx = torch.cat([torch.zeros(n_ctx - k, backbone.text.width, dtype=words.dtype), words])
+    placeholder = " ".join(["X"] * (n_ctx - k) + [prefix])
+    return ctx, placeholder
+
+
 class ClassPromptTokens(nn.Module):
     """Fixed token embeddings of every class prompt around an M-vector context slot."""
 

@@ -24,7 +24,8 @@ def learner_options(name: str) -> dict:
 
 def build_learner(name: str, backbone: Backbone, classnames: list[str], dataset_template: str | None = None,
                   **options) -> PromptLearner:
-    """Build a learner; one with a ``templates`` option left unset gets the dataset's template."""
+    """Build a learner; one with a ``templates`` option left unset gets the dataset's template, and
+    ``ctx_init_template="dataset"`` means the dataset's template (as ProGrad's configs do)."""
     valid = learner_options(name)
     unknown = sorted(set(options) - set(valid))
     if unknown:
@@ -33,4 +34,9 @@ def build_learner(name: str, backbone: Backbone, classnames: list[str], dataset_
         )
     if "templates" in valid and options.get("templates") is None and dataset_template:
         options["templates"] = [dataset_template]
+    if options.get("ctx_init_template") == "dataset":
+        if not dataset_template:
+            raise ConfigError(f"{name}.ctx_init_template=dataset needs a dataset with a hand-crafted template; "
+                              "give the template itself, e.g. 'a photo of a {}.'")
+        options["ctx_init_template"] = dataset_template
     return LEARNERS[name](backbone, classnames, **options)

@@ -13,7 +13,6 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from vlprompt.backbones import Backbone
 from vlprompt.errors import ConfigError
 from vlprompt.learners.base import LearnerOutput
 from vlprompt.regularizers.base import Regularizer, TrainContext
@@ -41,34 +40,6 @@ def project_gradient(g_ce: torch.Tensor, g_general: torch.Tensor, lam: float) ->
     if cosine >= 0:
         return g_ce
     return (flat_ce - lam * (flat_ce @ unit) * unit).to(g_ce.dtype).view_as(g_ce)
-
-
-def template_prefix(template: str) -> str:
-    """The words before the class name of a template ending in " {}." (ProGrad's init phrase)."""
-    if not template.endswith(" {}.") or template.count("{}") != 1:
-        raise ConfigError(f"ProGrad's initialisation takes the words before ' {{}}.' at the end of the template; "
-                          f"{template!r} does not end that way (the class name must come last)")
-    return template[: -len(" {}.")].replace("_", " ")
-
-
-def prograd_context_init(backbone: Backbone, template: str, n_ctx: int = 16) -> tuple[torch.Tensor, str]:
-    """ProGrad's initial context (§8.3) and the placeholder string to tokenise the class prompts with.
-
-    The context is (n_ctx - k) zero vectors followed by the embeddings of the first k BPE tokens of
-    the template's prefix, k its space-separated word count. The placeholder ("X" * (n_ctx - k),
-    then the prefix) fixes which prefix tokens stay in the frozen suffix: a prefix with punctuation
-    ("a type of pet, a photo of a") has more BPE tokens than words, and its last ones stay fixed.
-    """
-    prefix = template_prefix(template)
-    k = len(prefix.split(" "))
-    if k > n_ctx:
-        raise ConfigError(f"the template prefix {prefix!r} has {k} words, more than n_ctx={n_ctx}; "
-                          f"use n_ctx >= {k}")
-    with torch.no_grad():
-        words = backbone.text.embed(backbone.tokenize([prefix]))[0, 1 : 1 + k]
-    ctx = torch.cat([torch.zeros(n_ctx - k, backbone.text.width, dtype=words.dtype), words])
-    placeholder = " ".join(["X"] * (n_ctx - k) + [prefix])
-    return ctx, placeholder
 
 
 @register
