@@ -23,9 +23,11 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(VENV)/bin/pytest
 
-## Base-to-new of every method on the embedded world, 3 seeds (tens of minutes on 2 cores).
+## Base-to-new of every method on the embedded world, 3 seeds (tens of minutes on 2 cores); the
+## table goes into the docs, beside the reading of it in docs/results/world_base_to_new.md.
 experiment: $(STAMP)
 	$(VENV)/bin/vlprompt run base_to_new --preset world-methods --seeds 1,2,3 --out runs/world-methods
+	cp runs/world-methods/base_to_new.md docs/results/world_base_to_new_table.md
 
 ## Benchmarks (slow; run by hand).
 bench: $(STAMP)

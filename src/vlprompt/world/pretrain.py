@@ -34,7 +34,7 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class PretrainConfig:
-    steps: int = 2000
+    steps: int = 3000
     batch_size: int = 256
     lr: float = 1.5e-3
     weight_decay: float = 0.1
