@@ -33,6 +33,7 @@ experiment: $(STAMP)
 bench: $(STAMP)
 	$(PY) benchmarks/feature_cache.py
 	$(PY) benchmarks/train_step.py
+	$(PY) benchmarks/prefix_memory.py
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache

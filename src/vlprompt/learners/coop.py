@@ -10,8 +10,8 @@ from torch import nn
 
 from vlprompt.backbones import Backbone
 from vlprompt.backbones.fast_text import encode_shared_prefix, supports_shared_prefix
-from vlprompt.learners.base import PromptLearner
 from vlprompt.errors import ConfigError
+from vlprompt.learners.base import PromptLearner
 from vlprompt.learners.prompts import ClassPromptTokens, init_context, template_context_init
 
 log = logging.getLogger(__name__)
