@@ -81,11 +81,12 @@ def check_exactness(learner: CoOp, chunk: int = 100) -> tuple[float, float]:
     tower = learner.backbone.text
     eot = learner.tokens.eot
     weights = torch.randn(len(eot), tower.output_dim)
+    prompts = learner.tokens.assemble(learner.ctx)
     plain, g_plain = [], torch.zeros_like(learner.ctx)
     for i in range(0, len(eot), chunk):
-        rows = learner.tokens.assemble(learner.ctx)[i : i + chunk]
-        out = tower(rows, eot[i : i + chunk], truncate=False)
-        g_plain += torch.autograd.grad((out * weights[i : i + chunk]).sum(), learner.ctx)[0]
+        out = tower(prompts[i : i + chunk], eot[i : i + chunk], truncate=False)
+        # keep the shared assembly's graph for the next chunk; this chunk's activations go with `out`
+        g_plain += torch.autograd.grad((out * weights[i : i + chunk]).sum(), learner.ctx, retain_graph=True)[0]
         plain.append(out.detach())
     plain = torch.cat(plain)
     worst_feature = worst_grad = 0.0
