@@ -27,7 +27,8 @@ test: $(STAMP)
 ## table goes into the docs, beside the reading of it in docs/results/world_base_to_new.md.
 experiment: $(STAMP)
 	$(VENV)/bin/vlprompt run base_to_new --preset world-methods --seeds 1,2,3 --out runs/world-methods
-	cp runs/world-methods/base_to_new.md docs/results/world_base_to_new_table.md
+	cp runs/world-methods/base_to_new.md docs/results/world_base_to_new_table.md.tmp
+	mv docs/results/world_base_to_new_table.md.tmp docs/results/world_base_to_new_table.md
 
 ## Benchmarks (slow; run by hand).
 bench: $(STAMP)

@@ -13,8 +13,8 @@ from vlprompt.engine.batches import FeatureBatches
 from vlprompt.engine.trainer import TrainConfig, Trainer
 from vlprompt.errors import ConfigError
 from vlprompt.learners.coop import CoOp
-from vlprompt.learners.zeroshot import ZeroShotCLIP, zero_shot_text_features
 from vlprompt.learners.prompts import template_context_init
+from vlprompt.learners.zeroshot import ZeroShotCLIP, zero_shot_text_features
 from vlprompt.regularizers.base import TrainContext
 from vlprompt.regularizers.prograd import (
     KL_LOSS,
