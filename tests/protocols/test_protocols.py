@@ -13,9 +13,10 @@ import time
 from pathlib import Path
 
 import pytest
+from PIL import Image
 
 CLI = [sys.executable, "-m", "vlprompt.cli.main"]
-COMMON = ["backbone.pretrained=null", "train.epochs=2", "train.batch_size=4", "data.shots=2"]
+COMMON = ["backbone.pretrained=null", "train.epochs=2", "train.batch_size=4"]
 
 
 @pytest.fixture(scope="module")
@@ -25,8 +26,9 @@ def images(tmp_path_factory, image_folder_factory):
 
 
 def run_protocol(protocol, out, images, *extra, methods="zeroshot,coop", seeds="1,2"):
+    shots = [] if protocol == "few_shot" else ["data.shots=2"]  # few_shot takes its shots from --shots
     args = ["run", protocol, "--methods", methods, "--datasets", f"folder:{images}", "--seeds", seeds,
-            "--out", str(out), *extra, *COMMON, f"cache_dir={out.parent / 'cache'}"]
+            "--out", str(out), *extra, *COMMON, *shots, f"cache_dir={out.parent / 'cache'}"]
     return subprocess.run(CLI + args, capture_output=True, text=True, timeout=900)
 
 
@@ -53,6 +55,8 @@ def test_base_to_new_table_statistics_and_idempotent_rerun(tmp_path, images):
         assert row["New"] == f"{statistics.mean(new):.2f} ± {statistics.stdev(new):.2f}"
         b, n = statistics.mean(base), statistics.mean(new)
         assert row["H"] == f"{2 * b * n / (b + n):.2f}"
+    with Image.open(out / "base_to_new.png") as figure:
+        assert figure.format == "PNG" and figure.width > 300
     # base = first ceil(6/2) = 3 classes, new = the other 3
     some = found[("coop", 1)]["metrics"]
     assert some["base"]["classnames"] == ["thing a", "thing b", "thing c"]
@@ -63,6 +67,16 @@ def test_base_to_new_table_statistics_and_idempotent_rerun(tmp_path, images):
     assert again.returncode == 0
     assert {p: p.stat().st_mtime_ns for p in (out / "runs").glob("*/results.json")} == stamps
     assert (out / "base_to_new.md").read_text() == table
+
+
+@pytest.mark.parametrize("override, protocol", [("data.dataset=world:shapes", "base_to_new"),
+                                                ("data.shots=4", "few_shot"), ("train.seed=7", "imbalanced")])
+def test_override_of_a_protocol_setting_is_refused_by_name(tmp_path, images, override, protocol):
+    done = run_protocol(protocol, tmp_path / "out", images, override)
+    assert done.returncode != 0
+    key = override.split("=")[0]
+    assert f"{key} is set by the protocol" in done.stderr and "--datasets" in done.stderr
+    assert not (tmp_path / "out" / "runs").exists()
 
 
 def test_killed_sweep_completes_only_the_missing_runs(tmp_path, images):
@@ -86,3 +100,5 @@ def test_killed_sweep_completes_only_the_missing_runs(tmp_path, images):
     assert all(after[p] == t for p, t in finished.items())  # finished runs were not redone
     rows = list(csv.DictReader((out / "few_shot.csv").open()))
     assert [r["Method"] for r in rows] == ["coop"] and set(rows[0]) >= {"1 shots", "2 shots"}
+    with Image.open(out / "few_shot.png") as figure:
+        assert figure.format == "PNG" and figure.width > 300

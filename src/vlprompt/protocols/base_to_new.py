@@ -2,7 +2,8 @@
 on base and new classes with the same final prompt, report B, N and H = 2BN/(B+N).
 
 Per dataset, B and N are averaged over seeds; the average row averages B and N over datasets and
-takes H of those averages, as the papers' "average over 11 datasets" rows do.
+takes H of those averages, as the papers' "average over 11 datasets" rows do. The same numbers are
+drawn as grouped bars in base_to_new.png.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from pathlib import Path
 from vlprompt.engine.config import load_preset
 from vlprompt.errors import ConfigError
 from vlprompt.protocols.common import RunPlan, b_n_h, execute, method_config, seed_stats, write_tables
+from vlprompt.report.figures import plot_base_to_new
 
 
 def plan_base_to_new(methods, datasets, seeds, preset: dict, overrides=(), out_dir=Path("runs/base2new"),
@@ -26,23 +28,33 @@ def plan_base_to_new(methods, datasets, seeds, preset: dict, overrides=(), out_d
     ]
 
 
-def base_to_new_table(plans: list[RunPlan], results: list[dict], methods, datasets) -> tuple[list[str], list[list]]:
-    header = ["Dataset", "Method", "Base", "New", "H", "Seeds"]
-    rows = []
-    averages = {m: ([], []) for m in methods}
+def base_new_accuracies(plans: list[RunPlan], results: list[dict], methods, datasets) -> dict:
+    """(dataset, method) -> (base accuracies, new accuracies), one value per seed."""
+    found = {}
     for d in datasets:
         for m in methods:
             mine = [r for p, r in zip(plans, results) if p.method == m and p.dataset == d]
-            base = [r["metrics"]["base"]["accuracy"] for r in mine]
-            new = [r["metrics"]["new"]["accuracy"] for r in mine]
-            b, n, h = b_n_h(base, new)
-            averages[m][0].append(b)
-            averages[m][1].append(n)
-            rows.append([d, m, seed_stats(base), seed_stats(new), f"{h:.2f}", len(mine)])
+            found[d, m] = ([r["metrics"]["base"]["accuracy"] for r in mine],
+                           [r["metrics"]["new"]["accuracy"] for r in mine])
+    return found
+
+
+def base_new_means(accuracies: dict, methods, datasets) -> dict[str, dict[str, tuple[float, float, float]]]:
+    """Panel (each dataset, then "Average" if there are several) -> method -> (B, N, H)."""
+    panels = {d: {m: b_n_h(*accuracies[d, m]) for m in methods} for d in datasets}
     if len(datasets) > 1:
-        for m in methods:
-            b, n, h = b_n_h(*averages[m])
-            rows.append(["Average", m, f"{b:.2f}", f"{n:.2f}", f"{h:.2f}", ""])
+        panels["Average"] = {m: b_n_h([panels[d][m][0] for d in datasets], [panels[d][m][1] for d in datasets])
+                             for m in methods}
+    return panels
+
+
+def base_to_new_table(accuracies: dict, methods, datasets) -> tuple[list[str], list[list]]:
+    header = ["Dataset", "Method", "Base", "New", "H", "Seeds"]
+    means = base_new_means(accuracies, methods, datasets)
+    rows = [[d, m, seed_stats(accuracies[d, m][0]), seed_stats(accuracies[d, m][1]), f"{means[d][m][2]:.2f}",
+             len(accuracies[d, m][0])] for d in datasets for m in methods]
+    if "Average" in means:
+        rows += [["Average", m, *(f"{v:.2f}" for v in means["Average"][m]), ""] for m in methods]
     return header, rows
 
 
@@ -56,5 +68,7 @@ def run_base_to_new(methods: list[str], seeds: list[int], preset: str, overrides
     datasets = datasets or [preset_dict.get("data", {}).get("dataset", "world:objects")]
     plans = plan_base_to_new(methods, datasets, seeds, preset_dict, overrides, out_dir)
     results = execute(plans, workers)
-    header, rows = base_to_new_table(plans, results, methods, datasets)
+    accuracies = base_new_accuracies(plans, results, methods, datasets)
+    plot_base_to_new(base_new_means(accuracies, methods, datasets), out_dir / "base_to_new.png")
+    header, rows = base_to_new_table(accuracies, methods, datasets)
     return write_tables(out_dir, "base_to_new", header, rows)

@@ -34,12 +34,18 @@ class RunPlan:
 def method_config(method: str, preset: dict, overrides: list[str], **sections) -> RunConfig:
     """A run config for ``method``: the preset, then the user's overrides, then the protocol's settings.
 
-    The protocol's own settings (dataset, shots, subsets, seed) come last so that a global override
-    cannot silently change what the protocol measures.
+    The protocol's own settings (dataset, shots, subsets, seed, output folder) come last, and an
+    override of one of them is refused: it would otherwise be dropped without a word.
     """
     learner, *regs = method.split("+")
     if not learner:
         raise ConfigError(f"method {method!r} must start with a learner name, e.g. coop or coop+prograd")
+    owned = protocol_keys(sections)
+    for key in (o.split("=", 1)[0].strip() for o in overrides):
+        if key in owned:
+            raise ConfigError(f"{key} is set by the protocol for each run and cannot be overridden; choose "
+                              "datasets, shots, seeds and the output folder with the command's options "
+                              "(--datasets, --targets, --shots, --ratios, --seeds, --out)")
     config = apply_overrides(preset, list(overrides))
     options = (config.get("learner") or {}).get("options") or {}
     config["learner"] = {"name": learner, "options": options}
@@ -51,6 +57,17 @@ def method_config(method: str, preset: dict, overrides: list[str], **sections) -
             config[section] = values
     epochs_override = [o for o in overrides if o.split("=", 1)[0].strip() == "train.epochs"]
     return RunConfig.from_dict(expand_preset(config, epochs_override))
+
+
+def protocol_keys(sections: dict) -> set[str]:
+    """The dotted config keys a protocol sets, e.g. {"data.dataset", "train.seed", "output_dir"}."""
+    keys = set()
+    for section, values in sections.items():
+        if isinstance(values, dict):
+            keys.update(f"{section}.{key}" for key in values)
+        else:
+            keys.add(section)
+    return keys
 
 
 def _run_one(config: RunConfig) -> dict:

@@ -1,14 +1,17 @@
 """Few-shot classification (methods.md §11.1): K shots per class for K in a list, several seeds,
 top-1 on the full test split; one row per (dataset, method), one column per shot count, plus the
-average over datasets."""
+average over datasets; the curve is drawn in few_shot.png."""
 
 from __future__ import annotations
 
+import statistics
 from pathlib import Path
 
 from vlprompt.engine.config import load_preset
 from vlprompt.errors import ConfigError
 from vlprompt.protocols.common import RunPlan, accuracy, execute, method_config, seed_stats, write_tables
+from vlprompt.report.figures import plot_few_shot
+from vlprompt.report.tables import mean_std
 
 
 def run_few_shot(methods: list[str], datasets: list[str], shots: list[int], seeds: list[int], preset: str,
@@ -24,25 +27,15 @@ def run_few_shot(methods: list[str], datasets: list[str], shots: list[int], seed
         for d in datasets for m in methods for k in shots for s in seeds
     ]
     results = execute(plans, workers)
-    header = ["Dataset", "Method"] + [f"{k} shots" for k in shots]
-    rows = []
-    for d in datasets:
-        for m in methods:
-            row = [d, m]
-            for k in shots:
-                accs = [accuracy(r) for p, r in zip(plans, results)
-                        if p.method == m and p.dataset == d and p.keys["shots"] == k]
-                row.append(seed_stats(accs))
-            rows.append(row)
+    accs = {(d, m, k): [] for d in datasets for m in methods for k in shots}
+    for p, r in zip(plans, results):
+        accs[p.dataset, p.method, p.keys["shots"]].append(accuracy(r))
+    panels = {d: {m: ([mean_std(accs[d, m, k])[0] for k in shots], [mean_std(accs[d, m, k])[1] for k in shots])
+                  for m in methods} for d in datasets}
+    rows = [[d, m, *(seed_stats(accs[d, m, k]) for k in shots)] for d in datasets for m in methods]
     if len(datasets) > 1:
-        for m in methods:
-            row = ["Average", m]
-            for k in shots:
-                per_dataset = []
-                for d in datasets:
-                    accs = [accuracy(r) for p, r in zip(plans, results)
-                            if p.method == m and p.dataset == d and p.keys["shots"] == k]
-                    per_dataset.append(sum(accs) / len(accs))
-                row.append(f"{sum(per_dataset) / len(per_dataset):.2f}")
-            rows.append(row)
-    return write_tables(out_dir, "few_shot", header, rows)
+        panels["Average"] = {m: ([statistics.fmean(panels[d][m][0][i] for d in datasets) for i in range(len(shots))],
+                                 None) for m in methods}
+        rows += [["Average", m, *(f"{v:.2f}" for v in panels["Average"][m][0])] for m in methods]
+    plot_few_shot(panels, shots, out_dir / "few_shot.png")
+    return write_tables(out_dir, "few_shot", ["Dataset", "Method"] + [f"{k} shots" for k in shots], rows)

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from vlprompt.engine.config import load_preset
 from vlprompt.errors import ConfigError
-from vlprompt.protocols.base_to_new import base_to_new_table, plan_base_to_new
+from vlprompt.protocols.base_to_new import base_new_accuracies, base_to_new_table, plan_base_to_new
 from vlprompt.protocols.common import execute, write_tables
 
 DEFAULT_RATIOS = (1.0, 0.25, 0.0625)
@@ -23,6 +23,6 @@ def run_imbalanced(methods: list[str], datasets: list[str], seeds: list[int], pr
     for ratio in ratios:
         plans = plan_base_to_new(methods, datasets, seeds, preset_dict, overrides, out_dir, imbalance_ratio=ratio)
         results = execute(plans, workers)
-        header, block = base_to_new_table(plans, results, methods, datasets)
+        header, block = base_to_new_table(base_new_accuracies(plans, results, methods, datasets), methods, datasets)
         rows += [[f"{ratio:g}"] + r for r in block]
     return write_tables(out_dir, "imbalanced", ["Ratio"] + header, rows)
