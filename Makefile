@@ -23,12 +23,16 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(VENV)/bin/pytest
 
-## Base-to-new of every method on the embedded world, 3 seeds (tens of minutes on 2 cores); the
-## table goes into the docs, beside the reading of it in docs/results/world_base_to_new.md.
+## Base-to-new of every method on the embedded world (clean and noisy objects), 3 seeds (about 40
+## minutes on 2 cores); the table and its bars go into the docs, beside the reading of them in
+## docs/results/world_base_to_new.md.
 experiment: $(STAMP)
-	$(VENV)/bin/vlprompt run base_to_new --preset world-methods --seeds 1,2,3 --out runs/world-methods
+	$(VENV)/bin/vlprompt run base_to_new --preset world-methods --seeds 1,2,3 --out runs/world-methods \
+		--datasets world:objects,world:objects_noise
 	cp runs/world-methods/base_to_new.md docs/results/world_base_to_new_table.md.tmp
 	mv docs/results/world_base_to_new_table.md.tmp docs/results/world_base_to_new_table.md
+	cp runs/world-methods/base_to_new.png docs/results/world_base_to_new.png.tmp
+	mv docs/results/world_base_to_new.png.tmp docs/results/world_base_to_new.png
 
 ## Benchmarks (slow; run by hand).
 bench: $(STAMP)

@@ -72,8 +72,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("protocol", choices=PROTOCOLS)
     p.add_argument("--methods", help="comma-separated methods: learner[+regularizer...], e.g. "
                    "zeroshot,coop,coop+prograd (default: the preset's `methods` list)")
-    p.add_argument("--datasets", default="world:objects", help="comma-separated datasets (first = source "
-                   "for transfer protocols)")
+    p.add_argument("--datasets", help="comma-separated datasets (first = source for transfer protocols; "
+                   "default: the preset's data.dataset)")
     p.add_argument("--targets", help="comma-separated target datasets (transfer protocols)")
     p.add_argument("--seeds", default="1,2,3", help="comma-separated seeds")
     p.add_argument("--shots", default="1,2,4,8,16", help="comma-separated shot counts (few_shot)")
@@ -87,6 +87,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("demo", help="the main job: base-to-new comparison on the embedded world")
     p.add_argument("--preset", default="world-demo", help="preset of the runs (default: world-demo)")
     p.add_argument("--methods", default="zeroshot,coop", help="comma-separated methods, e.g. zeroshot,coop")
+    p.add_argument("--datasets", default="world:objects,world:objects_noise",
+                   help="comma-separated datasets (default: the clean objects task, which the shipped model "
+                   "already solves zero-shot, and the same classes under heavy sensor noise, where the "
+                   "prompt has to adapt)")
     p.add_argument("--seeds", default="1", help="comma-separated seeds")
     p.add_argument("--out", default="runs/demo", help="output folder (tables and run directories)")
     p.add_argument("overrides", nargs="*", help=OVERRIDE_HELP)
@@ -201,8 +205,10 @@ def cmd_run(args) -> int:
 
     from vlprompt.engine.config import load_preset
 
-    methods = _csv(args.methods) or list(load_preset(args.preset).get("methods") or [])
-    datasets, seeds = _csv(args.datasets), _csv(args.seeds, int)
+    preset = load_preset(args.preset)
+    methods = _csv(args.methods) or list(preset.get("methods") or [])
+    datasets = _csv(args.datasets) or [(preset.get("data") or {}).get("dataset", "world:objects")]
+    seeds = _csv(args.seeds, int)
     out = Path(args.out or f"runs/{args.protocol}")
     common = dict(preset=args.preset, overrides=args.overrides, out_dir=out, workers=args.workers)
     if args.protocol == "base_to_new":
@@ -226,7 +232,7 @@ def cmd_demo(args) -> int:
 
     start = time.perf_counter()
     table = run_base_to_new(_csv(args.methods), _csv(args.seeds, int), preset=args.preset,
-                            overrides=args.overrides, out_dir=Path(args.out))
+                            overrides=args.overrides, out_dir=Path(args.out), datasets=_csv(args.datasets))
     print(table)
     print(f"total {time.perf_counter() - start:.1f} s; tables and run directories in {args.out}")
     return 0
