@@ -57,6 +57,16 @@ def atomic_dir(path: str | os.PathLike):
             shutil.rmtree(tmp)
 
 
+def pyplot():
+    """matplotlib.pyplot on the file-only Agg backend (no display on servers and CI)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
 def save_figure(fig, path: str | os.PathLike, dpi: int = 120) -> Path:
     """Save a matplotlib figure as PNG atomically and release it."""
     import matplotlib.pyplot as plt

@@ -22,7 +22,7 @@ from torch.nn.utils import parametrize
 from vlprompt.analysis.prompt_norms import position_norms
 from vlprompt.engine.evaluate import classification_metrics
 from vlprompt.errors import ConfigError
-from vlprompt.io import save_figure, write_text
+from vlprompt.io import pyplot, save_figure, write_text
 from vlprompt.learners.base import PromptLearner
 
 OFFICIAL_REPLACE = (0.0,)
@@ -114,11 +114,7 @@ class CorruptionTable:
 
     def plot(self, out_png: str | Path) -> None:
         """Heatmap of the accuracy change, positions x settings, diverging around zero."""
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-
+        plt = pyplot()
         change = self.change_matrix().numpy()
         bound = max(float(abs(change).max()), 1e-6)
         fig, ax = plt.subplots(figsize=(1.6 + 1.2 * len(self.settings), 1.2 + 0.35 * self.n_positions))

@@ -11,7 +11,7 @@ import re
 from pathlib import Path
 
 from vlprompt.errors import ConfigError
-from vlprompt.io import save_figure
+from vlprompt.io import pyplot, save_figure
 from vlprompt.regularizers.nemesis import position_norms
 
 __all__ = ["position_norms", "norm_history", "plot_norm_history"]
@@ -41,11 +41,7 @@ def norm_history(metrics_jsonl_path: str | Path) -> tuple[list[int], dict[int, l
 
 def plot_norm_history(metrics_jsonl_path: str | Path, out_png: str | Path) -> Path:
     """Line plot of every position's norm against the epoch; returns the PNG path."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     epochs, history = norm_history(metrics_jsonl_path)
     fig, ax = plt.subplots(figsize=(6, 4))
     cmap = plt.get_cmap("viridis", max(len(history), 2))

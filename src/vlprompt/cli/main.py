@@ -198,16 +198,16 @@ def _csv(text: str | None, cast=str) -> list:
 
 
 def cmd_run(args) -> int:
+    from vlprompt.engine.config import load_preset
     from vlprompt.protocols.base_to_new import run_base_to_new
+    from vlprompt.protocols.common import default_datasets
     from vlprompt.protocols.few_shot import run_few_shot
     from vlprompt.protocols.imbalanced import run_imbalanced
     from vlprompt.protocols.transfer import run_transfer
 
-    from vlprompt.engine.config import load_preset
-
     preset = load_preset(args.preset)
     methods = _csv(args.methods) or list(preset.get("methods") or [])
-    datasets = _csv(args.datasets) or [(preset.get("data") or {}).get("dataset", "world:objects")]
+    datasets = _csv(args.datasets) or default_datasets(preset)
     seeds = _csv(args.seeds, int)
     out = Path(args.out or f"runs/{args.protocol}")
     common = dict(preset=args.preset, overrides=args.overrides, out_dir=out, workers=args.workers)

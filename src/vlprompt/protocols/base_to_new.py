@@ -12,7 +12,8 @@ from pathlib import Path
 
 from vlprompt.engine.config import load_preset
 from vlprompt.errors import ConfigError
-from vlprompt.protocols.common import RunPlan, b_n_h, execute, method_config, seed_stats, write_tables
+from vlprompt.protocols.common import (RunPlan, b_n_h, default_datasets, execute, method_config, seed_stats,
+                                       write_tables)
 from vlprompt.report.figures import plot_base_to_new
 
 
@@ -65,7 +66,7 @@ def run_base_to_new(methods: list[str], seeds: list[int], preset: str, overrides
     if not methods or not seeds:
         raise ConfigError("give at least one method and one seed")
     preset_dict = load_preset(preset)
-    datasets = datasets or [preset_dict.get("data", {}).get("dataset", "world:objects")]
+    datasets = datasets or default_datasets(preset_dict)
     plans = plan_base_to_new(methods, datasets, seeds, preset_dict, overrides, out_dir)
     results = execute(plans, workers)
     accuracies = base_new_accuracies(plans, results, methods, datasets)

@@ -59,6 +59,11 @@ def method_config(method: str, preset: dict, overrides: list[str], **sections) -
     return RunConfig.from_dict(expand_preset(config, epochs_override))
 
 
+def default_datasets(preset: dict) -> list[str]:
+    """The datasets a protocol runs on when none are given: the preset's own, else the world's objects."""
+    return [(preset.get("data") or {}).get("dataset", "world:objects")]
+
+
 def protocol_keys(sections: dict) -> set[str]:
     """The dotted config keys a protocol sets, e.g. {"data.dataset", "train.seed", "output_dir"}."""
     keys = set()

@@ -30,8 +30,9 @@ def run_few_shot(methods: list[str], datasets: list[str], shots: list[int], seed
     accs = {(d, m, k): [] for d in datasets for m in methods for k in shots}
     for p, r in zip(plans, results):
         accs[p.dataset, p.method, p.keys["shots"]].append(accuracy(r))
-    panels = {d: {m: ([mean_std(accs[d, m, k])[0] for k in shots], [mean_std(accs[d, m, k])[1] for k in shots])
-                  for m in methods} for d in datasets}
+    stats = {key: mean_std(values) for key, values in accs.items()}
+    panels = {d: {m: ([stats[d, m, k][0] for k in shots], [stats[d, m, k][1] for k in shots]) for m in methods}
+              for d in datasets}
     rows = [[d, m, *(seed_stats(accs[d, m, k]) for k in shots)] for d in datasets for m in methods]
     if len(datasets) > 1:
         panels["Average"] = {m: ([statistics.fmean(panels[d][m][0][i] for d in datasets) for i in range(len(shots))],

@@ -6,24 +6,15 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
-from vlprompt.io import save_figure
+from vlprompt.io import pyplot, save_figure
 
 # panel title -> method -> values; panels are datasets, plus "Average" when there are several
 Panels = dict[str, dict[str, tuple]]
 
 
-def _pyplot():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
 def plot_few_shot(panels: Panels, shots: list[int], out_png: str | Path) -> Path:
     """panels[title][method] = (means, stds), one value per shot count; stds may be None."""
-    plt = _pyplot()
+    plt = pyplot()
     cols = min(4, len(panels))
     rows = math.ceil(len(panels) / cols)
     fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 3.6 * rows), squeeze=False)
@@ -44,7 +35,7 @@ def plot_few_shot(panels: Panels, shots: list[int], out_png: str | Path) -> Path
 
 def plot_base_to_new(panels: Panels, out_png: str | Path) -> Path:
     """panels[title][method] = (base, new, harmonic mean): grouped bars, one group per method."""
-    plt = _pyplot()
+    plt = pyplot()
     width_per_method = max(len(m) for m in panels.values())
     fig, axes = plt.subplots(len(panels), 1, figsize=(max(5.0, 0.9 * width_per_method + 1.5), 3.4 * len(panels)),
                              squeeze=False)

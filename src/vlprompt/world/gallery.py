@@ -4,19 +4,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-
-from vlprompt.io import save_figure  # noqa: E402
-from vlprompt.world.tasks import load_task  # noqa: E402
+from vlprompt.io import pyplot, save_figure
+from vlprompt.world.tasks import load_task
 
 
 def sample_grid(task: str, out: str | Path, classes: int = 6, per_class: int = 6) -> Path:
     data = load_task(task, test_per_class=per_class)
     shown = list(range(min(classes, data.num_classes)))
-    fig, axes = plt.subplots(len(shown), per_class, figsize=(per_class * 1.1, len(shown) * 1.2))
+    fig, axes = pyplot().subplots(len(shown), per_class, figsize=(per_class * 1.1, len(shown) * 1.2))
     for row, label in enumerate(shown):
         records = [r for r in data.test if r.label == label][:per_class]
         for col, record in enumerate(records):
