@@ -14,7 +14,7 @@ import resource
 import torch
 import torch.nn.functional as F
 
-from train_step import class_names
+from train_step import class_names, make_step
 from vlprompt.backbones import load_backbone
 from vlprompt.learners.coop import CoOp
 
@@ -31,15 +31,12 @@ def main() -> None:
     torch.manual_seed(0)
     backbone = load_backbone(args.backbone, None)
     learner = CoOp(backbone, class_names(args.classes), n_ctx=16)
-    image = F.normalize(torch.randn(32, backbone.embed_dim), dim=-1)  # cached features of a batch
+    cached = F.normalize(torch.randn(32, backbone.embed_dim), dim=-1)  # cached features of a batch
     labels = torch.randint(args.classes, (32,))
-    optimizer = torch.optim.SGD([learner.ctx], lr=0.002, momentum=0.9, weight_decay=5e-4)
+    step = make_step(learner, None, cached, labels, "+shared prefix", use_checkpoint=False)
     loaded = peak_gib()
     for _ in range(2):
-        text = F.normalize(learner.encode_context(learner.ctx), dim=-1)
-        F.cross_entropy(backbone.logit_scale * image @ text.t(), labels).backward()
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
+        step()
     print(f"{args.backbone}, {args.classes} classes: peak RSS {loaded:.2f} GiB after loading, "
           f"{peak_gib():.2f} GiB after two shared-prefix steps")
 
