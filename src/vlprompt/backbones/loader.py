@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -36,6 +37,32 @@ RANDOM_TAGS = (None, "", "none", "random")
 OPENAI_ONLY_KEYS = ("input_resolution", "context_length", "vocab_size")
 
 open_clip.add_model_config(CONFIG_DIR)
+
+
+class _OpenClipToDebug(logging.Filter):
+    """Re-log open_clip's messages (it logs on the root logger) at debug level under our own logger.
+
+    open_clip announces every step at INFO and warns "No pretrained weights loaded" whenever a model
+    is created before its weights are loaded from a file, which is how this module loads the
+    embedded and local checkpoints; the user sees those lines only with ``--verbose``.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if f"{os.sep}open_clip{os.sep}" not in record.pathname:
+            return True
+        log.debug("open_clip: %s", record.getMessage())
+        return False
+
+
+@contextmanager
+def _quiet_open_clip():
+    root = logging.getLogger()
+    quiet = _OpenClipToDebug()
+    root.addFilter(quiet)
+    try:
+        yield
+    finally:
+        root.removeFilter(quiet)
 
 
 @dataclass(frozen=True)
@@ -136,7 +163,7 @@ def load_backbone(
             f"(e.g. {EMBEDDED_NAME}, ViT-B-16, RN50)"
         )
     tag = None if pretrained in RANDOM_TAGS else str(pretrained)
-    with torch.random.fork_rng(devices=[]):
+    with torch.random.fork_rng(devices=[]), _quiet_open_clip():
         torch.manual_seed(seed)
         if name == EMBEDDED_NAME and (tag in (None, EMBEDDED_TAG) or is_embedded_weights_file(tag)):
             model, preprocess = _load_embedded(tag)
@@ -149,7 +176,9 @@ def load_backbone(
     if name == EMBEDDED_NAME:
         preprocess = dict(EMBEDDED_PREPROCESS)
     identity = BackboneIdentity(name=name, pretrained=tag or "random", sha256=state_dict_sha256(model))
-    backbone = Backbone(model.float(), open_clip.get_tokenizer(name), preprocess, identity)
+    with _quiet_open_clip():
+        tokenizer = open_clip.get_tokenizer(name)
+    backbone = Backbone(model.float(), tokenizer, preprocess, identity)
     return backbone.to(device)
 
 
