@@ -8,11 +8,10 @@ import sys
 from pathlib import Path
 
 from vlprompt.cli import analyze, data, world
-from vlprompt.errors import VlpromptError
+from vlprompt.errors import ConfigError, VlpromptError
 
 log = logging.getLogger("vlprompt")
 
-PROTOCOLS = ["few_shot", "base_to_new", "domain_generalization", "cross_dataset", "imbalanced"]
 OVERRIDE_HELP = "configuration overrides as key=value, e.g. train.epochs=5 learner.options.n_ctx=8"
 
 
@@ -64,12 +63,25 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--top-k", type=int, default=3, help="how many classes to show per image")
     p.set_defaults(func=cmd_predict)
 
-    p = sub.add_parser("list", help="list backbones, learners, regularizers, datasets or presets")
-    p.add_argument("what", choices=["backbones", "learners", "regularizers", "datasets", "presets"])
+    p = sub.add_parser("list", help="list methods (what composes), backbones, learners, regularizers, datasets, "
+                                    "protocols or presets")
+    p.add_argument("what", choices=["methods", "backbones", "learners", "regularizers", "datasets", "protocols",
+                                    "presets"])
     p.set_defaults(func=cmd_list)
 
+    p = sub.add_parser("describe", help="the options, defaults and capabilities of a method, e.g. coop+kgcoop")
+    p.add_argument("method", help="learner[+regularizer...], e.g. coop, cocoop+nemesis")
+    p.set_defaults(func=cmd_describe)
+
+    p = sub.add_parser("export", help="write a saved prompt's text classifier for plain open_clip code")
+    p.add_argument("--prompt", required=True, help="a prompt directory written by train")
+    p.add_argument("--classes", help="comma-separated class names (default: the classes it was trained on)")
+    p.add_argument("--out", required=True, help="the folder to write classifier.safetensors and .json into")
+    p.set_defaults(func=cmd_export)
+
     p = sub.add_parser("run", help="run a protocol: many runs, then a table (mean ± std over seeds)")
-    p.add_argument("protocol", choices=PROTOCOLS)
+    p.add_argument("protocol", help="few_shot, base_to_new, domain_generalization, cross_dataset or imbalanced "
+                                    "(`vlprompt list protocols`)")
     p.add_argument("--methods", help="comma-separated methods: learner[+regularizer...], e.g. "
                    "zeroshot,coop,coop+prograd (default: the preset's `methods` list)")
     p.add_argument("--datasets", help="comma-separated datasets (first = source for transfer protocols; "
@@ -103,11 +115,17 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def cmd_train(args) -> int:
+    from vlprompt.analysis.run_analysis import analyze_run
     from vlprompt.engine.config import resolve_config
     from vlprompt.engine.run import run_experiment
 
     config = resolve_config(args.preset, args.overrides)
     results = run_experiment(config)
+    if "metrics" not in results:
+        print(f"interrupted after epoch {results['interrupted_after_epoch']}; rerun to resume: {results['run_dir']}")
+        return 1
+    for what, path in analyze_run(results["run_dir"]).items():
+        print(f"{what}: {path}")
     for subset, m in results["metrics"].items():
         if isinstance(m, dict):
             print(f"{subset:>5}: accuracy {m['accuracy']:.2f}%  macro-F1 {m['macro_f1']:.2f}%  ({m['num_samples']} images)")
@@ -118,22 +136,9 @@ def cmd_train(args) -> int:
 
 
 def cmd_eval(args) -> int:
-    import torch
+    from vlprompt.api import evaluate
 
-    from vlprompt.data.feature_cache import encode_records
-    from vlprompt.data.sampling import subsample_classes
-    from vlprompt.engine.datasets import resolve_dataset
-    from vlprompt.engine.evaluate import encode_with_learner, evaluate_features
-    from vlprompt.learners.artifact import from_pretrained
-
-    data = subsample_classes(resolve_dataset(args.dataset, args.root), args.subset)
-    learner = from_pretrained(args.prompt, classnames=data.classnames)
-    if learner.uses_image_tower:
-        feats = encode_with_learner(learner, data, data.test, desc="test features")
-    else:
-        feats = encode_records(learner.backbone, data, data.test, views=1, seed=0, desc="test features")[0]
-    labels = torch.tensor([r.label for r in data.test])
-    m = evaluate_features(learner, feats, labels)
+    m = evaluate(args.prompt, args.dataset, root=args.root, subset=args.subset)
     print(f"accuracy {m['accuracy']:.2f}%  macro-F1 {m['macro_f1']:.2f}%  ({m['num_samples']} images)")
     return 0
 
@@ -145,8 +150,7 @@ def cmd_predict(args) -> int:
     from vlprompt.data.transforms import eval_transform
     from vlprompt.learners.artifact import from_pretrained
 
-    classes = [c.strip() for c in args.classes.split(",")] if args.classes else None
-    learner = from_pretrained(args.prompt, classnames=classes)
+    learner = from_pretrained(args.prompt, classnames=_class_list(args.classes))
     transform = eval_transform(learner.backbone)
     images = torch.stack([transform(load_image_file(ImageRecord(p, -1, "?"))) for p in args.images])
     with torch.no_grad():
@@ -160,7 +164,13 @@ def cmd_predict(args) -> int:
 
 
 def cmd_list(args) -> int:
-    if args.what == "backbones":
+    if args.what == "methods":
+        print(methods_matrix())
+    elif args.what == "protocols":
+        from vlprompt.protocols.common import list_protocols
+
+        print("\n".join(list_protocols()))
+    elif args.what == "backbones":
         from vlprompt.backbones import list_backbones
 
         for name, tag in list_backbones():
@@ -171,17 +181,13 @@ def cmd_list(args) -> int:
 
         for name, cls in (LEARNERS if args.what == "learners" else REGULARIZERS).items():
             print(f"{name}  {(cls.__doc__ or '').strip().splitlines()[0] if cls.__doc__ else ''}".rstrip())
-        print(f"(`vlprompt describe NAME` lists the options of one)")
+        print("(`vlprompt describe NAME` lists the options of one)")
     elif args.what == "datasets":
-        from vlprompt.data.datasets import DATASETS
-        from vlprompt.world.tasks import TASKS
+        from vlprompt.engine.datasets import list_datasets
 
-        for name in sorted(DATASETS):
-            print(name)
-        for name in TASKS:
-            print(f"world:{name}")
-        print("folder:PATH  (one sub-folder per class)")
-        print("csv:PATH     (columns path,label[,split])")
+        notes = {"folder:PATH": "(one sub-folder per class)", "csv:PATH": "(columns path,label[,split])"}
+        for name in list_datasets():
+            print(f"{name}  {notes.get(name, '')}".rstrip())
     else:
         from vlprompt.engine.config import list_presets
 
@@ -190,34 +196,70 @@ def cmd_list(args) -> int:
     return 0
 
 
+def methods_matrix() -> str:
+    """The learner x regularizer table computed from capabilities: "yes" or the missing capabilities."""
+    from vlprompt.api import list_methods
+
+    matrix = list_methods()
+    learners = sorted({lname for lname, _ in matrix})
+    regularizers = sorted({rname for _, rname in matrix})
+    cells = {key: "yes" if not missing else "no: needs " + ", ".join(c.value for c in missing)
+             for key, missing in matrix.items()}
+    width = max(len(name) for name in learners) + 2
+    lines = []
+    for r in regularizers:
+        lines.append(f"{r}:")
+        lines += [f"  {lname:<{width}}{cells[lname, r]}" for lname in learners]
+    lines.append("every learner alone is a method too; `vlprompt describe METHOD` shows options and capabilities")
+    return "\n".join(lines)
+
+
+def cmd_describe(args) -> int:
+    from vlprompt.api import describe
+
+    print(describe(args.method))
+    return 0
+
+
+def cmd_export(args) -> int:
+    from vlprompt.api import export_classifier, from_pretrained
+
+    classes = _class_list(args.classes)
+    learner = from_pretrained(args.prompt, classnames=classes)
+    out = export_classifier(learner, args.out)
+    print(f"classifier of {len(learner.classnames)} classes written to {out}")
+    return 0
+
+
+def _class_list(text: str | None) -> list[str] | None:
+    if text is None:
+        return None
+    classes = [c.strip() for c in text.split(",")]
+    if not all(classes):
+        raise ConfigError(f"--classes {text!r} has an empty class name; give comma-separated names, e.g. cat,dog")
+    duplicates = sorted({c for c in classes if classes.count(c) > 1})
+    if duplicates:
+        raise ConfigError(f"--classes names {duplicates[0]!r} twice; give each class once")
+    return classes
+
+
 def _csv(text: str | None, cast=str) -> list:
     return [cast(x.strip()) for x in text.split(",") if x.strip()] if text else []
 
 
 def cmd_run(args) -> int:
     from vlprompt.engine.config import load_preset
-    from vlprompt.protocols.base_to_new import run_base_to_new
-    from vlprompt.protocols.common import default_datasets
-    from vlprompt.protocols.few_shot import run_few_shot
-    from vlprompt.protocols.imbalanced import run_imbalanced
-    from vlprompt.protocols.transfer import run_transfer
+    from vlprompt.protocols.common import PROTOCOLS, ProtocolRequest, run_protocol
+    from vlprompt.report.protocol_outputs import write_protocol_result
 
-    preset = load_preset(args.preset)
-    methods = _csv(args.methods) or list(preset.get("methods") or [])
-    datasets = _csv(args.datasets) or default_datasets(preset)
-    seeds = _csv(args.seeds, int)
+    PROTOCOLS.get(args.protocol)  # an unknown protocol is refused before any work, with the valid names
+    methods = _csv(args.methods) or list(load_preset(args.preset).get("methods") or [])
     out = Path(args.out or f"runs/{args.protocol}")
-    common = dict(preset=args.preset, overrides=args.overrides, out_dir=out, workers=args.workers)
-    if args.protocol == "base_to_new":
-        table = run_base_to_new(methods, seeds, datasets=datasets, **common)
-    elif args.protocol == "few_shot":
-        table = run_few_shot(methods, datasets, _csv(args.shots, int), seeds, **common)
-    elif args.protocol == "imbalanced":
-        table = run_imbalanced(methods, datasets, seeds, ratios=_csv(args.ratios, float), **common)
-    else:
-        table = run_transfer(args.protocol, methods, datasets[0], seeds, targets=_csv(args.targets) or None,
-                             **common)
-    print(table)
+    request = ProtocolRequest(methods, _csv(args.seeds, int), args.preset, datasets=_csv(args.datasets),
+                              overrides=args.overrides, out_dir=out, workers=args.workers,
+                              shots=_csv(args.shots, int), ratios=_csv(args.ratios, float),
+                              targets=_csv(args.targets))
+    print(write_protocol_result(run_protocol(args.protocol, request), out))
     print(f"tables written to {out}")
     return 0
 
@@ -225,11 +267,13 @@ def cmd_run(args) -> int:
 def cmd_demo(args) -> int:
     import time
 
-    from vlprompt.protocols.base_to_new import run_base_to_new
+    from vlprompt.protocols.common import ProtocolRequest, run_protocol
+    from vlprompt.report.protocol_outputs import write_protocol_result
 
     start = time.perf_counter()
-    table = run_base_to_new(_csv(args.methods), _csv(args.seeds, int), preset=args.preset,
-                            overrides=args.overrides, out_dir=Path(args.out), datasets=_csv(args.datasets))
+    request = ProtocolRequest(_csv(args.methods), _csv(args.seeds, int), args.preset, datasets=_csv(args.datasets),
+                              overrides=args.overrides, out_dir=Path(args.out))
+    table = write_protocol_result(run_protocol("base_to_new", request), args.out)
     print(table)
     print(f"total {time.perf_counter() - start:.1f} s; tables and run directories in {args.out}")
     return 0

@@ -3,18 +3,15 @@ on base and new classes with the same final prompt, report B, N and H = 2BN/(B+N
 
 Per dataset, B and N are averaged over seeds; the average row averages B and N over datasets and
 takes H of those averages, as the papers' "average over 11 datasets" rows do. The same numbers are
-drawn as grouped bars in base_to_new.png.
+the panels of the base/new bar chart.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from vlprompt.engine.config import load_preset
-from vlprompt.errors import ConfigError
-from vlprompt.protocols.common import (RunPlan, b_n_h, default_datasets, execute, method_config, seed_stats,
-                                       write_tables)
-from vlprompt.report.figures import plot_base_to_new
+from vlprompt.protocols.common import (ProtocolRequest, ProtocolResult, RunPlan, b_n_h, execute, method_config,
+                                       register_protocol, seed_stats)
 
 
 def plan_base_to_new(methods, datasets, seeds, preset: dict, overrides=(), out_dir=Path("runs/base2new"),
@@ -59,17 +56,14 @@ def base_to_new_table(accuracies: dict, methods, datasets) -> tuple[list[str], l
     return header, rows
 
 
-def run_base_to_new(methods: list[str], seeds: list[int], preset: str, overrides: list[str] = (),
-                    out_dir: Path = Path("runs/base2new"), datasets: list[str] | None = None,
-                    workers: int = 1) -> str:
-    """Run every (dataset, method, seed), skipping finished runs; write and return the Markdown table."""
-    if not methods or not seeds:
-        raise ConfigError("give at least one method and one seed")
-    preset_dict = load_preset(preset)
-    datasets = datasets or default_datasets(preset_dict)
-    plans = plan_base_to_new(methods, datasets, seeds, preset_dict, overrides, out_dir)
-    results = execute(plans, workers)
+@register_protocol("base_to_new")
+def run_base_to_new(request: ProtocolRequest) -> ProtocolResult:
+    """Run every (dataset, method, seed), skipping finished runs; the table and the bars' panels."""
+    methods, datasets = request.methods, request.datasets
+    plans = plan_base_to_new(methods, datasets, request.seeds, request.preset_dict, request.overrides,
+                             request.out_dir)
+    results = execute(plans, request.workers)
     accuracies = base_new_accuracies(plans, results, methods, datasets)
-    plot_base_to_new(base_new_means(accuracies, methods, datasets), out_dir / "base_to_new.png")
     header, rows = base_to_new_table(accuracies, methods, datasets)
-    return write_tables(out_dir, "base_to_new", header, rows)
+    return ProtocolResult("base_to_new", header, rows, figure="base_to_new",
+                          panels=base_new_means(accuracies, methods, datasets), results=results)

@@ -1,4 +1,5 @@
-"""What every protocol shares: method specs, run configs, executing runs, and averaging over seeds.
+"""What every protocol shares: the request, method specs, run configs, executing runs, averaging
+over seeds, and the result a protocol returns (a table and figure data; report/ renders it).
 
 A method is written ``learner[+regularizer...]`` (e.g. ``coop+prograd``); its options come from the
 preset's ``learners:`` and ``regularizers_defaults:`` sections. Runs whose results exist are not
@@ -7,17 +8,63 @@ repeated (``run_experiment`` finds them by config hash), so a protocol can be ki
 
 from __future__ import annotations
 
+import statistics
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from tqdm.auto import tqdm
 
-from vlprompt.engine.config import RunConfig, apply_overrides, expand_preset
+from vlprompt.engine.config import RunConfig, apply_overrides, expand_preset, load_preset
 from vlprompt.engine.run import harmonic_mean, run_experiment
 from vlprompt.errors import ConfigError
-from vlprompt.io import write_text
-from vlprompt.report.tables import csv_table, markdown_table, mean_std
+from vlprompt.registry import Registry
+
+PROTOCOLS: Registry = Registry("protocol")
+register_protocol = PROTOCOLS.register
+
+
+@dataclass
+class ProtocolRequest:
+    """What the user asked a protocol to run; each protocol reads the fields it uses."""
+
+    methods: list[str]
+    seeds: list[int]
+    preset: str
+    datasets: list[str] = field(default_factory=list)  # default: the preset's dataset
+    overrides: list[str] = field(default_factory=list)
+    out_dir: Path = Path("runs")
+    workers: int = 1
+    shots: list[int] = field(default_factory=lambda: [1, 2, 4, 8, 16])
+    ratios: list[float] = field(default_factory=lambda: [1.0, 0.25, 0.0625])
+    targets: list[str] = field(default_factory=list)  # default: the protocol's standard targets
+
+    def __post_init__(self):
+        if not self.methods or not self.seeds:
+            raise ConfigError("give at least one method and one seed")
+        self.preset_dict = load_preset(self.preset)
+        self.datasets = list(self.datasets) or default_datasets(self.preset_dict)
+
+
+@dataclass
+class ProtocolResult:
+    """A protocol's table (``name``.md/.csv), its figure's data and the results of its runs."""
+
+    name: str
+    header: list[str]
+    rows: list[list]
+    figure: str | None = None  # "base_to_new" bars or "few_shot" curves, drawn by report/
+    panels: dict = field(default_factory=dict)
+    shots: list[int] = field(default_factory=list)
+    results: list[dict] = field(default_factory=list)
+
+
+def list_protocols() -> list[str]:
+    return PROTOCOLS.names()
+
+
+def run_protocol(name: str, request: ProtocolRequest) -> ProtocolResult:
+    return PROTOCOLS.get(name)(request)
 
 
 @dataclass
@@ -88,18 +135,16 @@ def execute(plans: list[RunPlan], workers: int = 1) -> list[dict]:
                          unit="run", disable=None))
 
 
+def mean_std(values: list[float]) -> tuple[float, float]:
+    """Mean and sample standard deviation (0 for a single seed), as the reference's parser reports."""
+    mean = statistics.fmean(values)
+    std = statistics.stdev(values) if len(values) > 1 else 0.0
+    return mean, std
+
+
 def seed_stats(values: list[float]) -> str:
     mean, std = mean_std(values)
     return f"{mean:.2f} ± {std:.2f}"
-
-
-def write_tables(out_dir: Path, name: str, header: list[str], rows: list[list]) -> str:
-    """Write ``name.md`` and ``name.csv`` into ``out_dir``; return the Markdown."""
-    text_rows = [[str(c) for c in r] for r in rows]
-    table = markdown_table(header, text_rows)
-    write_text(out_dir / f"{name}.md", table)
-    write_text(out_dir / f"{name}.csv", csv_table(header, text_rows))
-    return table
 
 
 def accuracy(result: dict, subset: str = "all") -> float:

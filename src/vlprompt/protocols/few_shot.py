@@ -1,24 +1,22 @@
 """Few-shot classification (methods.md §11.1): K shots per class for K in a list, several seeds,
 top-1 on the full test split; one row per (dataset, method), one column per shot count, plus the
-average over datasets; the curve is drawn in few_shot.png."""
+average over datasets; the panels are the accuracy-against-shots curves."""
 
 from __future__ import annotations
 
 import statistics
-from pathlib import Path
 
-from vlprompt.engine.config import load_preset
 from vlprompt.errors import ConfigError
-from vlprompt.protocols.common import RunPlan, accuracy, execute, method_config, seed_stats, write_tables
-from vlprompt.report.figures import plot_few_shot
-from vlprompt.report.tables import mean_std
+from vlprompt.protocols.common import (ProtocolRequest, ProtocolResult, RunPlan, accuracy, execute, mean_std,
+                                       method_config, register_protocol, seed_stats)
 
 
-def run_few_shot(methods: list[str], datasets: list[str], shots: list[int], seeds: list[int], preset: str,
-                 overrides: list[str] = (), out_dir: Path = Path("runs/few_shot"), workers: int = 1) -> str:
-    if not (methods and datasets and shots and seeds):
-        raise ConfigError("give at least one method, dataset, shot count and seed")
-    preset_dict = load_preset(preset)
+@register_protocol("few_shot")
+def run_few_shot(request: ProtocolRequest) -> ProtocolResult:
+    methods, datasets, shots, seeds = request.methods, request.datasets, request.shots, request.seeds
+    if not shots:
+        raise ConfigError("give at least one shot count, e.g. --shots 1,2,4,8,16")
+    preset_dict, overrides, out_dir = request.preset_dict, request.overrides, request.out_dir
     plans = [
         RunPlan(m, d, s, method_config(m, preset_dict, list(overrides),
                                        data={"dataset": d, "shots": k, "subsample": "all", "eval_subsets": ["all"]},
@@ -26,7 +24,7 @@ def run_few_shot(methods: list[str], datasets: list[str], shots: list[int], seed
                                        output_dir=str(out_dir / "runs")), keys={"shots": k})
         for d in datasets for m in methods for k in shots for s in seeds
     ]
-    results = execute(plans, workers)
+    results = execute(plans, request.workers)
     accs = {(d, m, k): [] for d in datasets for m in methods for k in shots}
     for p, r in zip(plans, results):
         accs[p.dataset, p.method, p.keys["shots"]].append(accuracy(r))
@@ -38,5 +36,5 @@ def run_few_shot(methods: list[str], datasets: list[str], shots: list[int], seed
         panels["Average"] = {m: ([statistics.fmean(panels[d][m][0][i] for d in datasets) for i in range(len(shots))],
                                  None) for m in methods}
         rows += [["Average", m, *(f"{v:.2f}" for v in panels["Average"][m][0])] for m in methods]
-    plot_few_shot(panels, shots, out_dir / "few_shot.png")
-    return write_tables(out_dir, "few_shot", ["Dataset", "Method"] + [f"{k} shots" for k in shots], rows)
+    return ProtocolResult("few_shot", ["Dataset", "Method"] + [f"{k} shots" for k in shots], rows,
+                          figure="few_shot", panels=panels, shots=list(shots), results=results)

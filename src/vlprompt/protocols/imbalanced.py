@@ -3,26 +3,22 @@ n_k = max(1, round(16 * ratio^(k/(K-1)))) per class, tests stay balanced; one bl
 
 from __future__ import annotations
 
-from pathlib import Path
-
-from vlprompt.engine.config import load_preset
 from vlprompt.errors import ConfigError
 from vlprompt.protocols.base_to_new import base_new_accuracies, base_to_new_table, plan_base_to_new
-from vlprompt.protocols.common import execute, write_tables
-
-DEFAULT_RATIOS = (1.0, 0.25, 0.0625)
+from vlprompt.protocols.common import ProtocolRequest, ProtocolResult, execute, register_protocol
 
 
-def run_imbalanced(methods: list[str], datasets: list[str], seeds: list[int], preset: str,
-                   ratios: list[float] = DEFAULT_RATIOS, overrides: list[str] = (),
-                   out_dir: Path = Path("runs/imbalanced"), workers: int = 1) -> str:
-    if not (methods and datasets and seeds and ratios):
-        raise ConfigError("give at least one method, dataset, seed and ratio")
-    preset_dict = load_preset(preset)
-    header, rows = None, []
-    for ratio in ratios:
-        plans = plan_base_to_new(methods, datasets, seeds, preset_dict, overrides, out_dir, imbalance_ratio=ratio)
-        results = execute(plans, workers)
+@register_protocol("imbalanced")
+def run_imbalanced(request: ProtocolRequest) -> ProtocolResult:
+    if not request.ratios:
+        raise ConfigError("give at least one imbalance ratio, e.g. --ratios 1,0.25,0.0625")
+    methods, datasets = request.methods, request.datasets
+    header, rows, all_results = [], [], []
+    for ratio in request.ratios:
+        plans = plan_base_to_new(methods, datasets, request.seeds, request.preset_dict, request.overrides,
+                                 request.out_dir, imbalance_ratio=ratio)
+        results = execute(plans, request.workers)
+        all_results += results
         header, block = base_to_new_table(base_new_accuracies(plans, results, methods, datasets), methods, datasets)
         rows += [[f"{ratio:g}"] + r for r in block]
-    return write_tables(out_dir, "imbalanced", ["Ratio"] + header, rows)
+    return ProtocolResult("imbalanced", ["Ratio"] + header, rows, results=all_results)

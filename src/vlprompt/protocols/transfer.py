@@ -4,11 +4,9 @@ shift (the ImageNet variants; the world's shifted object sets); cross-dataset ta
 
 from __future__ import annotations
 
-from pathlib import Path
-
-from vlprompt.engine.config import load_preset
 from vlprompt.errors import ConfigError
-from vlprompt.protocols.common import RunPlan, accuracy, execute, method_config, seed_stats, write_tables
+from vlprompt.protocols.common import (ProtocolRequest, ProtocolResult, RunPlan, accuracy, execute, method_config,
+                                       register_protocol, seed_stats)
 
 DG_TARGETS = {
     "imagenet": ["imagenetv2", "imagenet_sketch", "imagenet_a", "imagenet_r"],
@@ -22,19 +20,24 @@ CROSS_DATASET_TARGETS = {
 }
 
 
-def run_transfer(kind: str, methods: list[str], source: str, seeds: list[int], preset: str,
-                 targets: list[str] | None = None, overrides: list[str] = (), out_dir: Path | None = None,
-                 workers: int = 1) -> str:
-    """``kind`` is "domain_generalization" or "cross_dataset"; targets default to the standard ones."""
-    defaults = {"domain_generalization": DG_TARGETS, "cross_dataset": CROSS_DATASET_TARGETS}[kind]
-    targets = targets or defaults.get(source)
+@register_protocol("domain_generalization")
+def run_domain_generalization(request: ProtocolRequest) -> ProtocolResult:
+    return run_transfer("domain_generalization", request, DG_TARGETS)
+
+
+@register_protocol("cross_dataset")
+def run_cross_dataset(request: ProtocolRequest) -> ProtocolResult:
+    return run_transfer("cross_dataset", request, CROSS_DATASET_TARGETS)
+
+
+def run_transfer(kind: str, request: ProtocolRequest, defaults: dict[str, list[str]]) -> ProtocolResult:
+    """Train on the first dataset; targets default to the standard ones of that source."""
+    source, methods, seeds = request.datasets[0], request.methods, request.seeds
+    targets = request.targets or defaults.get(source)
     if not targets:
         raise ConfigError(f"no default targets for source {source!r}; pass --targets "
                           f"(defaults exist for: {', '.join(defaults)})")
-    if not methods or not seeds:
-        raise ConfigError("give at least one method and one seed")
-    out_dir = out_dir or Path("runs") / kind
-    preset_dict = load_preset(preset)
+    preset_dict, overrides, out_dir = request.preset_dict, request.overrides, request.out_dir
     plans = [
         RunPlan(m, source, s, method_config(m, preset_dict, list(overrides),
                                             data={"dataset": source, "subsample": "all", "eval_subsets": ["all"],
@@ -42,7 +45,7 @@ def run_transfer(kind: str, methods: list[str], source: str, seeds: list[int], p
                                             train={"seed": s}, output_dir=str(out_dir / "runs")))
         for m in methods for s in seeds
     ]
-    results = execute(plans, workers)
+    results = execute(plans, request.workers)
     header = ["Method", f"{source} (source)"] + targets + ["Average (targets)"]
     rows = []
     for m in methods:
@@ -55,4 +58,4 @@ def run_transfer(kind: str, methods: list[str], source: str, seeds: list[int], p
             row.append(seed_stats(accs))
         row.append(f"{sum(means) / len(means):.2f}")
         rows.append(row)
-    return write_tables(out_dir, kind, header, rows)
+    return ProtocolResult(kind, header, rows, results=results)
