@@ -36,9 +36,14 @@ class Registry(Generic[T]):
 
         return add
 
+    def unregister(self, name: str) -> None:
+        """Remove an entry (plugins that are unloaded, tests that register their own)."""
+        self.get(name)
+        del self._entries[name]
+
     def get(self, name: str) -> T:
         if name not in self._entries:
-            valid = ", ".join(self.names()) or "(none)"
+            valid = ", ".join(repr(n) for n in self.names()) or "(none)"
             raise ConfigError(f"unknown {self.kind} {name!r}; valid {self.kind}s: {valid}")
         return self._entries[name]
 

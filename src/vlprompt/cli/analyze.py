@@ -15,7 +15,7 @@ def _floats(text: str) -> list[float]:
 
 
 def register(subparsers) -> None:
-    """Add ``analyze corruption`` and ``analyze norms`` to the ``vlprompt`` command."""
+    """Add ``analyze corruption``, ``analyze run`` and ``analyze norms`` to the ``vlprompt`` command."""
     analyze = subparsers.add_parser("analyze", help="analyses of a trained prompt")
     sub = analyze.add_subparsers(title="analyses")
 
@@ -30,6 +30,11 @@ def register(subparsers) -> None:
     p.add_argument("--seed", type=int, default=0, help="seed of the REPLACE noise")
     p.add_argument("--out", required=True, help="output folder for corruption.csv, .md and the heatmap")
     p.set_defaults(func=cmd_corruption)
+
+    p = sub.add_parser("run", help="neural-collapse metrics and prompt-norm curves of finished runs, into their "
+                                   "directories")
+    p.add_argument("run_dirs", nargs="+", help="run directories (with results.json)")
+    p.set_defaults(func=cmd_run)
 
     p = sub.add_parser("norms", help="plot per-position prompt norms over epochs (runs with nemesis)")
     p.add_argument("--metrics", required=True, help="a run's metrics.jsonl")
@@ -57,6 +62,15 @@ def cmd_corruption(args) -> int:
           f"{table.low_norm_frequency} of {len(table.rows)} (position, corruption) settings")
     for kind, path in paths.items():
         print(f"{kind}: {path}")
+    return 0
+
+
+def cmd_run(args) -> int:
+    from vlprompt.analysis.run_analysis import analyze_run
+
+    for run_dir in args.run_dirs:
+        for what, path in analyze_run(run_dir).items():
+            print(f"{what}: {path}")
     return 0
 
 

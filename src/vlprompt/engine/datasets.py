@@ -6,6 +6,14 @@ from vlprompt.data.records import DatasetSplits
 from vlprompt.errors import ConfigError
 
 
+def list_datasets() -> list[str]:
+    """Every dataset spec ``resolve_dataset`` reads: the standard names, the world's tasks, user data."""
+    from vlprompt.data.datasets import DATASETS
+    from vlprompt.world.tasks import TASKS
+
+    return DATASETS.names() + [f"world:{t}" for t in TASKS] + ["folder:PATH", "csv:PATH"]
+
+
 def resolve_dataset(spec: str, root: str | None = None) -> DatasetSplits:
     kind, _, arg = spec.partition(":")
     if arg:

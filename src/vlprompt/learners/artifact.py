@@ -22,7 +22,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 
-from vlprompt import __version__
+from vlprompt.version import __version__
 from vlprompt.backbones import Backbone, BackboneIdentity, load_backbone
 from vlprompt.errors import BackboneError, ConfigError
 from vlprompt.io import atomic_dir

@@ -36,6 +36,8 @@ class CoCoOpConfig(Options):
 
 @register_learner
 class CoCoOp(PromptLearner):
+    """CoOp's context shifted per image by a small meta-net of the image feature."""
+
     name = "cocoop"
     Config = CoCoOpConfig
     capabilities = frozenset({Capability.LEARNED_PROMPTS, Capability.LEARNED_TEXT, Capability.CONTEXT,

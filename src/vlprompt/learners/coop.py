@@ -62,6 +62,8 @@ class CoOpConfig(Options):
 
 @register_learner
 class CoOp(PromptLearner):
+    """M learnable context vectors before the class name, shared by all classes (or one set per class)."""
+
     name = "coop"
     Config = CoOpConfig
     capabilities = frozenset({Capability.LEARNED_PROMPTS, Capability.LEARNED_TEXT, Capability.CONTEXT,

@@ -59,6 +59,8 @@ class ZeroShotConfig(Options):
 
 @register_learner
 class ZeroShotCLIP(PromptLearner):
+    """Hand-crafted prompts (averaged over templates); nothing is learned."""
+
     name = "zeroshot"
     Config = ZeroShotConfig
     capabilities = frozenset({Capability.FIXED_IMAGE_FEATURES, Capability.CLASS_CLASSIFIER, Capability.NEW_CLASSES})

@@ -39,6 +39,8 @@ class KgCoOpConfig(Options):
 
 @register_regularizer
 class KgCoOp(Regularizer):
+    """Pull the learned class text features towards the frozen model's hand-crafted ones."""
+
     name = "kgcoop"
     Config = KgCoOpConfig
     requires = frozenset({Capability.LEARNED_TEXT})

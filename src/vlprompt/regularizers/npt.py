@@ -121,6 +121,8 @@ class NPTConfig(Options):
 
 @register_regularizer
 class NPT(Regularizer):
+    """Pull text (and image) features towards one simplex ETF (reconstruction, methods.md §10.3)."""
+
     name = "npt"
     Config = NPTConfig
     requires = frozenset({Capability.LEARNED_TEXT})

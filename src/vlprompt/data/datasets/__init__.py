@@ -9,17 +9,20 @@ from typing import Callable
 from vlprompt.data.datasets import aircraft, imagenet, split_json
 from vlprompt.data.records import DatasetSplits
 from vlprompt.errors import check_choice
+from vlprompt.registry import Registry
 
-DATASETS: dict[str, Callable[[str | Path], DatasetSplits]] = {
-    **{name: partial(split_json.read_split_json_dataset, name) for name in split_json.LAYOUTS},
-    "fgvc_aircraft": aircraft.read_aircraft,
-    **{name: partial(imagenet.read_imagenet_family, name) for name in imagenet.LAYOUTS},
-}
+#: standard dataset name -> reader of its root folder
+DATASETS: Registry[Callable[[str | Path], DatasetSplits]] = Registry("dataset")
+register_dataset = DATASETS.register
+for _name in split_json.LAYOUTS:
+    register_dataset(_name)(partial(split_json.read_split_json_dataset, _name))
+register_dataset("fgvc_aircraft")(aircraft.read_aircraft)
+for _name in imagenet.LAYOUTS:
+    register_dataset(_name)(partial(imagenet.read_imagenet_family, _name))
 
 
 def read_dataset(name: str, root: str | Path) -> DatasetSplits:
-    check_choice("dataset", name, sorted(DATASETS))
-    return DATASETS[name](root)
+    return DATASETS.get(name)(root)
 
 
 def expected_files(name: str, root: str | Path) -> list[tuple[Path, str]]:

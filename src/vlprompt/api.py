@@ -1,0 +1,135 @@
+"""The public verbs of vlprompt, re-exported by ``import vlprompt``.
+
+    import vlprompt
+    backbone = vlprompt.load_backbone("vlprompt-tiny", "world")
+    method = vlprompt.create_method("coop+kgcoop", backbone, ["cat", "dog"], learner={"n_ctx": 4})
+    results = vlprompt.train("world-demo", ["learner.name=coop", "train.epochs=5"])
+    metrics = vlprompt.evaluate(results["run_dir"] + "/prompt", "world:objects")
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from vlprompt.backbones import Backbone, list_backbones, load_backbone
+from vlprompt.data.feature_cache import encode_records
+from vlprompt.data.sampling import subsample_classes
+from vlprompt.engine.config import RunConfig, list_presets, resolve_config
+from vlprompt.engine.datasets import list_datasets, resolve_dataset
+from vlprompt.engine.evaluate import encode_with_learner, evaluate_features
+from vlprompt.engine.run import run_experiment
+from vlprompt.errors import ConfigError
+from vlprompt.learners.artifact import from_pretrained, save_pretrained
+from vlprompt.learners.base import PromptLearner
+from vlprompt.learners.capabilities import Capability
+from vlprompt.learners.export import export_classifier
+from vlprompt.learners.registry import LEARNERS, build_learner, list_learners
+from vlprompt.protocols.common import list_protocols
+from vlprompt.regularizers.base import Regularizer
+from vlprompt.regularizers.composition import check_composition, composition_matrix
+from vlprompt.regularizers.registry import REGULARIZERS, build_regularizer, list_regularizers
+
+__all__ = [
+    "Method", "create_method", "describe", "evaluate", "export_classifier", "from_pretrained", "list_backbones",
+    "list_datasets", "list_learners", "list_methods", "list_presets", "list_protocols", "list_regularizers",
+    "load_backbone", "save_pretrained", "train",
+]
+
+
+@dataclass
+class Method:
+    """A learner with its regularizers, ready for ``vlprompt.engine.trainer.Trainer``."""
+
+    learner: PromptLearner
+    regularizers: list[Regularizer]
+
+
+def split_method(method: str) -> tuple[str, list[str]]:
+    """``"coop+prograd+kgcoop"`` -> ("coop", ["prograd", "kgcoop"])."""
+    learner, *regularizers = [part.strip() for part in method.split("+")]
+    if not learner:
+        raise ConfigError(f"method {method!r} must start with a learner name, e.g. coop or coop+prograd")
+    return learner, regularizers
+
+
+def create_method(method: str, backbone: Backbone, classnames: list[str], learner: dict | None = None,
+                  regularizers: dict[str, dict] | None = None, dataset_template: str | None = None) -> Method:
+    """Build ``learner[+regularizer...]`` with options per part (``regularizers={"kgcoop": {"weight": 4}}``);
+    a combination that cannot work is refused naming the missing capability."""
+    learner_name, reg_names = split_method(method)
+    options = regularizers or {}
+    unknown = sorted(set(options) - set(reg_names))
+    if unknown:
+        raise ConfigError(f"options given for {', '.join(unknown)}, which method {method!r} does not include")
+    regs = [build_regularizer({"name": name, **options.get(name, {})}) for name in reg_names]
+    lcls = LEARNERS.get(learner_name)
+    lconfig = lcls.Config.from_mapping(learner or {})
+    check_composition(learner_name, lcls.capabilities_of(lconfig), [(type(r), r.config) for r in regs])
+    built = build_learner(learner_name, backbone, classnames, dataset_template, **lconfig.to_dict())
+    return Method(built, regs)
+
+
+def list_methods() -> dict[tuple[str, str], list[Capability]]:
+    """(learner, regularizer) -> missing capabilities with default options (empty: they compose)."""
+    return composition_matrix()
+
+
+def train(config: RunConfig | str | None = None, overrides: list[str] = ()) -> dict:
+    """Run (or resume, or skip when finished) one configuration: a RunConfig, or a preset name plus
+    ``key=value`` overrides. Returns the results (``results["run_dir"]`` holds the prompt)."""
+    if not isinstance(config, RunConfig):
+        config = resolve_config(config, list(overrides))
+    elif overrides:
+        raise ConfigError("overrides apply to a preset; change the RunConfig object itself instead")
+    return run_experiment(config)
+
+
+def evaluate(prompt: str | Path | PromptLearner, dataset: str, root: str | None = None, subset: str = "all",
+             batch_size: int = 100) -> dict:
+    """Test metrics of a saved prompt (or a learner) on a dataset's test split, for its classes."""
+    data = subsample_classes(resolve_dataset(dataset, root), subset)
+    if isinstance(prompt, PromptLearner):
+        learner = prompt.for_classes(data.classnames)
+    else:
+        learner = from_pretrained(prompt, classnames=data.classnames)
+    if not data.test:
+        raise ConfigError(f"dataset {dataset!r} has no test images to evaluate on")
+    if learner.uses_image_tower:
+        feats = encode_with_learner(learner, data, data.test, batch_size, desc="test features")
+    else:
+        feats = encode_records(learner.backbone, data, data.test, views=1, seed=0, desc="test features")[0]
+    labels = torch.tensor([r.label for r in data.test])
+    return evaluate_features(learner, feats, labels, batch_size=batch_size)
+
+
+def describe(method: str) -> str:
+    """The options (type, default, doc) and capabilities of each part of ``learner[+regularizer...]``."""
+    learner_name, reg_names = split_method(method)
+    lcls = LEARNERS.get(learner_name)
+    lines = [_describe_part("learner", learner_name, lcls)]
+    lines.append("  offers: " + (", ".join(sorted(c.value for c in lcls.capabilities)) or "(nothing to train)"))
+    for name in reg_names:
+        rcls = REGULARIZERS.get(name)
+        lines.append(_describe_part("regularizer", name, rcls))
+        lines.append("  requires: " + ", ".join(sorted(c.value for c in rcls.requires)))
+        missing = composition_matrix()[learner_name, name]
+        if missing:
+            lines.append(f"  does NOT compose with {learner_name}: missing " + ", ".join(c.value for c in missing))
+    return "\n".join(lines)
+
+
+def _describe_part(kind: str, name: str, cls) -> str:
+    summary = " ".join((cls.__doc__ or "").strip().split("\n\n")[0].split())
+    rows = cls.Config.describe()
+    lines = [f"{kind} {name}" + (f": {summary}" if summary else "")]
+    if not rows:
+        lines.append("  (no options)")
+    width = max([len(r[0]) for r in rows] + [4])
+    for option, type_, default, help_ in rows:
+        lines.append(f"  {option:<{width}}  {type_}  default {default}")
+        if help_:
+            lines.append(f"  {'':<{width}}  {help_}")
+    return "\n".join(lines)
