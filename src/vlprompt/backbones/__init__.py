@@ -2,14 +2,18 @@
 
 from vlprompt.backbones.embedded import EMBEDDED_NAME, EMBEDDED_TAG
 from vlprompt.backbones.loader import Backbone, BackboneIdentity, list_backbones, load_backbone
+from vlprompt.backbones.embedded import BACKBONES, ShippedBackbone, register_backbone
 from vlprompt.backbones.text_tower import TextTower
 
 __all__ = [
+    "BACKBONES",
     "EMBEDDED_NAME",
     "EMBEDDED_TAG",
     "Backbone",
     "BackboneIdentity",
+    "ShippedBackbone",
     "TextTower",
     "list_backbones",
     "load_backbone",
+    "register_backbone",
 ]

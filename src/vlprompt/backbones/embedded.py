@@ -6,10 +6,14 @@ path that serves a real backbone serves it too. The weights are produced by ``vl
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from safetensors.torch import load_file
+
+from vlprompt.registry import Registry
 
 EMBEDDED_NAME = "vlprompt-tiny"
 EMBEDDED_TAG = "world"
@@ -56,3 +60,23 @@ def is_embedded_weights_file(path: str | Path) -> bool:
 
     with safe_open(str(path), framework="pt") as f:
         return "token_embedding.rows" in f.keys()
+
+
+@dataclass(frozen=True)
+class ShippedBackbone:
+    """A model that vlprompt ships itself: an open_clip config in ``model_configs/`` plus weights in a
+    format of its own, reachable by tag (``weights``) or as a file that ``is_weights_file`` recognises."""
+
+    name: str
+    weights: dict[str, Path]
+    preprocess: dict
+    load_state_dict: Callable[[Path], dict]
+    is_weights_file: Callable[[str | Path], bool]
+
+
+#: backbones beyond open_clip's pretrained tags, by model name
+BACKBONES: Registry[ShippedBackbone] = Registry("backbone")
+register_backbone = BACKBONES.register()
+
+register_backbone(ShippedBackbone(EMBEDDED_NAME, {EMBEDDED_TAG: WEIGHTS_PATH}, EMBEDDED_PREPROCESS,
+                                  load_embedded_state_dict, is_embedded_weights_file))

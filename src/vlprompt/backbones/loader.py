@@ -19,15 +19,7 @@ import torch
 from open_clip.model import build_model_from_openai_state_dict, convert_to_custom_text_state_dict
 from torch import nn
 
-from vlprompt.backbones.embedded import (
-    CONFIG_DIR,
-    EMBEDDED_NAME,
-    EMBEDDED_PREPROCESS,
-    EMBEDDED_TAG,
-    WEIGHTS_PATH,
-    is_embedded_weights_file,
-    load_embedded_state_dict,
-)
+from vlprompt.backbones.embedded import BACKBONES, CONFIG_DIR, EMBEDDED_NAME, ShippedBackbone
 from vlprompt.backbones.text_tower import TextTower
 from vlprompt.errors import BackboneError
 
@@ -139,7 +131,8 @@ class Backbone(nn.Module):
 
 def list_backbones() -> list[tuple[str, str]]:
     """(model name, pretrained tag) pairs that ``load_backbone`` accepts by tag."""
-    return [(EMBEDDED_NAME, EMBEDDED_TAG)] + list(open_clip.list_pretrained())
+    shipped = [(name, tag) for name, spec in BACKBONES.items() for tag in spec.weights]
+    return shipped + list(open_clip.list_pretrained())
 
 
 def load_backbone(
@@ -165,16 +158,17 @@ def load_backbone(
     tag = None if pretrained in RANDOM_TAGS else str(pretrained)
     with torch.random.fork_rng(devices=[]), _quiet_open_clip():
         torch.manual_seed(seed)
-        if name == EMBEDDED_NAME and (tag in (None, EMBEDDED_TAG) or is_embedded_weights_file(tag)):
-            model, preprocess = _load_embedded(tag)
+        shipped = BACKBONES.get(name) if name in BACKBONES else None
+        if shipped and (tag is None or tag in shipped.weights or shipped.is_weights_file(tag)):
+            model, preprocess = _load_shipped(shipped, tag)
         elif tag is not None and Path(tag).is_file():
             model, preprocess = _load_local_file(name, Path(tag))
         elif tag is not None:
             model, preprocess = _load_tag(name, tag, cache_dir)
         else:
             model, preprocess = _create(name)
-    if name == EMBEDDED_NAME:
-        preprocess = dict(EMBEDDED_PREPROCESS)
+    if name in BACKBONES:
+        preprocess = dict(BACKBONES.get(name).preprocess)
     identity = BackboneIdentity(name=name, pretrained=tag or "random", sha256=state_dict_sha256(model))
     with _quiet_open_clip():
         tokenizer = open_clip.get_tokenizer(name)
@@ -199,24 +193,25 @@ def _create(name: str, **kwargs) -> tuple[nn.Module, dict]:
     return model, _preprocess_of(model)
 
 
-def _load_embedded(tag: str | None) -> tuple[nn.Module, dict]:
-    """The embedded architecture: random (tag None), the shipped weights, or a file in that format."""
-    model = open_clip.create_model(EMBEDDED_NAME)
+def _load_shipped(spec: ShippedBackbone, tag: str | None) -> tuple[nn.Module, dict]:
+    """A shipped architecture: random (tag None), its weights by tag, or a file in its format."""
+    model = open_clip.create_model(spec.name)
     if tag is not None:
-        path = WEIGHTS_PATH if tag == EMBEDDED_TAG else Path(tag)
+        path = spec.weights.get(tag) or Path(tag)
         if not path.is_file():
             raise BackboneError(
-                f"weights file {path} of {EMBEDDED_NAME} is missing from this installation; reinstall "
+                f"weights file {path} of {spec.name} is missing from this installation; reinstall "
                 "vlprompt or run `vlprompt world pretrain` to produce it"
             )
-        model.load_state_dict(load_embedded_state_dict(path))
+        model.load_state_dict(spec.load_state_dict(path))
     return model, {}
 
 
 def _load_tag(name: str, tag: str, cache_dir: str | None) -> tuple[nn.Module, dict]:
-    if name == EMBEDDED_NAME:
+    if name in BACKBONES:
+        tags = ", ".join(repr(t) for t in BACKBONES.get(name).weights)
         raise BackboneError(
-            f"weights {tag!r} not found for {EMBEDDED_NAME}: pass pretrained={EMBEDDED_TAG!r} for the shipped "
+            f"weights {tag!r} not found for {name}: pass pretrained={tags} for the shipped "
             "weights or the path of an existing checkpoint file"
         )
     cfg = open_clip.get_pretrained_cfg(name, tag)
