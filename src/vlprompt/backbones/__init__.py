@@ -1,8 +1,7 @@
 """Backbones: the only package that touches open_clip internals."""
 
-from vlprompt.backbones.embedded import EMBEDDED_NAME, EMBEDDED_TAG
+from vlprompt.backbones.embedded import BACKBONES, EMBEDDED_NAME, EMBEDDED_TAG, ShippedBackbone, register_backbone
 from vlprompt.backbones.loader import Backbone, BackboneIdentity, list_backbones, load_backbone
-from vlprompt.backbones.embedded import BACKBONES, ShippedBackbone, register_backbone
 from vlprompt.backbones.text_tower import TextTower
 
 __all__ = [
