@@ -105,6 +105,10 @@ class Backbone(nn.Module):
         return super().train(False)
 
     @property
+    def device(self) -> torch.device:
+        return self.model.logit_scale.device
+
+    @property
     def visual(self) -> nn.Module:
         return self.model.visual
 
@@ -117,7 +121,10 @@ class Backbone(nn.Module):
         return self.model.logit_scale.detach().exp()
 
     def tokenize(self, texts: list[str]) -> torch.Tensor:
-        return self.tokenizer(list(texts))
+        """Token ids on the backbone's device (tokenising is host work: it runs on the CPU)."""
+        with torch.device("cpu"):
+            ids = self.tokenizer(list(texts))
+        return ids.to(self.device)
 
     def encode_image(self, images: torch.Tensor) -> torch.Tensor:
         """Unnormalised image features."""
@@ -125,7 +132,7 @@ class Backbone(nn.Module):
 
     def encode_text(self, texts: list[str]) -> torch.Tensor:
         """Unnormalised text features of plain strings, through the same path prompt learners use."""
-        ids = self.tokenize(texts).to(self.text.positional_embedding.device)
+        ids = self.tokenize(texts)
         return self.text(self.text.embed(ids), self.text.eot_positions(ids))
 
 

@@ -10,9 +10,9 @@ from typing import Iterator
 
 import torch
 
+from vlprompt.data.loading import RecordImages, load_batches
 from vlprompt.data.records import DatasetSplits, ImageRecord
 from vlprompt.data.transforms import train_transform
-from vlprompt.data.feature_cache import view_seed
 
 
 def epoch_generator(seed: int, epoch: int) -> torch.Generator:
@@ -20,7 +20,7 @@ def epoch_generator(seed: int, epoch: int) -> torch.Generator:
 
 
 def batch_indices(n: int, batch_size: int, generator: torch.Generator) -> list[torch.Tensor]:
-    order = torch.randperm(n, generator=generator)
+    order = torch.randperm(n, generator=generator, device="cpu")
     drop_last = n >= batch_size
     stop = n - n % batch_size if drop_last else n
     return [order[i : i + batch_size] for i in range(0, stop, batch_size)]
@@ -39,19 +39,24 @@ class FeatureBatches:
 
     def epoch(self, epoch: int) -> Iterator[dict]:
         g = epoch_generator(self.seed, epoch)
-        views = torch.randint(self.features.shape[0], (self.labels.shape[0],), generator=g)
+        views = torch.randint(self.features.shape[0], (self.labels.shape[0],), generator=g, device="cpu")
         for idx in batch_indices(self.labels.shape[0], self.batch_size, g):
             yield {"features": self.features[views[idx], idx], "labels": self.labels[idx], "index": idx}
 
 
 class ImageBatches:
-    """Batches of augmented images, for learners that change the image tower (no feature cache)."""
+    """Batches of augmented images, for learners that change the image tower (no feature cache).
 
-    def __init__(self, backbone, data: DatasetSplits, records: list[ImageRecord], batch_size: int, seed: int):
-        self.data, self.records = data, records
-        self.transform = train_transform(backbone)
-        self.labels = torch.tensor([r.label for r in records])
-        self.batch_size, self.seed = batch_size, seed
+    Image i of epoch e is augmented from the seed of (seed, i, e), decoded by ``workers`` processes.
+    """
+
+    def __init__(self, backbone, data: DatasetSplits, records: list[ImageRecord], batch_size: int, seed: int,
+                 workers: int = 0):
+        self.images = RecordImages(data, records, train_transform(backbone), seed)
+        self.records = records
+        self.labels = torch.tensor([r.label for r in records], device="cpu")
+        self.batch_size, self.seed, self.workers = batch_size, seed, workers
+        self.pin_memory = backbone.device.type == "cuda"
 
     def __len__(self) -> int:
         n = len(self.records)
@@ -59,10 +64,7 @@ class ImageBatches:
 
     def epoch(self, epoch: int) -> Iterator[dict]:
         g = epoch_generator(self.seed, epoch)
-        for idx in batch_indices(len(self.records), self.batch_size, g):
-            images = []
-            for i in idx.tolist():
-                with torch.random.fork_rng(devices=[]):
-                    torch.manual_seed(view_seed(self.seed, i, epoch))
-                    images.append(self.transform(self.data.load_image(self.records[i])))
-            yield {"images": torch.stack(images), "labels": self.labels[idx], "index": idx}
+        batches = batch_indices(len(self.records), self.batch_size, g)
+        keys = [[(i, epoch) for i in idx.tolist()] for idx in batches]
+        for idx, images in zip(batches, load_batches(self.images, keys, self.workers, self.pin_memory)):
+            yield {"images": images, "labels": self.labels[idx], "index": idx}

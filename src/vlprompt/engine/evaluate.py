@@ -6,6 +6,7 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
+from vlprompt.data.loading import RecordImages, chunks, load_batches
 from vlprompt.data.transforms import eval_transform
 from vlprompt.engine.precision import autocast
 from vlprompt.learners.base import PromptLearner, clip_logits
@@ -39,11 +40,11 @@ def predict_logits(learner: PromptLearner, features: torch.Tensor, batch_size: i
         raise ValueError(f"expected features of shape (N, D), got {tuple(features.shape)}")
     learner.eval()
     out = []
-    with autocast(precision, features.device):
+    with autocast(precision, learner.backbone.device):
         # class text features that do not depend on the image are computed once, not per batch
         text = None if learner.image_conditioned else learner.text_features()
         for start in tqdm(range(0, len(features), batch_size), desc=desc, leave=False, disable=None):
-            chunk = features[start : start + batch_size]
+            chunk = features[start : start + batch_size].to(learner.backbone.device, non_blocking=True)
             if text is None:
                 out.append(learner(features=chunk).logits.float())
             else:
@@ -58,14 +59,16 @@ def evaluate_features(learner: PromptLearner, features: torch.Tensor, labels: to
 
 @torch.no_grad()
 def encode_with_learner(learner: PromptLearner, data, records, batch_size: int = 100, precision: str = "fp32",
-                        desc: str = "encode") -> torch.Tensor:
+                        desc: str = "encode", workers: int = 0) -> torch.Tensor:
     """Normalised image features through the learner's own image path (for learners that change the
-    image tower, so no feature cache applies)."""
-    transform = eval_transform(learner.backbone)
+    image tower, so no feature cache applies); ``workers`` processes decode the images."""
+    device = learner.backbone.device
     learner.eval()
     out = []
-    for start in tqdm(range(0, len(records), batch_size), desc=desc, leave=False, disable=None):
-        images = torch.stack([transform(data.load_image(r)) for r in records[start : start + batch_size]])
-        with autocast(precision, images.device):
-            out.append(learner.encode_images(images).float())
+    keys = chunks([(i, 0) for i in range(len(records))], batch_size)
+    images = RecordImages(data, records, eval_transform(learner.backbone))
+    batches = load_batches(images, keys, workers, pin_memory=device.type == "cuda")
+    for batch in tqdm(batches, total=len(keys), desc=desc, leave=False, disable=None):
+        with autocast(precision, device):
+            out.append(learner.encode_images(batch.to(device, non_blocking=True)).float().cpu())
     return torch.cat(out) if out else torch.empty(0, learner.backbone.embed_dim)

@@ -27,6 +27,7 @@ from vlprompt.data.templates import templates_for
 from vlprompt.engine.batches import FeatureBatches, ImageBatches
 from vlprompt.engine.config import RunConfig
 from vlprompt.engine.datasets import resolve_dataset
+from vlprompt.engine.device import resolve_device
 from vlprompt.engine.evaluate import encode_with_learner, evaluate_features
 from vlprompt.engine.seeding import seed_everything
 from vlprompt.engine.trainer import Trainer
@@ -72,7 +73,8 @@ def prepare(config: RunConfig) -> PreparedRun:
     start = time.perf_counter()
     seed = config.train.seed
     seed_everything(seed)
-    backbone = load_backbone(config.backbone.name, config.backbone.pretrained)
+    backbone = load_backbone(config.backbone.name, config.backbone.pretrained,
+                             device=resolve_device(config.train.device))
     data = resolve_dataset(config.data.dataset, config.data.root)
     cache_root = Path(config.cache_dir).expanduser()
     counts = None
@@ -102,10 +104,10 @@ def fit(run: PreparedRun, stop_after_epoch: int | None = None) -> list[dict]:
     trainer = Trainer(learner, config.train, run.regularizers, context)
     seed = config.train.seed
     if learner.uses_image_tower:
-        batches = ImageBatches(run.backbone, data, data.train, config.train.batch_size, seed)
+        batches = ImageBatches(run.backbone, data, data.train, config.train.batch_size, seed, config.data.workers)
     else:
         feats = run.cache.features(run.backbone, data, data.train, views=config.train.views, seed=seed,
-                                   desc="train features")
+                                   desc="train features", workers=config.data.workers)
         labels = torch.tensor([r.label for r in data.train])
         batches = FeatureBatches(feats, labels, config.train.batch_size, seed)
     run.timings["train features"] = round(time.perf_counter() - start, 3)
@@ -122,9 +124,11 @@ def evaluate(run: PreparedRun, part: DatasetSplits) -> dict:
     classifier = run.learner.for_classes(part.classnames)
     if classifier.uses_image_tower:  # the learner's prompts change the image features
         feats = encode_with_learner(classifier, part, part.test, config.train.eval_batch_size,
-                                    config.train.precision, desc=f"test features ({part.name})")
+                                    config.train.precision, desc=f"test features ({part.name})",
+                                    workers=config.data.workers)
     else:
-        feats = run.cache.features(run.backbone, part, part.test, desc=f"test features ({part.name})")[0]
+        feats = run.cache.features(run.backbone, part, part.test, desc=f"test features ({part.name})",
+                                   workers=config.data.workers)[0]
     labels = torch.tensor([r.label for r in part.test])
     result = evaluate_features(classifier, feats, labels, batch_size=config.train.eval_batch_size,
                                precision=config.train.precision, desc=f"evaluate {part.name}")

@@ -17,6 +17,7 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
+from vlprompt.engine.device import check_device_name, to_device
 from vlprompt.engine.precision import PRECISIONS, autocast
 from vlprompt.engine.schedule import lr_at_epoch
 from vlprompt.engine.seeding import capture_rng_state, restore_rng_state
@@ -39,12 +40,14 @@ class TrainConfig:
     warmup_epochs: int = 1
     warmup_lr: float = 1e-5
     precision: str = "fp32"
+    device: str = "auto"  # auto | cpu | cuda | cuda:N | mps (auto: CUDA when present)
     seed: int = 1
     views: int = 1
     eval_batch_size: int = 100
 
     def __post_init__(self):
         check_choice("train.precision", self.precision, PRECISIONS)
+        check_device_name(self.device)
         for name in ("epochs", "batch_size", "views", "eval_batch_size"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"train.{name}={getattr(self, name)} must be at least 1")
@@ -136,7 +139,7 @@ class Trainer:
             losses, logits = self._step(batch)
             for name, value in losses.items():
                 sums[name] = sums.get(name, 0.0) + float(value)
-            correct += int((logits.argmax(-1) == batch["labels"]).sum())
+            correct += int((logits.argmax(-1).cpu() == batch["labels"].cpu()).sum())
             seen += len(batch["labels"])
             ctx.step += 1
             bar.set_postfix(loss=f"{float(losses['ce']):.3f}")
@@ -152,6 +155,7 @@ class Trainer:
 
     def _step(self, batch: dict) -> tuple[dict, torch.Tensor]:
         ctx = self.context
+        batch = to_device(batch, self.learner.backbone.device)
         for reg in self.regularizers:
             reg.before_step(ctx, batch)
         with autocast(self.config.precision, batch["labels"].device):

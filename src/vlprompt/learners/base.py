@@ -8,6 +8,7 @@ what composes with it, and whether image features can be cached instead of recom
 from __future__ import annotations
 
 import copy
+import functools
 from dataclasses import dataclass
 from typing import ClassVar
 
@@ -65,6 +66,22 @@ class PromptLearner(nn.Module):
     Config: ClassVar[type[Options]] = NoOptions
     #: what this learner offers; ``capabilities_of`` may refine it from the options
     capabilities: ClassVar[frozenset[Capability]] = frozenset()
+
+    def __init_subclass__(cls, **kwargs):
+        """Every learner ends its construction on its backbone's device, whatever its own ``__init__``
+        created where (random initial prompts are drawn on the CPU, for the same values everywhere)."""
+        super().__init_subclass__(**kwargs)
+        if "__init__" not in cls.__dict__:
+            return
+        init = cls.__init__
+
+        @functools.wraps(init)
+        def __init__(self, *args, **kw):
+            init(self, *args, **kw)
+            if type(self).__init__ is __init__:  # the outermost constructor moves once
+                self.to(self.backbone.device)
+
+        cls.__init__ = __init__
 
     def __init__(self, backbone: Backbone, classnames: list[str], config: Options | None = None, **options):
         super().__init__()

@@ -70,7 +70,7 @@ class MaPLe(PromptLearner):
         text_width, vision_width = backbone.text.width, backbone.visual.transformer.width
         self.ctx = nn.Parameter(init_context(backbone, n_ctx, self.ctx_init)[:n_ctx])
         self.deep_text = nn.ParameterDict(
-            {str(j): nn.Parameter(torch.empty(n_ctx, text_width).normal_(0.0, 0.02)) for j in range(1, prompt_depth)})
+            {str(j): nn.Parameter(torch.empty(n_ctx, text_width, device="cpu").normal_(0.0, 0.02)) for j in range(1, prompt_depth)})
         # As in the reference, F_1..F_{J-1} start as copies of one freshly initialised layer.
         deep = nn.Linear(text_width, vision_width)
         self.projections = nn.ModuleList(

@@ -17,7 +17,10 @@ POSITIONS = ("end", "middle", "front")
 
 
 def init_context(backbone: Backbone, n_ctx: int, ctx_init: str | None, n_classes: int | None = None) -> torch.Tensor:
-    """Initial context: the init phrase's token embeddings, or N(0, 0.02^2) (per class when ``n_classes``)."""
+    """Initial context: the init phrase's token embeddings, or N(0, 0.02^2) (per class when ``n_classes``).
+
+    Random values are drawn on the CPU, so a seed gives the same context on every device.
+    """
     width = backbone.text.width
     if ctx_init:
         ids = backbone.tokenize([ctx_init])
@@ -27,7 +30,7 @@ def init_context(backbone: Backbone, n_ctx: int, ctx_init: str | None, n_classes
     if n_ctx < 1:
         raise ConfigError(f"n_ctx={n_ctx} must be at least 1")
     shape = (n_classes, n_ctx, width) if n_classes else (n_ctx, width)
-    return torch.empty(shape).normal_(0.0, 0.02)
+    return torch.empty(shape, device="cpu").normal_(0.0, 0.02).to(backbone.device)
 
 
 def template_prefix(template: str) -> str:
@@ -53,7 +56,7 @@ def template_context_init(backbone: Backbone, template: str, n_ctx: int = 16) ->
                           f"use n_ctx >= {k}")
     with torch.no_grad():
         words = backbone.text.embed(backbone.tokenize([prefix]))[0, 1 : 1 + k]
-    ctx = torch.cat([torch.zeros(n_ctx - k, backbone.text.width, dtype=words.dtype), words])
+    ctx = torch.cat([torch.zeros(n_ctx - k, backbone.text.width, dtype=words.dtype, device=words.device), words])
     placeholder = " ".join(["X"] * (n_ctx - k) + [prefix])
     return ctx, placeholder
 

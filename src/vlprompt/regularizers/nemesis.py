@@ -133,7 +133,7 @@ class Nemesis(Regularizer):
             raise ConfigError(f"nemesis.n_positions asks for {self.count} positions but the prompt has {n_ctx}")
         # seeded from the run's Python random state; its own state travels in state_dict for resume
         self._rng.seed(random.getrandbits(64))
-        self._weight_sum = torch.zeros(n_ctx)
+        self._weight_sum = torch.zeros(n_ctx, device="cpu")  # an epoch's log, kept off the device
         self._steps = 0
 
     def schedule(self, ctx: TrainContext) -> float:
@@ -162,7 +162,7 @@ class Nemesis(Regularizer):
         key, latent = prompt_latent(learner)
         n_ctx = latent.shape[-2]
         positions = self._rng.sample(range(n_ctx), self.count)
-        weights = torch.zeros(n_ctx)
+        weights = torch.zeros(n_ctx, device=latent.device)
         if self.random_mode:
             weights[positions] = self.pan_scale
             return weights

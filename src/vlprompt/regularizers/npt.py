@@ -30,9 +30,10 @@ from vlprompt.regularizers.base import Regularizer, TrainContext
 from vlprompt.regularizers.registry import register_regularizer
 
 
-def etf_gram(k: int) -> torch.Tensor:
-    """Gram matrix of a K-vector simplex ETF: 1 on the diagonal, -1/(K-1) off it."""
-    return torch.full((k, k), -1.0 / (k - 1)).fill_diagonal_(1.0)
+def etf_gram(k: int, like: torch.Tensor | None = None) -> torch.Tensor:
+    """Gram matrix of a K-vector simplex ETF: 1 on the diagonal, -1/(K-1) off it (dtype and device of ``like``)."""
+    options = {"dtype": like.dtype, "device": like.device} if like is not None else {"device": "cpu"}
+    return torch.full((k, k), -1.0 / (k - 1), **options).fill_diagonal_(1.0)
 
 
 def simplex_etf(num_classes: int, dim: int, seed: int = 0) -> torch.Tensor:
@@ -68,7 +69,7 @@ def lmc_loss(text: torch.Tensor, form: str, anchors: torch.Tensor | None = None)
     k = text.shape[-2]
     if form == "gram":
         gram = text @ text.transpose(-1, -2)
-        return ((gram - etf_gram(k).to(text)) ** 2).sum((-1, -2)).mean() / k**2
+        return ((gram - etf_gram(k, like=text)) ** 2).sum((-1, -2)).mean() / k**2
     agreement = (text * anchors).sum(-1)
     if form == "anchor":
         return (1 - agreement).mean()
@@ -148,8 +149,9 @@ class NPT(Regularizer):
         if self.uses_anchors:
             anchors = simplex_etf(len(ctx.learner.classnames), ctx.learner.backbone.embed_dim, self.anchor_seed)
             if self.align:
-                anchors = procrustes_align(anchors, ctx.zero_shot_text_features())
-            self.anchors = anchors
+                targets = ctx.zero_shot_text_features()
+                anchors = procrustes_align(anchors.to(targets.device), targets)
+            self.anchors = anchors.to(ctx.learner.backbone.device)
 
     def extra_loss(self, ctx: TrainContext, outputs: LearnerOutput, batch: dict) -> dict[str, torch.Tensor]:
         text = outputs.text_features.float()

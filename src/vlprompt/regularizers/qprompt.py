@@ -63,7 +63,7 @@ def kmeans_1d(values: torch.Tensor, k: int, iters: int, init: str, seed: int = 0
         centroids = torch.quantile(values, (torch.arange(k, dtype=torch.float32, device=values.device) + 0.5) / k)
     else:
         gen = torch.Generator().manual_seed(seed)
-        chosen = [values[int(torch.randint(len(values), (1,), generator=gen))]]
+        chosen = [values[int(torch.randint(len(values), (1,), generator=gen, device="cpu"))]]
         d2 = (values - chosen[0]).square()  # squared distance to the nearest chosen centroid
         for _ in range(1, k):
             if float(d2.sum()) == 0.0:

@@ -1,0 +1,104 @@
+"""Device correctness without a GPU: every tensor a training step creates must be made on the
+backbone's device. The step runs with the default device set to ``meta``, so a tensor created without
+an explicit device becomes a meta tensor, and the first operation mixing it with the real (CPU)
+tensors, or moving it back, raises. Tests that need CUDA run only where it exists."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from vlprompt.data.records import DatasetSplits, ImageRecord
+from vlprompt.engine.batches import FeatureBatches, ImageBatches
+from vlprompt.engine.device import resolve_device
+from vlprompt.engine.trainer import TrainConfig, Trainer
+from vlprompt.errors import ConfigError
+from vlprompt.learners.registry import LEARNERS, build_learner
+from vlprompt.regularizers.base import Regularizer, TrainContext
+from vlprompt.regularizers.registry import REGULARIZERS, build_regularizer
+
+OPTIONS = {
+    "prograd": {}, "kgcoop": {},
+    "nemesis": {"beta": 0, "omega": 1.0},  # PAN: the pre-inference path with its own tensors
+    "npt": {"lambda_lmc": 0.1, "lambda_mmi": 0.1, "lmc_form": "anchor", "align": True},
+    "qprompt": {"bits": 2, "kmeans_init": "kmeans++", "kmeans_iters": 3, "cac_interval": 1, "cac_kl_threshold": 0.0},
+}
+BUILTIN = ("zeroshot", "coop", "cocoop", "maple")
+METHODS = [(l, None) for l in BUILTIN if l != "zeroshot"] + [
+    (l, r) for l in BUILTIN for r in sorted(OPTIONS) if not REGULARIZERS.get(r).requires - LEARNERS.get(l).capabilities]
+
+
+def _batches(learner, backbone, classnames, image_folder_factory, tmp_path):
+    if learner.uses_image_tower:
+        root = image_folder_factory(tmp_path / "imgs", classnames, per_class=1, splits=("train",))
+        records = [ImageRecord(str(f), k, d.name) for k, d in enumerate(sorted((root / "train").iterdir()))
+                   for f in sorted(d.iterdir())]
+        return ImageBatches(backbone, DatasetSplits("tiny", classnames, records, [], []), records, 4, 0)
+    feats = torch.randn(1, 8, backbone.embed_dim, generator=torch.Generator().manual_seed(0))
+    return FeatureBatches(feats, torch.arange(8) % len(classnames), 4, seed=0)
+
+
+def _steps_on_meta_default(trainer, batches):
+    for batch in batches.epoch(0):
+        with torch.device("meta"):
+            trainer._step(batch)
+    with torch.device("meta"):
+        for reg in trainer.regularizers:
+            reg.on_epoch_end(trainer.context)
+
+
+@pytest.mark.parametrize("learner_name,reg_name", METHODS)
+def test_a_training_step_creates_no_tensor_off_the_backbones_device(
+        tiny_backbone, classnames, image_folder_factory, tmp_path, learner_name, reg_name):
+    options = {"prompt_depth": 3} if learner_name == "maple" else {}
+    learner = build_learner(learner_name, tiny_backbone, classnames, "a photo of a {}.", **options)
+    regs = [build_regularizer({"name": reg_name, **OPTIONS[reg_name]})] if reg_name else []
+    trainer = Trainer(learner, TrainConfig(epochs=1, batch_size=4, lr=0.01), regs,
+                      TrainContext(learner=learner, dataset="tiny"))
+    _steps_on_meta_default(trainer, _batches(learner, tiny_backbone, classnames, image_folder_factory, tmp_path))
+    assert all(p.device.type == "cpu" and torch.isfinite(p).all() for p in trainer.params.values())
+
+
+class StrayTensor(Regularizer):
+    """A regularizer that creates a tensor without a device: what the test above must catch."""
+
+    name = "stray"
+
+    def extra_loss(self, ctx, outputs, batch):
+        return {"stray": (outputs.logits.float() * torch.ones(outputs.logits.shape[-1])).mean()}
+
+
+def test_the_check_catches_a_tensor_created_without_a_device(tiny_backbone, classnames):
+    learner = build_learner("coop", tiny_backbone, classnames, n_ctx=2)
+    trainer = Trainer(learner, TrainConfig(epochs=1, batch_size=4), [StrayTensor()], TrainContext(learner=learner))
+    batches = FeatureBatches(torch.randn(1, 8, tiny_backbone.embed_dim), torch.arange(8) % 5, 4, seed=0)
+    with pytest.raises(RuntimeError, match="meta"):
+        _steps_on_meta_default(trainer, batches)
+
+
+def test_device_settings_are_validated():
+    with pytest.raises(ConfigError, match="train.device='gpu' is not valid; choose one of: auto, cpu, cuda"):
+        TrainConfig(device="gpu")
+    assert resolve_device("cpu") == torch.device("cpu")
+    assert resolve_device("auto") == torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if not torch.cuda.is_available():
+        with pytest.raises(ConfigError, match="CUDA is not available"):
+            resolve_device("cuda:0")
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_a_run_on_cuda_matches_the_cpu_run_and_its_files_load_on_cpu(tmp_path, image_folder_factory):
+    from vlprompt.engine.config import resolve_config
+    from vlprompt.engine.run import run_experiment
+    from vlprompt.learners.artifact import from_pretrained
+
+    images = image_folder_factory(tmp_path / "images", per_class=4)
+    common = [f"data.dataset=folder:{images}", "data.shots=2", "backbone.pretrained=null", "train.epochs=2",
+              "train.batch_size=4", "learner.options.n_ctx=2", f"cache_dir={tmp_path / 'cache'}"]
+    runs = {d: run_experiment(resolve_config(None, common + [f"train.device={d}", f"output_dir={tmp_path / d}"]))
+            for d in ("cpu", "cuda")}
+    assert abs(runs["cpu"]["metrics"]["all"]["accuracy"] - runs["cuda"]["metrics"]["all"]["accuracy"]) <= 20.0
+    cpu = from_pretrained(f"{runs['cpu']['run_dir']}/prompt")
+    cuda_on_cpu = from_pretrained(f"{runs['cuda']['run_dir']}/prompt")
+    assert cuda_on_cpu.ctx.device.type == "cpu"
+    assert torch.allclose(cpu.ctx, cuda_on_cpu.ctx, atol=1e-3)
