@@ -18,15 +18,12 @@ from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
 from vlprompt.backbones import Backbone
+from vlprompt.data.loading import RecordImages, chunks, load_batches
 from vlprompt.data.records import DatasetSplits, ImageRecord
 from vlprompt.data.transforms import describe, eval_transform, train_transform
 from vlprompt.io import atomic_path
 
 log = logging.getLogger(__name__)
-
-
-def view_seed(seed: int, index: int, view: int) -> int:
-    return (seed * 1_000_003 + index * 9_176 + view) % (2**63)
 
 
 class FeatureCache:
@@ -56,14 +53,16 @@ class FeatureCache:
         seed: int = 0,
         batch_size: int = 64,
         desc: str = "features",
+        workers: int = 0,
     ) -> torch.Tensor:
-        """Unnormalised features of shape (views, N, D), from disk when already computed."""
+        """Unnormalised features of shape (views, N, D), from disk when already computed; ``workers``
+        processes decode the images (the features do not depend on how many)."""
         if views < 1:
             raise ValueError(f"views={views} must be at least 1")
         path = self.directory / f"{self.key(backbone, records, views, seed)}.safetensors"
         if path.is_file():
             return load_file(str(path))["features"]
-        feats = encode_records(backbone, data, records, views, seed, batch_size, desc)
+        feats = encode_records(backbone, data, records, views, seed, batch_size, desc, workers)
         with atomic_path(path) as tmp:
             save_file({"features": feats.contiguous()}, str(tmp))
         return feats
@@ -72,34 +71,20 @@ class FeatureCache:
 @torch.no_grad()
 def encode_records(
     backbone: Backbone, data: DatasetSplits, records: list[ImageRecord], views: int, seed: int,
-    batch_size: int = 64, desc: str = "features",
+    batch_size: int = 64, desc: str = "features", workers: int = 0,
 ) -> torch.Tensor:
     """Encode every record (in views augmented versions when views > 1) with the frozen image tower."""
-    transform = train_transform(backbone) if views > 1 else eval_transform(backbone)
-    device = backbone.text.positional_embedding.device
-    out = torch.empty(views, len(records), backbone.embed_dim)
-    pending: list[torch.Tensor] = []
-    slots: list[tuple[int, int]] = []
-
-    def flush():
-        if pending:
-            feats = backbone.encode_image(torch.stack(pending).to(device)).float().cpu()
-            for (v, i), f in zip(slots, feats):
+    augmented = views > 1
+    transform = train_transform(backbone) if augmented else eval_transform(backbone)
+    device = backbone.device
+    out = torch.empty(views, len(records), backbone.embed_dim, device="cpu")
+    keys = chunks([(i, v) for i in range(len(records)) for v in range(views)], batch_size)
+    images = RecordImages(data, records, transform, seed if augmented else None)
+    batches = load_batches(images, keys, workers, pin_memory=device.type == "cuda")
+    with tqdm(total=len(records) * views, desc=desc, unit="img", leave=False, disable=None) as bar:
+        for batch_keys, batch in zip(keys, batches):
+            feats = backbone.encode_image(batch.to(device, non_blocking=True)).float().cpu()
+            for (i, v), f in zip(batch_keys, feats):
                 out[v, i] = f
-            pending.clear()
-            slots.clear()
-
-    for i, record in enumerate(tqdm(records, desc=desc, unit="img", leave=False, disable=None)):
-        image = data.load_image(record)
-        for v in range(views):
-            if views > 1:
-                with torch.random.fork_rng(devices=[]):
-                    torch.manual_seed(view_seed(seed, i, v))
-                    pending.append(transform(image))
-            else:
-                pending.append(transform(image))
-            slots.append((v, i))
-            if len(pending) >= batch_size:
-                flush()
-    flush()
+            bar.update(len(batch_keys))
     return out

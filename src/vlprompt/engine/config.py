@@ -45,11 +45,15 @@ class DataConfig:
     # other datasets the final prompt is evaluated on with their own classes (domain shift, cross-dataset)
     eval_datasets: list[str] = field(default_factory=list)
     imbalance_ratio: float | None = None
+    workers: int = 0  # DataLoader processes decoding images (0: in the main process); results do not depend on it
 
     def __post_init__(self):
         check_choice("data.subsample", self.subsample, SUBSETS)
         for s in self.eval_subsets:
             check_choice("data.eval_subsets", s, SUBSETS)
+        if not isinstance(self.workers, int) or isinstance(self.workers, bool) or self.workers < 0:
+            raise ConfigError(f"data.workers={self.workers!r} must be a whole number >= 0 (0: decode in the main "
+                              "process)")
         if self.shots is not None and self.shots < 1:
             raise ConfigError(f"data.shots={self.shots} must be at least 1 (or null for the full split)")
 

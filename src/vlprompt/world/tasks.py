@@ -87,6 +87,11 @@ def render_key(key: str) -> Image.Image:
     return shift(image, spec.shift, scene.seed) if spec.shift else image
 
 
+def render_record(record: ImageRecord) -> Image.Image:
+    """A world record's pixels (a module-level function, so DataLoader workers can receive it)."""
+    return render_key(record.path)
+
+
 def load_task(name: str, *, train_per_class: int = DEFAULT_SIZES["train"], val_per_class: int = DEFAULT_SIZES["val"],
               test_per_class: int = DEFAULT_SIZES["test"], seed: int = 0) -> DatasetSplits:
     """A world task with the given number of images per class in each split."""
@@ -97,7 +102,7 @@ def load_task(name: str, *, train_per_class: int = DEFAULT_SIZES["train"], val_p
         splits[split] = [ImageRecord(f"world://{name}/{split}/{i}?seed={seed}", i % k, spec.classnames[i % k])
                          for i in range(per_class * k)]
     return DatasetSplits(name=f"world:{name}", classnames=list(spec.classnames), template=spec.template,
-                         image_loader=lambda record: render_key(record.path), **splits)
+                         image_loader=render_record, **splits)
 
 
 def export_image_folder(data: DatasetSplits, out_dir: str | Path) -> Path:
