@@ -26,6 +26,7 @@ APPLIES = {
     "coop": {"prograd", "kgcoop", "nemesis", "npt", "qprompt"},
     "cocoop": {"prograd", "kgcoop", "nemesis", "npt", "qprompt"},
     "maple": {"prograd", "kgcoop", "npt", "qprompt"},
+    "ivlp": {"qprompt"},  # the others name their learners (until capabilities replace the names)
 }
 PAIRS = [(l, r) for l in sorted(LEARNERS) for r in sorted(REGULARIZERS)]
 
@@ -38,7 +39,8 @@ def test_the_matrix_covers_every_registered_learner_and_regularizer():
 @pytest.mark.parametrize("learner_name,reg_name", PAIRS)
 def test_pair_trains_or_is_refused(tiny_backbone, classnames, image_folder_factory, tmp_path, learner_name, reg_name):
     torch.manual_seed(0)
-    options = {"prompt_depth": 3} if learner_name == "maple" else {}  # the tiny towers have 4 layers
+    options = {"maple": {"prompt_depth": 3},  # the tiny towers have 4 layers
+               "ivlp": {"prompt_depth_text": 3, "prompt_depth_vision": 3}}.get(learner_name, {})
     learner = build_learner(learner_name, tiny_backbone, classnames, "a photo of a {}.", **options)
     reg = build_regularizer({"name": reg_name, **OPTIONS[reg_name]})
     context = TrainContext(learner=learner, dataset="tiny")

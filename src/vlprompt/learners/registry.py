@@ -9,10 +9,11 @@ from vlprompt.errors import ConfigError, check_choice
 from vlprompt.learners.base import PromptLearner
 from vlprompt.learners.cocoop import CoCoOp
 from vlprompt.learners.coop import CoOp
+from vlprompt.learners.ivlp import IVLP
 from vlprompt.learners.maple import MaPLe
 from vlprompt.learners.zeroshot import ZeroShotCLIP
 
-LEARNERS: dict[str, type[PromptLearner]] = {cls.name: cls for cls in (ZeroShotCLIP, CoOp, CoCoOp, MaPLe)}
+LEARNERS: dict[str, type[PromptLearner]] = {cls.name: cls for cls in (ZeroShotCLIP, CoOp, CoCoOp, MaPLe, IVLP)}
 
 
 def learner_options(name: str) -> dict:
