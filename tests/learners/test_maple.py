@@ -16,7 +16,7 @@ from vlprompt.backbones.deep_prompts import encode_image_blocks, encode_text_blo
 from vlprompt.errors import BackboneError, ConfigError
 from vlprompt.learners.artifact import from_pretrained, save_pretrained
 from vlprompt.learners.maple import MaPLe
-from vlprompt.learners.registry import learner_options
+from vlprompt.learners.maple import MaPLeConfig
 
 SMALL_TEXT = {"context_length": 77, "vocab_size": 49408, "width": 64, "heads": 2, "layers": 3}
 
@@ -163,7 +163,7 @@ def test_save_reload_reproduces_logits_for_any_class_list(tmp_path, tiny_backbon
 
 
 def test_options_and_refusals(tiny_backbone, classnames):
-    assert learner_options("maple") == {"n_ctx": 2, "prompt_depth": 9, "ctx_init": "a photo of a"}
+    assert MaPLeConfig().to_dict() == {"n_ctx": 2, "prompt_depth": 9, "ctx_init": "a photo of a"}
     with pytest.raises(ConfigError, match=r"prompt_depth=9 .* between 1 and 4"):
         MaPLe(tiny_backbone, classnames)  # the paper's depth needs 9 layers; the tiny towers have 4
     with pytest.raises(ConfigError, match="prompt_depth=0"):

@@ -15,6 +15,7 @@ from vlprompt.engine.trainer import TrainConfig, Trainer
 from vlprompt.errors import ConfigError
 from vlprompt.learners.base import LearnerOutput
 from vlprompt.learners.coop import CoOp
+from vlprompt.learners.maple import MaPLe
 from vlprompt.learners.zeroshot import ZeroShotCLIP
 from vlprompt.regularizers.base import TrainContext
 from vlprompt.regularizers.nemesis import Nemesis, loss_schedule
@@ -136,9 +137,12 @@ def test_validation_names_the_option():
         Nemesis(beta=0, omega=1.0, n_positions="all")
 
 
-def test_refuses_learners_without_ctx(tiny_backbone, classnames):
-    with pytest.raises(ConfigError, match="composes with: coop, cocoop"):
+def test_refuses_learners_without_ctx_or_with_a_prompted_image_tower(tiny_backbone, classnames):
+    with pytest.raises(ConfigError, match="'zeroshot'.*context_vectors.*learned_text_prompts"):
         Nemesis(beta=1, omega=1.0).check(ZeroShotCLIP(tiny_backbone, classnames))
+    with pytest.raises(ConfigError, match="'maple': it needs fixed_image_features") as err:
+        Nemesis(beta=0, omega=1.0).check(MaPLe(tiny_backbone, classnames, prompt_depth=2))
+    assert "context_vectors" not in str(err.value)  # MaPLe has a ctx: only the missing capability is named
 
 
 def test_position_sampling_resumes_from_state_dict(tiny_backbone, classnames):

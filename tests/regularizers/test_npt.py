@@ -104,10 +104,11 @@ def test_options_are_required_and_validated():
 
 def test_fixed_anchor_mmi_needs_a_trainable_image_tower(tiny_backbone, classnames):
     reg = NPT(lambda_lmc=1.0, lambda_mmi=1.0, mmi_form="anchor")
-    with pytest.raises(ConfigError, match="'coop' keeps the image tower frozen.*no gradient"):
+    with pytest.raises(ConfigError, match="learner 'coop': it needs prompted_image_tower"):
         reg.check(CoOp(tiny_backbone, classnames, n_ctx=2))
-    with pytest.raises(ConfigError, match="does not apply to learner 'zeroshot'"):
+    with pytest.raises(ConfigError, match="learner 'zeroshot'.*learned_text_prompts"):
         reg.check(ZeroShotCLIP(tiny_backbone, classnames))
+    NPT(lambda_lmc=1.0, lambda_mmi=1.0).check(CoOp(tiny_backbone, classnames, n_ctx=2))  # text targets: accepted
     reg.check(MaPLe(tiny_backbone, classnames, prompt_depth=2))  # vision prompts: accepted
 
 

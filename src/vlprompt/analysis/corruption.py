@@ -23,8 +23,11 @@ from vlprompt.analysis.prompt_norms import position_norms
 from vlprompt.engine.evaluate import classification_metrics
 from vlprompt.errors import ConfigError
 from vlprompt.io import pyplot, save_figure, write_text
-from vlprompt.learners.base import PromptLearner
+from vlprompt.learners.base import PromptLearner, clip_logits
+from vlprompt.learners.capabilities import Capability, require
 
+#: what a learner must offer: context vectors to corrupt, and image features that the prompts leave fixed
+SWEEP_NEEDS = frozenset({Capability.CONTEXT, Capability.FIXED_IMAGE_FEATURES})
 OFFICIAL_REPLACE = (0.0,)
 OFFICIAL_RESCALE = (0.001,)
 COLUMNS = ("position", "corruption", "factor", "accuracy", "accuracy_change", "norm_before", "norm_after",
@@ -139,9 +142,9 @@ def context_logits(learner: PromptLearner, ctx: torch.Tensor, features: torch.Te
     Learners with ``encode_context`` (prompts shared by all images) encode the class prompts once;
     others (CoCoOp) run their forward pass per batch of images.
     """
-    if hasattr(learner, "encode_context"):
+    if Capability.ENCODE_CONTEXT in learner.offers:
         text = F.normalize(learner.encode_context(ctx), dim=-1)
-        return learner.backbone.logit_scale * F.normalize(features, dim=-1) @ text.t()
+        return clip_logits(F.normalize(features, dim=-1), text, learner.backbone.logit_scale)
     if parametrize.is_parametrized(learner, "ctx"):
         raise ConfigError("the learner's ctx is parametrized; analyse a reloaded artifact (from_pretrained) instead")
     out = [functional_call(learner, {"ctx": ctx}, kwargs={"features": features[i : i + batch_size]}).logits
@@ -153,11 +156,8 @@ def corruption_sweep(learner: PromptLearner, features: torch.Tensor, labels: tor
                      replace: list[float] = (), rescale: list[float] = (), seed: int = 0,
                      batch_size: int = 256) -> CorruptionTable:
     """Corrupt every position with every setting of ``grid(replace, rescale)`` and measure the test accuracy."""
-    if not isinstance(getattr(learner, "ctx", None), torch.Tensor):
-        raise ConfigError(f"learner {learner.name!r} has no prompt context (ctx) to corrupt; use coop or cocoop")
-    if learner.uses_image_tower:
-        raise ConfigError(f"learner {learner.name!r} changes the image features with its prompts, which this "
-                          "sweep over fixed image features cannot follow; use coop or cocoop")
+    require("the corruption sweep", SWEEP_NEEDS, learner.name, learner.offers,
+            " (it corrupts the context vectors and re-scores fixed image features)")
     learner.eval()
     ctx = learner.ctx.detach()
     features = features.to(ctx.device)

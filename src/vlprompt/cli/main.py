@@ -165,16 +165,13 @@ def cmd_list(args) -> int:
 
         for name, tag in list_backbones():
             print(f"{name}  {tag}")
-    elif args.what == "learners":
-        from vlprompt.learners.registry import LEARNERS, learner_options
+    elif args.what in ("learners", "regularizers"):
+        from vlprompt.learners.registry import LEARNERS
+        from vlprompt.regularizers.registry import REGULARIZERS
 
-        for name in sorted(LEARNERS):
-            print(f"{name}  {learner_options(name)}")
-    elif args.what == "regularizers":
-        from vlprompt.regularizers.registry import REGULARIZERS, regularizer_options
-
-        for name in sorted(REGULARIZERS):
-            print(f"{name}  {regularizer_options(name)}")
+        for name, cls in (LEARNERS if args.what == "learners" else REGULARIZERS).items():
+            print(f"{name}  {(cls.__doc__ or '').strip().splitlines()[0] if cls.__doc__ else ''}".rstrip())
+        print(f"(`vlprompt describe NAME` lists the options of one)")
     elif args.what == "datasets":
         from vlprompt.data.datasets import DATASETS
         from vlprompt.world.tasks import TASKS

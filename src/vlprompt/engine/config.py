@@ -1,5 +1,9 @@
 """Run configuration: a YAML preset plus ``key=value`` overrides, validated into dataclasses.
 
+Parsing validates everything that needs no model: every section's keys, each method's typed
+options, and whether the learner offers what each regularizer and the evaluation plan need, so a
+config that cannot work is refused before any backbone loads or any file is written.
+
 A run is identified by the hash of its resolved configuration (output location excluded), so a
 rerun of the same configuration finds its own run directory and does no work twice.
 """
@@ -14,8 +18,12 @@ from pathlib import Path
 
 import yaml
 
-from vlprompt.errors import ConfigError, check_choice
 from vlprompt.engine.trainer import TrainConfig
+from vlprompt.errors import ConfigError, check_choice
+from vlprompt.learners.registry import LEARNERS, learner_config
+from vlprompt.options import Options
+from vlprompt.regularizers.composition import check_composition
+from vlprompt.regularizers.registry import REGULARIZERS, regularizer_config
 
 PRESET_DIR = Path(__file__).resolve().parent.parent / "presets"
 SUBSETS = ("all", "base", "new")
@@ -48,8 +56,39 @@ class DataConfig:
 
 @dataclass
 class LearnerConfig:
+    """A learner by name with its typed options (a mapping is validated into them)."""
+
     name: str = "coop"
-    options: dict = field(default_factory=dict)
+    options: Options | dict = field(default_factory=dict)
+
+    def __post_init__(self):
+        self.options = learner_config(self.name, self.options)
+
+
+@dataclass
+class RegularizerConfig:
+    """A regularizer by name with its typed options."""
+
+    name: str
+    options: Options | dict = field(default_factory=dict)
+
+    def __post_init__(self):
+        self.name, self.options = regularizer_config({"name": self.name, **_as_mapping(self.options)})
+
+    @classmethod
+    def from_spec(cls, spec) -> "RegularizerConfig":
+        """From ``{"name": ..., option: value, ...}`` as presets and overrides write it."""
+        if not isinstance(spec, dict) or "name" not in spec:
+            raise ConfigError(f"regularizers must be a list of mappings, each with a 'name'; got {spec!r}")
+        options = dict(spec)
+        return cls(options.pop("name"), options)
+
+    def to_spec(self) -> dict:
+        return {"name": self.name, **self.options.to_dict()}
+
+
+def _as_mapping(options) -> dict:
+    return options.to_dict() if isinstance(options, Options) else dict(options or {})
 
 
 @dataclass
@@ -57,13 +96,39 @@ class RunConfig:
     backbone: BackboneConfig = field(default_factory=BackboneConfig)
     data: DataConfig = field(default_factory=DataConfig)
     learner: LearnerConfig = field(default_factory=LearnerConfig)
-    regularizers: list[dict] = field(default_factory=list)
+    regularizers: list[RegularizerConfig] = field(default_factory=list)
     train: TrainConfig = field(default_factory=TrainConfig)
     output_dir: str = "runs"
     cache_dir: str = "~/.cache/vlprompt"
 
+    def __post_init__(self):
+        self.regularizers = [r if isinstance(r, RegularizerConfig) else RegularizerConfig.from_spec(r)
+                             for r in self.regularizers]
+        offered = LEARNERS.get(self.learner.name).capabilities_of(self.learner.options)
+        check_composition(self.learner.name, offered,
+                          [(REGULARIZERS.get(r.name), r.options) for r in self.regularizers],
+                          needs=self.needed_capabilities())
+
+    def needed_capabilities(self) -> dict:
+        """Capabilities the evaluation plan needs from the learner, with the reason."""
+        from vlprompt.learners.capabilities import Capability
+
+        trained_on = self.data.subsample
+        other = [s for s in self.data.eval_subsets if s != trained_on]
+        if other or self.data.eval_datasets:
+            where = ", ".join([f"the {s} classes" for s in other] + self.data.eval_datasets)
+            return {Capability.NEW_CLASSES: f" (this run trains on the {trained_on} classes and evaluates on {where})"}
+        return {}
+
+    def method(self) -> str:
+        """The method as protocols write it: ``learner[+regularizer...]``."""
+        return "+".join([self.learner.name] + [r.name for r in self.regularizers])
+
     def to_dict(self) -> dict:
-        return asdict(self)
+        d = asdict(self)
+        d["learner"]["options"] = self.learner.options.to_dict()
+        d["regularizers"] = [r.to_spec() for r in self.regularizers]
+        return d
 
     def run_id(self) -> str:
         """Hash of everything that determines the result (not where it is written or cached)."""
@@ -85,9 +150,9 @@ class RunConfig:
                 _check_keys(key, value, {f.name for f in fields(sections[key])})
                 kwargs[key] = sections[key](**value)
             elif key == "regularizers":
-                if not isinstance(value, list) or not all(isinstance(r, dict) and "name" in r for r in value):
+                if not isinstance(value, list):
                     raise ConfigError("regularizers must be a list of mappings, each with a 'name'")
-                kwargs[key] = value
+                kwargs[key] = [RegularizerConfig.from_spec(r) for r in value]
             else:
                 kwargs[key] = value
         return cls(**kwargs)
@@ -142,9 +207,20 @@ def expand_preset(d: dict, overrides: list[str] = ()) -> dict:
     reg_defaults = d.pop("regularizers_defaults", None) or {}
     epochs_by_shots = d.pop("epochs_by_shots", None) or {}
     learner = d.setdefault("learner", {})
+    if not isinstance(learner, dict):
+        raise ConfigError(f"learner must be a mapping such as {{name: coop, options: {{n_ctx: 4}}}}; got {learner!r}")
     name = learner.setdefault("name", LearnerConfig.name)
-    learner["options"] = {**learners.get(name, {}), **(learner.get("options") or {})}
-    d["regularizers"] = [_with_defaults(r, reg_defaults) for r in d.get("regularizers") or []]
+    if name not in LEARNERS:
+        LEARNERS.get(name)  # the unknown-learner error, with the valid names
+    options = learner.get("options") or {}
+    if not isinstance(options, dict):
+        raise ConfigError(f"learner.options must be a mapping of {name}'s options; got {options!r} "
+                          f"(`vlprompt describe {name}` lists them)")
+    learner["options"] = {**learners.get(name, {}), **options}
+    regularizers = d.get("regularizers") or []
+    if not isinstance(regularizers, list) or not all(isinstance(r, dict) for r in regularizers):
+        raise ConfigError(f"regularizers must be a list of mappings, each with a 'name'; got {regularizers!r}")
+    d["regularizers"] = [_with_defaults(r, reg_defaults) for r in regularizers]
     shots = (d.get("data") or {}).get("shots", DataConfig.shots)
     epochs_overridden = any(o.split("=", 1)[0].strip() == "train.epochs" for o in overrides)
     if shots in epochs_by_shots and not epochs_overridden:

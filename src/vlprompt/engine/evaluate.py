@@ -8,7 +8,7 @@ from tqdm.auto import tqdm
 
 from vlprompt.data.transforms import eval_transform
 from vlprompt.engine.precision import autocast
-from vlprompt.learners.base import PromptLearner
+from vlprompt.learners.base import PromptLearner, clip_logits
 
 
 def classification_metrics(pred: torch.Tensor, labels: torch.Tensor, num_classes: int) -> dict:
@@ -47,7 +47,7 @@ def predict_logits(learner: PromptLearner, features: torch.Tensor, batch_size: i
             if text is None:
                 out.append(learner(features=chunk).logits.float())
             else:
-                out.append((learner.backbone.logit_scale * F.normalize(chunk, dim=-1) @ text.t()).float())
+                out.append(clip_logits(F.normalize(chunk, dim=-1), text, learner.backbone.logit_scale).float())
     return torch.cat(out) if out else torch.empty(0, len(learner.classnames))
 
 

@@ -1,8 +1,10 @@
-"""One run, end to end: config -> backbone -> data split -> (cached features) -> train -> evaluate -> files.
+"""One run, end to end, as pure stages: ``prepare -> fit -> evaluate -> record``.
 
-The run directory holds the resolved config, per-epoch metrics (JSONL), a resumable checkpoint,
-``results.json`` and the prompt artifact, each written atomically. A run whose ``results.json``
-exists is not repeated; one with a checkpoint resumes from it.
+``prepare`` loads the backbone and data and builds the method; ``fit`` trains it (resuming from a
+checkpoint); ``evaluate`` scores a classifier for one class list without touching the trained
+learner; ``record`` writes ``results.json`` and the prompt artifact. The run directory also holds
+the resolved config and per-epoch metrics (JSONL), each written atomically. A run whose
+``results.json`` exists is not repeated; one with a checkpoint resumes from it.
 """
 
 from __future__ import annotations
@@ -10,18 +12,18 @@ from __future__ import annotations
 import json
 import logging
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 import yaml
 
-from vlprompt.backbones import load_backbone
+from vlprompt.backbones import Backbone, load_backbone
 from vlprompt.data.feature_cache import FeatureCache
+from vlprompt.data.records import DatasetSplits
 from vlprompt.data.sampling import few_shot, imbalanced, subsample_classes
 from vlprompt.data.templates import KINDS as TEMPLATE_KINDS
 from vlprompt.data.templates import templates_for
-from vlprompt.analysis.neural_collapse import neural_collapse_metrics
-from vlprompt.analysis.prompt_norms import plot_norm_history
 from vlprompt.engine.batches import FeatureBatches, ImageBatches
 from vlprompt.engine.config import RunConfig
 from vlprompt.engine.datasets import resolve_dataset
@@ -30,9 +32,10 @@ from vlprompt.engine.seeding import seed_everything
 from vlprompt.engine.trainer import Trainer
 from vlprompt.io import write_json, write_text
 from vlprompt.learners.artifact import save_pretrained
-from vlprompt.learners.registry import build_learner
-from vlprompt.regularizers.base import TrainContext
-from vlprompt.regularizers.registry import build_regularizer
+from vlprompt.learners.base import PromptLearner
+from vlprompt.learners.registry import LEARNERS
+from vlprompt.regularizers.base import Regularizer, TrainContext
+from vlprompt.regularizers.registry import REGULARIZERS
 
 log = logging.getLogger(__name__)
 
@@ -41,13 +44,127 @@ RESULTS_FILE = "results.json"
 
 def run_dir_of(config: RunConfig) -> Path:
     dataset = config.data.dataset.replace(":", "-").replace("/", "_")[-40:]
-    regs = "+".join(r["name"] for r in config.regularizers)
-    method = config.learner.name + (f"+{regs}" if regs else "")
-    return Path(config.output_dir).expanduser() / f"{method}_{dataset}_seed{config.train.seed}_{config.run_id()}"
+    return Path(config.output_dir).expanduser() / f"{config.method()}_{dataset}_seed{config.train.seed}_{config.run_id()}"
 
 
 def harmonic_mean(a: float, b: float) -> float:
     return 2 * a * b / (a + b) if a + b > 0 else 0.0
+
+
+@dataclass
+class PreparedRun:
+    """Everything a run trains and evaluates with; built by ``prepare``."""
+
+    config: RunConfig
+    run_dir: Path
+    backbone: Backbone
+    data: DatasetSplits  # after few-shot sampling and imbalance, all classes
+    train_data: DatasetSplits  # the classes trained on
+    learner: PromptLearner
+    regularizers: list[Regularizer]
+    cache: FeatureCache
+    per_class_train_counts: list[int] | None = None
+    timings: dict[str, float] = field(default_factory=dict)
+
+
+def prepare(config: RunConfig) -> PreparedRun:
+    """Load the backbone and data, sample the split and build the learner and its regularizers."""
+    start = time.perf_counter()
+    seed = config.train.seed
+    seed_everything(seed)
+    backbone = load_backbone(config.backbone.name, config.backbone.pretrained)
+    data = resolve_dataset(config.data.dataset, config.data.root)
+    cache_root = Path(config.cache_dir).expanduser()
+    counts = None
+    if config.data.shots is not None:
+        data = few_shot(data, config.data.shots, seed, cache_dir=cache_root / "splits")
+    if config.data.imbalance_ratio is not None:
+        data, counts = imbalanced(data, config.data.imbalance_ratio, seed)
+    train_data = subsample_classes(data, config.data.subsample)
+    options = config.learner.options.with_dataset_template(train_data.template)
+    learner = LEARNERS.get(config.learner.name)(backbone, train_data.classnames, options)
+    regularizers = [REGULARIZERS.get(r.name)(r.options) for r in config.regularizers]
+    prepared = PreparedRun(config, run_dir_of(config), backbone, data, train_data, learner, regularizers,
+                           FeatureCache(cache_root / "features"), counts)
+    prepared.timings["load"] = round(time.perf_counter() - start, 3)
+    return prepared
+
+
+def fit(run: PreparedRun, stop_after_epoch: int | None = None) -> list[dict]:
+    """Train the learner (resuming from the run's checkpoint); returns the per-epoch history."""
+    config, learner, data = run.config, run.learner, run.train_data
+    if not learner.learnable_tensors():
+        return []
+    start = time.perf_counter()
+    context = TrainContext(learner=learner, dataset=config.data.dataset,
+                           templates={kind: templates_for(config.data.dataset, kind, data.template)
+                                      for kind in TEMPLATE_KINDS})
+    trainer = Trainer(learner, config.train, run.regularizers, context)
+    seed = config.train.seed
+    if learner.uses_image_tower:
+        batches = ImageBatches(run.backbone, data, data.train, config.train.batch_size, seed)
+    else:
+        feats = run.cache.features(run.backbone, data, data.train, views=config.train.views, seed=seed,
+                                   desc="train features")
+        labels = torch.tensor([r.label for r in data.train])
+        batches = FeatureBatches(feats, labels, config.train.batch_size, seed)
+    run.timings["train features"] = round(time.perf_counter() - start, 3)
+    start = time.perf_counter()
+    history = trainer.fit(batches, checkpoint=run.run_dir / "checkpoint.pt",
+                          metrics_path=run.run_dir / "metrics.jsonl", stop_after_epoch=stop_after_epoch)
+    run.timings["train"] = round(time.perf_counter() - start, 3)
+    return history
+
+
+def evaluate(run: PreparedRun, part: DatasetSplits) -> dict:
+    """Test metrics of the trained prompt as a classifier of ``part``'s classes (the learner is untouched)."""
+    config = run.config
+    classifier = run.learner.for_classes(part.classnames)
+    if classifier.uses_image_tower:  # the learner's prompts change the image features
+        feats = encode_with_learner(classifier, part, part.test, config.train.eval_batch_size,
+                                    config.train.precision, desc=f"test features ({part.name})")
+    else:
+        feats = run.cache.features(run.backbone, part, part.test, desc=f"test features ({part.name})")[0]
+    labels = torch.tensor([r.label for r in part.test])
+    result = evaluate_features(classifier, feats, labels, batch_size=config.train.eval_batch_size,
+                               precision=config.train.precision, desc=f"evaluate {part.name}")
+    result["classnames"] = part.classnames
+    return result
+
+
+def evaluate_all(run: PreparedRun) -> dict:
+    """Metrics on every evaluation subset and dataset of the config, with H for base and new."""
+    start = time.perf_counter()
+    data = run.config.data
+    metrics: dict = {subset: evaluate(run, subsample_classes(run.data, subset)) for subset in data.eval_subsets}
+    if "base" in metrics and "new" in metrics:
+        metrics["harmonic_mean"] = harmonic_mean(metrics["base"]["accuracy"], metrics["new"]["accuracy"])
+    if data.eval_datasets:
+        metrics["datasets"] = {spec: evaluate(run, resolve_dataset(spec, data.root)) for spec in data.eval_datasets}
+    run.timings["evaluate"] = round(time.perf_counter() - start, 3)
+    return metrics
+
+
+def record(run: PreparedRun, metrics: dict, history: list[dict]) -> dict:
+    """Write the prompt artifact and ``results.json`` (last, so its presence means the run is done)."""
+    config = run.config
+    save_pretrained(run.learner, run.run_dir / "prompt", metadata={"run_id": config.run_id()})
+    results = {
+        "run_id": config.run_id(),
+        "method": config.learner.name,
+        "regularizers": [r.name for r in config.regularizers],
+        "dataset": config.data.dataset,
+        "seed": config.train.seed,
+        "shots": config.data.shots,
+        "backbone": run.backbone.identity.to_dict(),
+        "metrics": metrics,
+        "final_epoch": history[-1] if history else None,
+        "per_class_train_counts": run.per_class_train_counts,
+        "timings_s": run.timings,
+        "run_dir": str(run.run_dir),
+    }
+    write_json(run.run_dir / RESULTS_FILE, results)
+    return results
 
 
 def run_experiment(config: RunConfig, stop_after_epoch: int | None = None) -> dict:
@@ -57,96 +174,9 @@ def run_experiment(config: RunConfig, stop_after_epoch: int | None = None) -> di
     if results_path.is_file():
         log.info("results exist in %s; skipping", run_dir)
         return json.loads(results_path.read_text())
+    run = prepare(config)  # a method that cannot be built fails here, before the run directory exists
     write_text(run_dir / "config.yaml", yaml.safe_dump(config.to_dict(), sort_keys=False))
-    timings: dict[str, float] = {}
-    clock = time.perf_counter()
-
-    def lap(stage: str) -> None:
-        nonlocal clock
-        now = time.perf_counter()
-        timings[stage] = round(now - clock, 3)
-        clock = now
-        log.info("%s took %.1f s", stage, timings[stage])
-
-    seed = config.train.seed
-    seed_everything(seed)
-    backbone = load_backbone(config.backbone.name, config.backbone.pretrained)
-    data = resolve_dataset(config.data.dataset, config.data.root)
-    cache = FeatureCache(Path(config.cache_dir).expanduser() / "features")
-    lap("load")
-
-    counts = None
-    if config.data.shots is not None:
-        data = few_shot(data, config.data.shots, seed, cache_dir=Path(config.cache_dir).expanduser() / "splits")
-    if config.data.imbalance_ratio is not None:
-        data, counts = imbalanced(data, config.data.imbalance_ratio, seed)
-    train_data = subsample_classes(data, config.data.subsample)
-    learner = build_learner(config.learner.name, backbone, train_data.classnames, train_data.template,
-                            **config.learner.options)
-    regularizers = [build_regularizer(spec) for spec in config.regularizers]
-    history: list[dict] = []
-    if learner.learnable_tensors():
-        context = TrainContext(learner=learner, dataset=config.data.dataset,
-                               templates={kind: templates_for(config.data.dataset, kind, train_data.template)
-                                          for kind in TEMPLATE_KINDS})
-        trainer = Trainer(learner, config.train, regularizers, context)
-        labels = torch.tensor([r.label for r in train_data.train])
-        if learner.uses_image_tower:
-            batches = ImageBatches(backbone, train_data, train_data.train, config.train.batch_size, seed)
-        else:
-            feats = cache.features(backbone, train_data, train_data.train, views=config.train.views, seed=seed,
-                                   desc="train features")
-            batches = FeatureBatches(feats, labels, config.train.batch_size, seed)
-        lap("train features")
-        history = trainer.fit(batches, checkpoint=run_dir / "checkpoint.pt", metrics_path=run_dir / "metrics.jsonl",
-                              stop_after_epoch=stop_after_epoch)
-        lap("train")
-        if any(key.startswith("nemesis_norm_") for key in history[-1]):
-            plot_norm_history(run_dir / "metrics.jsonl", run_dir / "prompt_norms.png")
-        if trainer.start_epoch < config.train.epochs:
-            return {"interrupted_after_epoch": trainer.start_epoch, "run_dir": str(run_dir)}
-    elif regularizers:
-        log.warning("learner %s has nothing to train; regularizers are ignored", learner.name)
-
-    def evaluate_on(part) -> dict:
-        learner.set_classnames(part.classnames)
-        if learner.uses_image_tower:  # the learner's prompts change the image features
-            feats = encode_with_learner(learner, part, part.test, config.train.eval_batch_size,
-                                        config.train.precision, desc=f"test features ({part.name})")
-        else:
-            feats = cache.features(backbone, part, part.test, desc=f"test features ({part.name})")[0]
-        labels = torch.tensor([r.label for r in part.test])
-        result = evaluate_features(learner, feats, labels, batch_size=config.train.eval_batch_size,
-                                   precision=config.train.precision, desc=f"evaluate {part.name}")
-        result["classnames"] = part.classnames
-        if not learner.image_conditioned and labels.unique().numel() > 1:
-            with torch.no_grad():
-                result["neural_collapse"] = neural_collapse_metrics(feats, labels, learner.text_features())
-        return result
-
-    metrics: dict = {subset: evaluate_on(subsample_classes(data, subset)) for subset in config.data.eval_subsets}
-    if "base" in metrics and "new" in metrics:
-        metrics["harmonic_mean"] = harmonic_mean(metrics["base"]["accuracy"], metrics["new"]["accuracy"])
-    if config.data.eval_datasets:
-        metrics["datasets"] = {spec: evaluate_on(resolve_dataset(spec, config.data.root))
-                               for spec in config.data.eval_datasets}
-    lap("evaluate")
-
-    learner.set_classnames(train_data.classnames)
-    save_pretrained(learner, run_dir / "prompt", metadata={"run_id": config.run_id()})
-    results = {
-        "run_id": config.run_id(),
-        "method": learner.name,
-        "regularizers": [r["name"] for r in config.regularizers],
-        "dataset": config.data.dataset,
-        "seed": seed,
-        "shots": config.data.shots,
-        "backbone": backbone.identity.to_dict(),
-        "metrics": metrics,
-        "final_epoch": history[-1] if history else None,
-        "per_class_train_counts": counts,
-        "timings_s": timings,
-        "run_dir": str(run_dir),
-    }
-    write_json(results_path, results)
-    return results
+    history = fit(run, stop_after_epoch)
+    if history and len(history) < config.train.epochs:
+        return {"interrupted_after_epoch": len(history), "run_dir": str(run_dir)}
+    return record(run, evaluate_all(run), history)

@@ -24,6 +24,7 @@ from vlprompt.errors import ConfigError, check_choice
 from vlprompt.io import atomic_path, write_text
 from vlprompt.learners.base import PromptLearner
 from vlprompt.regularizers.base import Regularizer, TrainContext
+from vlprompt.regularizers.composition import check_composition
 
 log = logging.getLogger(__name__)
 
@@ -57,11 +58,7 @@ class Trainer:
         self.learner = learner
         self.config = config
         self.regularizers = list(regularizers)
-        for reg in self.regularizers:
-            reg.check(learner)
-        grad_regs = [r.name for r in self.regularizers if r.wants_loss_gradients]
-        if len(grad_regs) > 1:
-            raise ConfigError(f"at most one gradient-transforming regularizer per run; got {', '.join(grad_regs)}")
+        check_composition(learner.name, learner.offers, [(type(r), r.config) for r in self.regularizers])
         self.context = context or TrainContext(learner=learner)
         self.context.max_epochs = config.epochs
         for reg in self.regularizers:

@@ -1,0 +1,6 @@
+"""Prompt learners: the trainable prompt state of a method.
+
+Importing the package registers every built-in learner by name.
+"""
+
+from vlprompt.learners import cocoop, coop, maple, zeroshot  # noqa: F401  (registration)

@@ -1,12 +1,13 @@
 """What every prompt learner is: trainable prompt state that turns into CLIP logits.
 
 The trainer and the regularizers only use this interface: logits and features for a batch, the
-learnable tensors by name, the class list, and whether the image tower is touched (if not, image
-features can be cached once instead of being recomputed every step).
+learnable tensors by name, the class list, and the capabilities the learner offers (which decide
+what composes with it, and whether image features can be cached instead of recomputed every step).
 """
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass
 from typing import ClassVar
 
@@ -15,6 +16,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from vlprompt.backbones import Backbone
+from vlprompt.errors import ConfigError
+from vlprompt.learners.capabilities import Capability
+from vlprompt.options import Options
 
 
 @dataclass
@@ -26,22 +30,71 @@ class LearnerOutput:
     text_features: torch.Tensor  # (K, D) or (B, K, D) for per-image prompts, normalised
 
 
+def clip_logits(image_features: torch.Tensor, text_features: torch.Tensor, logit_scale: torch.Tensor) -> torch.Tensor:
+    """CLIP's logits s * <f, t>: the one place they are computed.
+
+    ``image_features`` (B, D) and ``text_features`` (K, D), or (B, K, D) for per-image prompts, are
+    both L2-normalised.
+    """
+    if text_features.dim() == 3:
+        return logit_scale * torch.einsum("bd,bkd->bk", image_features, text_features)
+    return logit_scale * image_features @ text_features.t()
+
+
+@dataclass
+class NoOptions(Options):
+    """A learner or regularizer without options."""
+
+
+def make_options(cls: type[Options], config: Options | None, options: dict) -> Options:
+    """The typed options of a method from either a ready ``config`` or keyword options (not both)."""
+    if config is None:
+        return cls.from_mapping(options)
+    if options:
+        raise ConfigError(f"{cls.owner}: pass either a config object or keyword options, not both")
+    if not isinstance(config, cls):
+        raise ConfigError(f"{cls.owner} takes a {cls.__name__}, got a {type(config).__name__}")
+    return config
+
+
 class PromptLearner(nn.Module):
-    """Base class: subclasses set ``name`` and implement ``class_text_features`` and the option record."""
+    """Base class: subclasses set ``name``, ``Config``, ``capabilities`` and implement
+    ``set_classnames`` and ``text_features``."""
 
     name: ClassVar[str] = ""
-    uses_image_tower: ClassVar[bool] = False  # True: learner changes the image encoder (no feature cache)
-    image_conditioned: ClassVar[bool] = False  # True: text features depend on the image (per-image prompts)
+    Config: ClassVar[type[Options]] = NoOptions
+    #: what this learner offers; ``capabilities_of`` may refine it from the options
+    capabilities: ClassVar[frozenset[Capability]] = frozenset()
 
-    def __init__(self, backbone: Backbone, classnames: list[str]):
+    def __init__(self, backbone: Backbone, classnames: list[str], config: Options | None = None, **options):
         super().__init__()
+        self.config = make_options(self.Config, config, options)
         self.backbone = backbone
         self.classnames = list(classnames)
 
+    @classmethod
+    def capabilities_of(cls, config: Options) -> frozenset[Capability]:
+        """The capabilities of a learner built with ``config`` (before any backbone loads)."""
+        return cls.capabilities
+
+    @property
+    def offers(self) -> frozenset[Capability]:
+        return self.capabilities_of(self.config)
+
+    @property
+    def uses_image_tower(self) -> bool:
+        """True when the prompts change the image features (no feature cache)."""
+        return Capability.PROMPTED_IMAGE_TOWER in self.offers
+
+    @property
+    def image_conditioned(self) -> bool:
+        """True when the text features depend on the image (per-image prompts)."""
+        return Capability.PER_IMAGE_CONTEXT in self.offers
+
     # -- interface -------------------------------------------------------------------------
     def options(self) -> dict:
-        """The constructor options that rebuild this learner (saved in artifacts)."""
-        raise NotImplementedError
+        """The options that rebuild this learner (saved in artifacts)."""
+        return self.config.to_dict()
 
     def set_classnames(self, classnames: list[str]) -> None:
         """Rebuild everything that depends on the class list (learned tensors are kept)."""
@@ -56,6 +109,20 @@ class PromptLearner(nn.Module):
         return {n: p for n, p in self.named_parameters() if p.requires_grad and not n.startswith("backbone.")}
 
     # -- shared behaviour ------------------------------------------------------------------
+    def for_classes(self, classnames: list[str]) -> "PromptLearner":
+        """This learner as a classifier of another class list, leaving this one untouched.
+
+        The view shares every learned tensor (and any parametrization on it) and holds its own
+        class-dependent buffers, so evaluation on base, new or another dataset's classes never
+        mutates the trained learner.
+        """
+        view = copy.copy(self)
+        view._parameters = dict(self._parameters)
+        view._buffers = dict(self._buffers)
+        view._modules = dict(self._modules)
+        view.set_classnames(classnames)
+        return view
+
     def encode_images(self, images: torch.Tensor) -> torch.Tensor:
         return F.normalize(self.backbone.encode_image(images), dim=-1)
 
@@ -68,12 +135,8 @@ class PromptLearner(nn.Module):
         else:
             image_features = F.normalize(features, dim=-1)
         text = self.text_features(image_features)
-        scale = self.backbone.logit_scale
-        if text.dim() == 3:
-            logits = scale * torch.einsum("bd,bkd->bk", image_features, text)
-        else:
-            logits = scale * image_features @ text.t()
-        return LearnerOutput(logits=logits, image_features=image_features, text_features=text)
+        return LearnerOutput(logits=clip_logits(image_features, text, self.backbone.logit_scale),
+                             image_features=image_features, text_features=text)
 
     def train(self, mode: bool = True):
         super().train(mode)

@@ -6,31 +6,47 @@ tower itself stays frozen, so cached image features still apply.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import Literal
+
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from vlprompt.backbones import Backbone
+from vlprompt.errors import ConfigError
 from vlprompt.learners.base import PromptLearner
+from vlprompt.learners.capabilities import Capability
 from vlprompt.learners.prompts import ClassPromptTokens, init_context
+from vlprompt.learners.registry import register_learner
+from vlprompt.options import Options, option
 
 
+@dataclass
+class CoCoOpConfig(Options):
+    owner = "cocoop"
+    n_ctx: int = option(4, "number M of context vectors (with ctx_init: its word count instead)")
+    ctx_init: str | None = option("a photo of a", "initialise the context from these words; null: N(0, 0.02^2)")
+    class_token_position: Literal["end", "middle", "front"] = option("end", "where the class name goes")
+
+    def validate(self) -> None:
+        if self.n_ctx < 1:
+            raise ConfigError(f"cocoop.n_ctx={self.n_ctx} must be at least 1")
+
+
+@register_learner
 class CoCoOp(PromptLearner):
     name = "cocoop"
-    image_conditioned = True
+    Config = CoCoOpConfig
+    capabilities = frozenset({Capability.LEARNED_PROMPTS, Capability.LEARNED_TEXT, Capability.CONTEXT,
+                              Capability.PER_IMAGE_CONTEXT, Capability.FIXED_IMAGE_FEATURES, Capability.NEW_CLASSES})
 
-    def __init__(
-        self,
-        backbone: Backbone,
-        classnames: list[str],
-        n_ctx: int = 4,
-        ctx_init: str | None = "a photo of a",
-        class_token_position: str = "end",
-    ):
-        super().__init__(backbone, classnames)
+    def __init__(self, backbone: Backbone, classnames: list[str], config: CoCoOpConfig | None = None, **options):
+        super().__init__(backbone, classnames, config, **options)
+        ctx_init = self.config.ctx_init
         self.ctx_init = ctx_init or None
-        self.n_ctx = len(ctx_init.split(" ")) if ctx_init else n_ctx
-        self.class_token_position = class_token_position
+        self.n_ctx = len(ctx_init.split(" ")) if ctx_init else self.config.n_ctx
+        self.class_token_position = self.config.class_token_position
         self.ctx = nn.Parameter(init_context(backbone, self.n_ctx, self.ctx_init))
         vis_dim, ctx_dim = backbone.embed_dim, backbone.text.width
         hidden = max(vis_dim // 16, 1)
@@ -38,9 +54,6 @@ class CoCoOp(PromptLearner):
             nn.Linear(vis_dim, hidden), nn.ReLU(inplace=True), nn.Linear(hidden, ctx_dim)
         )
         self.set_classnames(classnames)
-
-    def options(self) -> dict:
-        return {"n_ctx": self.n_ctx, "ctx_init": self.ctx_init, "class_token_position": self.class_token_position}
 
     def set_classnames(self, classnames: list[str]) -> None:
         self.classnames = list(classnames)

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass, replace
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
@@ -12,56 +14,85 @@ from vlprompt.backbones import Backbone
 from vlprompt.backbones.fast_text import encode_shared_prefix, supports_shared_prefix
 from vlprompt.errors import ConfigError
 from vlprompt.learners.base import PromptLearner
-from vlprompt.learners.prompts import ClassPromptTokens, init_context, template_context_init
+from vlprompt.learners.capabilities import Capability
+from vlprompt.learners.prompts import ClassPromptTokens, init_context, template_context_init, template_prefix
+from vlprompt.learners.registry import register_learner
+from vlprompt.options import Options, option
 
 log = logging.getLogger(__name__)
 
 
+@dataclass
+class CoOpConfig(Options):
+    owner = "coop"
+    n_ctx: int = option(16, "number M of context vectors (with ctx_init: its word count instead)")
+    ctx_init: str | None = option(None, "initialise the context from these words, e.g. 'a photo of a'; "
+                                        "null: N(0, 0.02^2)")
+    csc: bool = option(False, "class-specific context: one context per class (cannot serve new classes)")
+    class_token_position: Literal["end", "middle", "front"] = option("end", "where the class name goes")
+    ctx_init_template: str | None = option(
+        None, "ProGrad's initialisation (methods.md §8.3): zeros, then the words of this template before its "
+              "class name; 'dataset' means the dataset's hand-crafted template")
+
+    def validate(self) -> None:
+        if self.ctx_init and self.ctx_init_template:
+            raise ConfigError(f"coop.ctx_init={self.ctx_init!r} and coop.ctx_init_template="
+                              f"{self.ctx_init_template!r} are two initialisations; set only one of them")
+        if self.n_ctx < 1:
+            raise ConfigError(f"coop.n_ctx={self.n_ctx} must be at least 1")
+        if self.ctx_init_template and self.ctx_init_template != "dataset":
+            words = len(template_prefix(self.ctx_init_template).split(" "))
+            if words > self.n_ctx:
+                raise ConfigError(f"coop.ctx_init_template={self.ctx_init_template!r} has {words} words before "
+                                  f"the class name, more than coop.n_ctx={self.n_ctx}; use n_ctx >= {words}")
+
+    @property
+    def class_specific(self) -> bool:
+        """csc as trained: a context initialised from words is shared, as in the reference."""
+        return self.csc and not (self.ctx_init or self.ctx_init_template)
+
+    def with_dataset_template(self, template: str | None) -> "CoOpConfig":
+        if self.ctx_init_template != "dataset":
+            return self
+        if not template:
+            raise ConfigError("coop.ctx_init_template=dataset needs a dataset with a hand-crafted template; "
+                              "give the template itself, e.g. 'a photo of a {}.'")
+        return replace(self, ctx_init_template=template)
+
+
+@register_learner
 class CoOp(PromptLearner):
     name = "coop"
+    Config = CoOpConfig
+    capabilities = frozenset({Capability.LEARNED_PROMPTS, Capability.LEARNED_TEXT, Capability.CONTEXT,
+                              Capability.ENCODE_CONTEXT, Capability.FIXED_IMAGE_FEATURES, Capability.CLASS_CLASSIFIER,
+                              Capability.NEW_CLASSES})
 
-    def __init__(
-        self,
-        backbone: Backbone,
-        classnames: list[str],
-        n_ctx: int = 16,
-        ctx_init: str | None = None,
-        csc: bool = False,
-        class_token_position: str = "end",
-        ctx_init_template: str | None = None,
-    ):
-        """``ctx_init_template`` selects ProGrad's initialisation (methods.md §8.3): n_ctx vectors, the
-        last ones the words of the template before its class name, the others zero."""
-        super().__init__(backbone, classnames)
-        if ctx_init and ctx_init_template:
-            raise ConfigError(f"coop.ctx_init={ctx_init!r} and coop.ctx_init_template={ctx_init_template!r} are "
-                              "two initialisations; set only one of them")
-        if (ctx_init or ctx_init_template) and csc:
+    @classmethod
+    def capabilities_of(cls, config: CoOpConfig) -> frozenset[Capability]:
+        return cls.capabilities - {Capability.NEW_CLASSES} if config.class_specific else cls.capabilities
+
+    def __init__(self, backbone: Backbone, classnames: list[str], config: CoOpConfig | None = None, **options):
+        super().__init__(backbone, classnames, config, **options)
+        cfg = self.config
+        if cfg.ctx_init_template == "dataset":
+            raise ConfigError("coop.ctx_init_template=dataset must be resolved to the dataset's template "
+                              "(build the learner with build_learner and the dataset's template)")
+        if cfg.csc and not cfg.class_specific:
             log.warning("the context is initialised from words, so class-specific context (csc) is ignored, "
                         "as in the reference")
-            csc = False
-        self.ctx_init = ctx_init or None
-        self.ctx_init_template = ctx_init_template or None
-        self.csc = csc
-        self.class_token_position = class_token_position
+        self.csc = cfg.class_specific
+        self.ctx_init, self.ctx_init_template = cfg.ctx_init or None, cfg.ctx_init_template or None
+        self.class_token_position = cfg.class_token_position
         if self.ctx_init_template:
-            self.n_ctx = n_ctx
-            ctx, self._template_placeholder = template_context_init(backbone, self.ctx_init_template, n_ctx)
+            self.n_ctx = cfg.n_ctx
+            ctx, self._template_placeholder = template_context_init(backbone, self.ctx_init_template, cfg.n_ctx)
         else:
-            self.n_ctx = len(ctx_init.split(" ")) if ctx_init else n_ctx
-            ctx = init_context(backbone, self.n_ctx, self.ctx_init, len(classnames) if csc else None)
+            self.n_ctx = len(self.ctx_init.split(" ")) if self.ctx_init else cfg.n_ctx
+            ctx = init_context(backbone, self.n_ctx, self.ctx_init, len(classnames) if self.csc else None)
         self.ctx = nn.Parameter(ctx)
         self.shared_prefix = True  # an execution choice (same numbers either way), not a saved option
         self.set_classnames(classnames)
-
-    def options(self) -> dict:
-        return {
-            "n_ctx": self.n_ctx,
-            "ctx_init": self.ctx_init,
-            "csc": self.csc,
-            "class_token_position": self.class_token_position,
-            "ctx_init_template": self.ctx_init_template,
-        }
 
     @property
     def placeholder(self) -> str:
@@ -71,7 +102,7 @@ class CoOp(PromptLearner):
 
     def set_classnames(self, classnames: list[str]) -> None:
         if self.csc and len(classnames) != self.ctx.shape[0]:
-            raise ValueError(
+            raise ConfigError(
                 f"class-specific context was learned for {self.ctx.shape[0]} classes and cannot serve "
                 f"{len(classnames)}; use a unified context (csc=false) to transfer to other classes"
             )

@@ -10,6 +10,7 @@ tower changes with the prompts, so image features cannot be cached.
 from __future__ import annotations
 
 import copy
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -19,19 +20,44 @@ from vlprompt.backbones import Backbone
 from vlprompt.backbones.deep_prompts import check_token_vit, encode_image_blocks, encode_text_blocks, replace_tokens
 from vlprompt.errors import ConfigError
 from vlprompt.learners.base import PromptLearner
+from vlprompt.learners.capabilities import Capability
 from vlprompt.learners.prompts import ClassPromptTokens, init_context
+from vlprompt.learners.registry import register_learner
+from vlprompt.options import Options, option
 
 
+@dataclass
+class MaPLeConfig(Options):
+    owner = "maple"
+    n_ctx: int = option(2, "number M of prompt vectors per depth (text and image)")
+    prompt_depth: int = option(9, "number J of blocks that receive prompts (1 = input only)")
+    ctx_init: str | None = option("a photo of a", "the fixed phrase before the class name; P_0 starts as its "
+                                                  "first M words; null: random P_0")
+
+    def validate(self) -> None:
+        if self.n_ctx < 1:
+            raise ConfigError(f"maple.n_ctx={self.n_ctx} is not valid: it must be at least 1")
+        if self.prompt_depth < 1:
+            raise ConfigError(f"maple.prompt_depth={self.prompt_depth} is not valid: it must be at least 1")
+        if self.ctx_init and self.n_ctx > len(self.ctx_init.split(" ")):
+            raise ConfigError(f"maple.n_ctx={self.n_ctx} exceeds the {len(self.ctx_init.split(' '))} words of "
+                              f"maple.ctx_init={self.ctx_init!r}; use a longer phrase or ctx_init=null (random init)")
+
+
+@register_learner
 class MaPLe(PromptLearner):
     """Learnable tensors: ``ctx`` (P_0), ``deep_text.{j}`` (P_j, j = 1..J-1) and
     ``projections.{j}.weight/bias`` (F_j, j = 0..J-1): the index is the block the prompt enters."""
 
     name = "maple"
-    uses_image_tower = True
+    Config = MaPLeConfig
+    capabilities = frozenset({Capability.LEARNED_PROMPTS, Capability.LEARNED_TEXT, Capability.CONTEXT,
+                              Capability.DEEP_PROMPTS, Capability.PROMPTED_IMAGE_TOWER, Capability.CLASS_CLASSIFIER,
+                              Capability.NEW_CLASSES})
 
-    def __init__(self, backbone: Backbone, classnames: list[str], n_ctx: int = 2, prompt_depth: int = 9,
-                 ctx_init: str | None = "a photo of a"):
-        super().__init__(backbone, classnames)
+    def __init__(self, backbone: Backbone, classnames: list[str], config: MaPLeConfig | None = None, **options):
+        super().__init__(backbone, classnames, config, **options)
+        n_ctx, prompt_depth, ctx_init = self.config.n_ctx, self.config.prompt_depth, self.config.ctx_init
         check_token_vit(backbone.visual)
         text_layers = len(backbone.text.transformer.resblocks)
         vision_layers = len(backbone.visual.transformer.resblocks)
@@ -39,12 +65,7 @@ class MaPLe(PromptLearner):
             raise ConfigError(f"maple.prompt_depth={prompt_depth} is not valid: it must be between 1 and "
                               f"{min(text_layers, vision_layers)} (this backbone's text tower has {text_layers} "
                               f"layers, its image tower {vision_layers})")
-        if n_ctx < 1:
-            raise ConfigError(f"maple.n_ctx={n_ctx} is not valid: it must be at least 1")
         self.ctx_init = ctx_init or None
-        if self.ctx_init and n_ctx > len(self.ctx_init.split(" ")):
-            raise ConfigError(f"maple.n_ctx={n_ctx} exceeds the {len(self.ctx_init.split(' '))} words of "
-                              f"maple.ctx_init={self.ctx_init!r}; use a longer phrase or ctx_init=null (random init)")
         self.n_ctx, self.prompt_depth = n_ctx, prompt_depth
         text_width, vision_width = backbone.text.width, backbone.visual.transformer.width
         self.ctx = nn.Parameter(init_context(backbone, n_ctx, self.ctx_init)[:n_ctx])
@@ -55,9 +76,6 @@ class MaPLe(PromptLearner):
         self.projections = nn.ModuleList(
             [nn.Linear(text_width, vision_width)] + [copy.deepcopy(deep) for _ in range(1, prompt_depth)])
         self.set_classnames(classnames)
-
-    def options(self) -> dict:
-        return {"n_ctx": self.n_ctx, "prompt_depth": self.prompt_depth, "ctx_init": self.ctx_init}
 
     def set_classnames(self, classnames: list[str]) -> None:
         self.classnames = list(classnames)

@@ -1,43 +1,33 @@
-"""Learners by name, so configs and the command line can refer to them."""
+"""Learners by name, so configs and the command line can refer to them.
+
+A learner registers itself with ``@register_learner``; importing ``vlprompt.learners`` registers
+the built-in ones.
+"""
 
 from __future__ import annotations
 
-import inspect
-
 from vlprompt.backbones import Backbone
-from vlprompt.errors import ConfigError, check_choice
 from vlprompt.learners.base import PromptLearner
-from vlprompt.learners.cocoop import CoCoOp
-from vlprompt.learners.coop import CoOp
-from vlprompt.learners.ivlp import IVLP
-from vlprompt.learners.maple import MaPLe
-from vlprompt.learners.zeroshot import ZeroShotCLIP
+from vlprompt.options import Options
+from vlprompt.registry import Registry
 
-LEARNERS: dict[str, type[PromptLearner]] = {cls.name: cls for cls in (ZeroShotCLIP, CoOp, CoCoOp, MaPLe, IVLP)}
+LEARNERS: Registry[type[PromptLearner]] = Registry("learner")
+register_learner = LEARNERS.register()
 
 
-def learner_options(name: str) -> dict:
-    """The options a learner accepts, with their defaults."""
-    check_choice("learner", name, sorted(LEARNERS))
-    params = list(inspect.signature(LEARNERS[name].__init__).parameters.values())[3:]
-    return {p.name: p.default for p in params}
+def list_learners() -> list[str]:
+    return LEARNERS.names()
+
+
+def learner_config(name: str, options: dict | Options | None = None) -> Options:
+    """The typed options of learner ``name``, validated without a backbone."""
+    cls = LEARNERS.get(name)
+    return options if isinstance(options, cls.Config) else cls.Config.from_mapping(options)
 
 
 def build_learner(name: str, backbone: Backbone, classnames: list[str], dataset_template: str | None = None,
                   **options) -> PromptLearner:
-    """Build a learner; one with a ``templates`` option left unset gets the dataset's template, and
-    ``ctx_init_template="dataset"`` means the dataset's template (as ProGrad's configs do)."""
-    valid = learner_options(name)
-    unknown = sorted(set(options) - set(valid))
-    if unknown:
-        raise ConfigError(
-            f"learner {name!r} has no option {', '.join(unknown)}; valid options: {', '.join(valid) or '(none)'}"
-        )
-    if "templates" in valid and options.get("templates") is None and dataset_template:
-        options["templates"] = [dataset_template]
-    if options.get("ctx_init_template") == "dataset":
-        if not dataset_template:
-            raise ConfigError(f"{name}.ctx_init_template=dataset needs a dataset with a hand-crafted template; "
-                              "give the template itself, e.g. 'a photo of a {}.'")
-        options["ctx_init_template"] = dataset_template
-    return LEARNERS[name](backbone, classnames, **options)
+    """Build a learner; options that refer to the dataset (its hand-crafted template) are resolved
+    with ``dataset_template`` by the learner's own options class."""
+    config = learner_config(name, options).with_dataset_template(dataset_template)
+    return LEARNERS.get(name)(backbone, classnames, config)

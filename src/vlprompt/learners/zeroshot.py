@@ -6,12 +6,19 @@ With several templates the normalised text features are averaged and re-normalis
 
 from __future__ import annotations
 
+from dataclasses import dataclass, replace
+
 import torch
 import torch.nn.functional as F
 
 from vlprompt.backbones import Backbone
 from vlprompt.errors import ConfigError
 from vlprompt.learners.base import PromptLearner
+from vlprompt.learners.capabilities import Capability
+from vlprompt.learners.registry import register_learner
+from vlprompt.options import Options, option
+
+DEFAULT_TEMPLATE = "a photo of a {}."
 
 
 def class_prompt(template: str, classname: str) -> str:
@@ -30,20 +37,36 @@ def zero_shot_text_features(backbone: Backbone, classnames: list[str], templates
     return F.normalize(torch.stack(per_template).mean(0), dim=-1)
 
 
+@dataclass
+class ZeroShotConfig(Options):
+    owner = "zeroshot"
+    templates: str | list[str] | None = option(
+        None, "hand-crafted templates with '{}' for the class name, averaged when several; default: the "
+              "dataset's template, else 'a photo of a {}.'")
+
+    def validate(self) -> None:
+        for t in self.template_list():
+            if "{}" not in t:
+                raise ConfigError(f"zeroshot.templates: template {t!r} has no '{{}}' placeholder for the class name")
+
+    def template_list(self) -> list[str]:
+        templates = self.templates or DEFAULT_TEMPLATE
+        return [templates] if isinstance(templates, str) else list(templates)
+
+    def with_dataset_template(self, template: str | None) -> "ZeroShotConfig":
+        return replace(self, templates=[template]) if self.templates is None and template else self
+
+
+@register_learner
 class ZeroShotCLIP(PromptLearner):
     name = "zeroshot"
+    Config = ZeroShotConfig
+    capabilities = frozenset({Capability.FIXED_IMAGE_FEATURES, Capability.CLASS_CLASSIFIER, Capability.NEW_CLASSES})
 
-    def __init__(self, backbone: Backbone, classnames: list[str], templates: list[str] | str | None = None):
-        super().__init__(backbone, classnames)
-        templates = templates or "a photo of a {}."
-        self.templates = [templates] if isinstance(templates, str) else list(templates)
-        for t in self.templates:
-            if "{}" not in t:
-                raise ConfigError(f"template {t!r} has no '{{}}' placeholder for the class name")
+    def __init__(self, backbone: Backbone, classnames: list[str], config: ZeroShotConfig | None = None, **options):
+        super().__init__(backbone, classnames, config, **options)
+        self.templates = self.config.template_list()
         self.set_classnames(classnames)
-
-    def options(self) -> dict:
-        return {"templates": self.templates}
 
     def set_classnames(self, classnames: list[str]) -> None:
         self.classnames = list(classnames)

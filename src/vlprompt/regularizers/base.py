@@ -12,9 +12,10 @@ from typing import ClassVar
 
 import torch
 
-from vlprompt.errors import ConfigError
-from vlprompt.learners.base import LearnerOutput, PromptLearner
+from vlprompt.learners.base import LearnerOutput, NoOptions, PromptLearner, make_options
+from vlprompt.learners.capabilities import Capability, require
 from vlprompt.learners.zeroshot import zero_shot_text_features
+from vlprompt.options import Options
 
 
 @dataclass
@@ -47,21 +48,29 @@ class TrainContext:
 
 
 class Regularizer:
-    """Base class: every hook is a no-op, so subclasses implement only what they use."""
+    """Base class: every hook is a no-op, so subclasses implement only what they use.
+
+    A regularizer declares the learner capabilities it ``requires`` (``requirements`` may refine
+    them from its options); it composes with exactly the learners that offer them all.
+    """
 
     name: ClassVar[str] = ""
-    #: learner names this regularizer composes with; None means every learner
-    applies_to: ClassVar[tuple[str, ...] | None] = None
+    Config: ClassVar[type[Options]] = NoOptions
+    requires: ClassVar[frozenset[Capability]] = frozenset({Capability.LEARNED_PROMPTS})
     #: if True the trainer computes one gradient per named loss and calls ``transform_gradients``
     wants_loss_gradients: ClassVar[bool] = False
 
+    def __init__(self, config: Options | None = None, **options):
+        self.config = make_options(self.Config, config, options)
+
+    @classmethod
+    def requirements(cls, config: Options) -> frozenset[Capability]:
+        """The capabilities a learner needs to compose with this regularizer under ``config``."""
+        return cls.requires
+
     def check(self, learner: PromptLearner) -> None:
-        """Refuse a learner this regularizer cannot serve, saying why."""
-        if self.applies_to is not None and learner.name not in self.applies_to:
-            raise ConfigError(
-                f"regularizer {self.name!r} does not apply to learner {learner.name!r}; "
-                f"it composes with: {', '.join(self.applies_to)}"
-            )
+        """Refuse a learner this regularizer cannot serve, naming the missing capability."""
+        require(f"regularizer {self.name!r}", self.requirements(self.config), learner.name, learner.offers)
 
     def setup(self, ctx: TrainContext) -> None:
         """Prepare before training (register parametrizations, fetch shared needs)."""

@@ -7,12 +7,16 @@ KgCoOp template (§1.6); per-image text features (CoCoOp) are averaged over the 
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 
 from vlprompt.errors import ConfigError
 from vlprompt.learners.base import LearnerOutput
+from vlprompt.learners.capabilities import Capability
+from vlprompt.options import Options, option
 from vlprompt.regularizers.base import Regularizer, TrainContext
-from vlprompt.regularizers.registry import register
+from vlprompt.regularizers.registry import register_regularizer
 
 
 def knowledge_gap(text_features: torch.Tensor, hand_crafted: torch.Tensor) -> torch.Tensor:
@@ -23,15 +27,25 @@ def knowledge_gap(text_features: torch.Tensor, hand_crafted: torch.Tensor) -> to
     return 1 - (text_features * hand_crafted).sum(-1).mean()
 
 
-@register
+@dataclass
+class KgCoOpConfig(Options):
+    owner = "kgcoop"
+    weight: float = option(8.0, "loss weight w (KgCoOp's scripts use 8.0)")
+
+    def validate(self) -> None:
+        if self.weight < 0:
+            raise ConfigError(f"kgcoop.weight={self.weight} must be non-negative (KgCoOp's scripts use 8.0)")
+
+
+@register_regularizer
 class KgCoOp(Regularizer):
     name = "kgcoop"
-    applies_to = ("coop", "cocoop", "maple")
+    Config = KgCoOpConfig
+    requires = frozenset({Capability.LEARNED_TEXT})
 
-    def __init__(self, weight: float = 8.0):
-        if weight < 0:
-            raise ConfigError(f"kgcoop.weight={weight} must be non-negative (KgCoOp's scripts use 8.0)")
-        self.weight = weight
+    def __init__(self, config: KgCoOpConfig | None = None, **options):
+        super().__init__(config, **options)
+        self.weight = self.config.weight
 
     def extra_loss(self, ctx: TrainContext, outputs: LearnerOutput, batch: dict) -> dict[str, torch.Tensor]:
         hand_crafted = ctx.zero_shot_text_features("kgcoop")

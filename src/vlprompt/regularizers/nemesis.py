@@ -12,15 +12,19 @@ from __future__ import annotations
 import math
 import random
 import re
+from dataclasses import dataclass
+from typing import Literal
 
 import torch
 from torch.func import functional_call
 from torch.nn.utils import parametrize
 
-from vlprompt.errors import ConfigError, check_choice
+from vlprompt.errors import ConfigError
 from vlprompt.learners.base import LearnerOutput, PromptLearner
+from vlprompt.learners.capabilities import Capability
+from vlprompt.options import Options, option
 from vlprompt.regularizers.base import Regularizer, TrainContext
-from vlprompt.regularizers.registry import register
+from vlprompt.regularizers.registry import register_regularizer
 
 NORMS = {"L1": 1.0, "L2": 2.0, "Linf": math.inf}
 #: the official code's hard-coded PAN scale for Food101 and OxfordPets (methods.md §7.4.6)
@@ -55,23 +59,21 @@ def prompt_latent(learner: PromptLearner) -> tuple[str, torch.Tensor]:
     return "ctx", learner.ctx
 
 
-@register
-class Nemesis(Regularizer):
-    """PUN (β = 1) or PAN (β = 0) prompt-norm loss on the ``ctx`` of CoOp or CoCoOp."""
+@dataclass
+class NemesisConfig(Options):
+    owner = "nemesis"
+    beta: float | None = option(None, "1 for PUN, 0 for PAN (the paper's two variants)", required=True)
+    omega: float | None = option(None, "the loss weight ω; the paper uses 1, 10 or 20", required=True)
+    n_positions: int | str = option(1, "l_N, the positions PAN tests per step, or 'randomK' (K random positions, "
+                                       "no accuracy test)")
+    tau: float = option(0.001, "PAN's rescale factor τ (0 < τ < 1)")
+    norm: Literal["L1", "L2", "Linf"] = option("L2", "the norm of the prompt vectors")
+    allow_mixed_beta: bool = option(False, "allow 0 < beta < 1 (mixes PUN and PAN; not in the paper's tables)")
+    food_pets_override: bool = option(False, "the official code's Food101/OxfordPets case: PAN scale 50, λ(e) = 1")
 
-    name = "nemesis"
-    applies_to = ("coop", "cocoop")
-
-    def __init__(
-        self,
-        beta: float | None = None,
-        omega: float | None = None,
-        n_positions: int | str = 1,
-        tau: float = 0.001,
-        norm: str = "L2",
-        allow_mixed_beta: bool = False,
-        food_pets_override: bool = False,
-    ):
+    def validate(self) -> None:
+        beta, omega, tau, n_positions = self.beta, self.omega, self.tau, self.n_positions
+        allow_mixed_beta = self.allow_mixed_beta
         if beta is None:
             raise ConfigError("nemesis.beta is required: 1 for PUN, 0 for PAN (the paper's two variants)")
         if allow_mixed_beta:
@@ -87,23 +89,39 @@ class Nemesis(Regularizer):
             raise ConfigError(f"nemesis.omega={omega} must be positive")
         if not 0.0 < tau < 1.0:
             raise ConfigError(f"nemesis.tau={tau} must satisfy 0 < tau < 1 (a rescale factor below one)")
-        check_choice("nemesis.norm", norm, tuple(NORMS))
-        if isinstance(n_positions, str):
-            match = _RANDOM_K.fullmatch(n_positions)
-            if match is None:
-                raise ConfigError(f"nemesis.n_positions={n_positions!r} is not valid; give an integer l_N "
-                                  "or 'randomK' (K random positions, no accuracy test), e.g. 'random2'")
-            self.count, self.random_mode = int(match.group(1)), True
-        else:
-            self.count, self.random_mode = int(n_positions), False
-        if self.count < 1:
+        if self.positions()[0] < 1:
             raise ConfigError(f"nemesis.n_positions={n_positions!r} must select at least one position")
-        self.beta = float(beta)
-        self.omega = float(omega)
-        self.tau = float(tau)
-        self.p = NORMS[norm]
-        self.food_pets_override = food_pets_override
-        self.pan_scale = FOOD_PETS_SCALE if food_pets_override else self.omega
+
+    def positions(self) -> tuple[int, bool]:
+        """(number of positions, random mode) of ``n_positions``."""
+        if isinstance(self.n_positions, str):
+            match = _RANDOM_K.fullmatch(self.n_positions)
+            if match is None:
+                raise ConfigError(f"nemesis.n_positions={self.n_positions!r} is not valid; give an integer l_N "
+                                  "or 'randomK' (K random positions, no accuracy test), e.g. 'random2'")
+            return int(match.group(1)), True
+        return self.n_positions, False
+
+
+@register_regularizer
+class Nemesis(Regularizer):
+    """PUN (β = 1) or PAN (β = 0) prompt-norm loss on the context vectors of a learner that leaves the
+    image tower frozen (PAN re-scores the batch's fixed image features with rescaled prompts)."""
+
+    name = "nemesis"
+    Config = NemesisConfig
+    requires = frozenset({Capability.LEARNED_TEXT, Capability.CONTEXT, Capability.FIXED_IMAGE_FEATURES})
+
+    def __init__(self, config: NemesisConfig | None = None, **options):
+        super().__init__(config, **options)
+        cfg = self.config
+        self.count, self.random_mode = cfg.positions()
+        self.beta = float(cfg.beta)
+        self.omega = float(cfg.omega)
+        self.tau = float(cfg.tau)
+        self.p = NORMS[cfg.norm]
+        self.food_pets_override = cfg.food_pets_override
+        self.pan_scale = FOOD_PETS_SCALE if self.food_pets_override else self.omega
         self._rng = random.Random()
         self._weight_sum: torch.Tensor | None = None
         self._steps = 0

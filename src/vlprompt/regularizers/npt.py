@@ -17,16 +17,17 @@ own prompts' feature of its class.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
+from typing import Literal
 
 import torch
 
-from vlprompt.errors import ConfigError, check_choice
-from vlprompt.learners.base import LearnerOutput, PromptLearner
+from vlprompt.errors import ConfigError
+from vlprompt.learners.base import LearnerOutput
+from vlprompt.learners.capabilities import Capability
+from vlprompt.options import Options, option
 from vlprompt.regularizers.base import Regularizer, TrainContext
-from vlprompt.regularizers.registry import register
-
-LMC_FORMS = ("gram", "anchor", "dot_regression")
-MMI_FORMS = ("text", "anchor")
+from vlprompt.regularizers.registry import register_regularizer
 
 
 def etf_gram(k: int) -> torch.Tensor:
@@ -89,39 +90,56 @@ def mmi_loss(image: torch.Tensor, labels: torch.Tensor, targets: torch.Tensor) -
     return (sums[present] / counts[present]).mean()
 
 
-@register
-class NPT(Regularizer):
-    name = "npt"
-    applies_to = ("coop", "cocoop", "maple")
+@dataclass
+class NPTConfig(Options):
+    owner = "npt"
+    lambda_lmc: float | None = option(None, "weight of the language-modality collapse loss (not published)",
+                                      required=True)
+    lambda_mmi: float | None = option(None, "weight of the multi-modality isomorphism loss (not published)",
+                                      required=True)
+    lmc_form: Literal["gram", "anchor", "dot_regression"] = option("gram", "form of L_lmc (methods.md §10.3.3)")
+    mmi_form: Literal["text", "anchor"] = option(
+        "text", "L_mmi's target: the class's text feature, or its ETF anchor (needs a prompted image tower)")
+    anchor_seed: int = option(0, "seed of the ETF anchors' orientation")
+    align: bool = option(False, "rotate the ETF anchors onto the zero-shot text features (Procrustes)")
 
-    def __init__(self, lambda_lmc: float | None = None, lambda_mmi: float | None = None, lmc_form: str = "gram",
-                 mmi_form: str = "text", anchor_seed: int = 0, align: bool = False):
-        if lambda_lmc is None or lambda_mmi is None:
+    def validate(self) -> None:
+        if self.lambda_lmc is None or self.lambda_mmi is None:
             raise ConfigError("npt needs lambda_lmc and lambda_mmi: the paper's weights are not published "
                               "(methods.md §10.3.5), so every run must state its own")
-        for option, value in (("lambda_lmc", lambda_lmc), ("lambda_mmi", lambda_mmi)):
+        for name, value in (("lambda_lmc", self.lambda_lmc), ("lambda_mmi", self.lambda_mmi)):
             if value < 0:
-                raise ConfigError(f"npt.{option}={value} must be non-negative")
-        check_choice("npt.lmc_form", lmc_form, LMC_FORMS)
-        check_choice("npt.mmi_form", mmi_form, MMI_FORMS)
-        self.lambda_lmc, self.lambda_mmi = lambda_lmc, lambda_mmi
-        self.lmc_form, self.mmi_form = lmc_form, mmi_form
-        if align and not self.uses_anchors:
+                raise ConfigError(f"npt.{name}={value} must be non-negative")
+        if self.align and not self.uses_anchors:
             raise ConfigError("npt.align=true rotates the ETF anchors, which only the anchor forms use "
                               "(lmc_form='anchor' or 'dot_regression', or mmi_form='anchor')")
-        self.anchor_seed, self.align = anchor_seed, align
-        self.anchors: torch.Tensor | None = None
 
     @property
     def uses_anchors(self) -> bool:
         return self.lmc_form != "gram" or self.mmi_form == "anchor"
 
-    def check(self, learner: PromptLearner) -> None:
-        super().check(learner)
-        if self.mmi_form == "anchor" and not learner.uses_image_tower:
-            raise ConfigError(f"npt.mmi_form='anchor' pulls image features to fixed anchors, but learner "
-                              f"{learner.name!r} keeps the image tower frozen, so that loss has no gradient; "
-                              "use mmi_form='text' (or a learner that prompts the image tower, e.g. maple)")
+
+@register_regularizer
+class NPT(Regularizer):
+    name = "npt"
+    Config = NPTConfig
+    requires = frozenset({Capability.LEARNED_TEXT})
+
+    @classmethod
+    def requirements(cls, config: NPTConfig) -> frozenset[Capability]:
+        """Pulling image features to fixed anchors (mmi_form='anchor') needs image features that train."""
+        if config.mmi_form == "anchor":
+            return cls.requires | {Capability.PROMPTED_IMAGE_TOWER}
+        return cls.requires
+
+    def __init__(self, config: NPTConfig | None = None, **options):
+        super().__init__(config, **options)
+        cfg = self.config
+        self.lambda_lmc, self.lambda_mmi = cfg.lambda_lmc, cfg.lambda_mmi
+        self.lmc_form, self.mmi_form = cfg.lmc_form, cfg.mmi_form
+        self.anchor_seed, self.align = cfg.anchor_seed, cfg.align
+        self.uses_anchors = cfg.uses_anchors
+        self.anchors: torch.Tensor | None = None
 
     def setup(self, ctx: TrainContext) -> None:
         """Build the ETF anchors of the training classes (anchor forms only), optionally aligned."""

@@ -10,13 +10,17 @@ distillation loss only supplies that direction: it is never descended itself.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 import torch.nn.functional as F
 
 from vlprompt.errors import ConfigError
-from vlprompt.learners.base import LearnerOutput
+from vlprompt.learners.base import LearnerOutput, clip_logits
+from vlprompt.learners.capabilities import Capability
+from vlprompt.options import Options, option
 from vlprompt.regularizers.base import Regularizer, TrainContext
-from vlprompt.regularizers.registry import register
+from vlprompt.regularizers.registry import register_regularizer
 
 KL_LOSS = "prograd_kl"
 #: floor of the norms divided by; upstream divides unguarded, so a zero gradient gave NaN (documented deviation)
@@ -42,27 +46,38 @@ def project_gradient(g_ce: torch.Tensor, g_general: torch.Tensor, lam: float) ->
     return (flat_ce - lam * (flat_ce @ unit) * unit).to(g_ce.dtype).view_as(g_ce)
 
 
-@register
+@dataclass
+class ProGradConfig(Options):
+    owner = "prograd"
+    lambda_: float = option(1.0, "how much of the conflicting component is removed (1: all, 0: plain CE)")
+    temperature: float = option(1.0, "distillation temperature T of the general direction")
+
+    def validate(self) -> None:
+        if not 0 <= self.lambda_ <= 1:
+            raise ConfigError(f"prograd.lambda_={self.lambda_} must be in [0, 1] (1: full projection, 0: plain CE)")
+        if self.temperature <= 0:
+            raise ConfigError(f"prograd.temperature={self.temperature} must be positive")
+
+
+@register_regularizer
 class ProGrad(Regularizer):
-    """Projects the CE gradient against the zero-shot teacher's; text-prompt learners only."""
+    """Projects the CE gradient against the zero-shot teacher's; learners with learned text prompts."""
 
     name = "prograd"
-    applies_to = ("coop", "cocoop", "maple")
+    Config = ProGradConfig
+    requires = frozenset({Capability.LEARNED_TEXT})
     wants_loss_gradients = True
 
-    def __init__(self, lambda_: float = 1.0, temperature: float = 1.0):
-        if not 0 <= lambda_ <= 1:
-            raise ConfigError(f"prograd.lambda_={lambda_} must be in [0, 1] (1: full projection, 0: plain CE)")
-        if temperature <= 0:
-            raise ConfigError(f"prograd.temperature={temperature} must be positive")
-        self.lambda_ = lambda_
-        self.temperature = temperature
+    def __init__(self, config: ProGradConfig | None = None, **options):
+        super().__init__(config, **options)
+        self.lambda_ = self.config.lambda_
+        self.temperature = self.config.temperature
 
     def extra_loss(self, ctx: TrainContext, outputs: LearnerOutput, batch: dict) -> dict[str, torch.Tensor]:
         """The distillation loss against the frozen model's "prograd"-template logits on the same images."""
         teacher_text = ctx.zero_shot_text_features("prograd")
         with torch.no_grad():
-            teacher = ctx.learner.backbone.logit_scale * outputs.image_features.float() @ teacher_text.t()
+            teacher = clip_logits(outputs.image_features.float(), teacher_text, ctx.learner.backbone.logit_scale)
         return {KL_LOSS: distillation_loss(outputs.logits.float(), teacher, self.temperature)}
 
     def transform_gradients(self, ctx: TrainContext, per_loss_grads: dict[str, dict[str, torch.Tensor]]

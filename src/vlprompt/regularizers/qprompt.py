@@ -13,7 +13,9 @@ from __future__ import annotations
 import logging
 import math
 import struct
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
@@ -23,16 +25,18 @@ from torch.nn.utils import parametrize
 from vlprompt.errors import ConfigError, check_choice
 from vlprompt.learners.artifact import read_config, register_tensor_codec
 from vlprompt.learners.base import PromptLearner
+from vlprompt.learners.capabilities import Capability
+from vlprompt.options import Options, option
 from vlprompt.regularizers.base import Regularizer, TrainContext
-from vlprompt.regularizers.registry import register
+from vlprompt.regularizers.registry import register_regularizer
 
 log = logging.getLogger(__name__)
 
 BITS = (1, 2, 4, 8)
 KMEANS_INITS = ("kmeans++", "quantile")
-STATS_GRADIENTS = ("detached", "through")
-#: the bits per method that the paper's storage numbers imply (methods.md §9.7.5); 1 otherwise
-DEFAULT_BITS = {"maple": 4}
+#: the bits the paper's storage numbers imply (methods.md §9.7.5): 4 for deep prompts (QMaPLe), 1 otherwise
+DEEP_PROMPT_BITS = 4
+SHALLOW_PROMPT_BITS = 1
 CODEC = "qprompt-packed"
 MAGIC = b"VLPQ"
 _HEADER = struct.Struct("<4sBBBI")  # magic, format version, bits, ndim, codebook rows
@@ -260,46 +264,58 @@ def quantizable(learner: PromptLearner) -> dict[str, tuple[nn.Module, str]]:
     return out
 
 
-@register
+@dataclass
+class QPromptConfig(Options):
+    owner = "qprompt"
+    bits: int | None = option(None, "bits per weight (1, 2, 4 or 8); default 4 for learners with deep prompts "
+                                    "(QMaPLe), else 1 (QCoOp)")
+    kmeans_init: Literal["kmeans++", "quantile"] | None = option(None, "K-Means initialisation (not in the paper)",
+                                                                 required=True)
+    kmeans_iters: int | None = option(None, "Lloyd iterations per codebook fit (not in the paper)", required=True)
+    cac_interval: int | None = option(None, "CAC: minimum steps between refits t (not in the paper)",
+                                      required=True)
+    cac_kl_threshold: float | None = option(None, "CAC: refit when the histogram KL reaches T_KL (not in the paper)",
+                                            required=True)
+    per_channel: bool = option(False, "one codebook scale per channel of the last dimension")
+    stats_gradient: Literal["detached", "through"] = option("detached", "whether the gradient flows through the "
+                                                                       "normalisation statistics")
+    seed: int = option(0, "seed of the K-Means++ initialisation")
+
+    def validate(self) -> None:
+        if self.bits is not None and self.bits not in BITS:
+            raise ConfigError(f"qprompt.bits={self.bits!r} is not valid; choose one of: {', '.join(map(str, BITS))}")
+        for name, example in (("kmeans_init", "'kmeans++'"), ("kmeans_iters", "20"), ("cac_interval", "1"),
+                              ("cac_kl_threshold", "0")):
+            if getattr(self, name) is None:
+                raise ConfigError(f"qprompt.{name} is required: the paper gives no value (methods.md §9.7); "
+                                  f"choose one, e.g. {example}, and record it as not from the paper")
+        if self.kmeans_iters < 1:
+            raise ConfigError(f"qprompt.kmeans_iters={self.kmeans_iters} must be at least 1")
+        if self.cac_interval < 1:
+            raise ConfigError(f"qprompt.cac_interval={self.cac_interval} must be at least 1 (steps between refits)")
+        if self.cac_kl_threshold < 0:
+            raise ConfigError(f"qprompt.cac_kl_threshold={self.cac_kl_threshold} must be non-negative")
+
+
+@register_regularizer
 class QPrompt(Regularizer):
     """Quantizes the learner's prompt tensors (and linear weights) in every forward pass."""
 
     name = "qprompt"
+    Config = QPromptConfig
+    requires = frozenset({Capability.LEARNED_PROMPTS})
 
-    def __init__(
-        self,
-        bits: int | None = None,
-        kmeans_init: str | None = None,
-        kmeans_iters: int | None = None,
-        cac_interval: int | None = None,
-        cac_kl_threshold: float | None = None,
-        per_channel: bool = False,
-        stats_gradient: str = "detached",
-        seed: int = 0,
-    ):
-        if bits is not None:
-            check_choice("qprompt.bits", bits, BITS)
-        for option, value, example in (("kmeans_init", kmeans_init, "'kmeans++'"), ("kmeans_iters", kmeans_iters, "20"),
-                                       ("cac_interval", cac_interval, "1"), ("cac_kl_threshold", cac_kl_threshold, "0")):
-            if value is None:
-                raise ConfigError(f"qprompt.{option} is required: the paper gives no value (methods.md §9.7); "
-                                  f"choose one, e.g. {example}, and record it as not from the paper")
-        check_choice("qprompt.kmeans_init", kmeans_init, KMEANS_INITS)
-        check_choice("qprompt.stats_gradient", stats_gradient, STATS_GRADIENTS)
-        if kmeans_iters < 1:
-            raise ConfigError(f"qprompt.kmeans_iters={kmeans_iters} must be at least 1")
-        if cac_interval < 1:
-            raise ConfigError(f"qprompt.cac_interval={cac_interval} must be at least 1 (steps between refits)")
-        if cac_kl_threshold < 0:
-            raise ConfigError(f"qprompt.cac_kl_threshold={cac_kl_threshold} must be non-negative")
-        self.bits = bits
-        self.kmeans_init = kmeans_init
-        self.kmeans_iters = int(kmeans_iters)
-        self.cac_interval = int(cac_interval)
-        self.cac_kl_threshold = float(cac_kl_threshold)
-        self.per_channel = per_channel
-        self.stats_gradient = stats_gradient
-        self.seed = seed
+    def __init__(self, config: QPromptConfig | None = None, **options):
+        super().__init__(config, **options)
+        cfg = self.config
+        self.bits = cfg.bits
+        self.kmeans_init = cfg.kmeans_init
+        self.kmeans_iters = cfg.kmeans_iters
+        self.cac_interval = cfg.cac_interval
+        self.cac_kl_threshold = cfg.cac_kl_threshold
+        self.per_channel = cfg.per_channel
+        self.stats_gradient = cfg.stats_gradient
+        self.seed = cfg.seed
         self.quantizers: dict[str, PromptQuantizer] = {}
         self.targets: dict[str, tuple[nn.Module, str]] = {}
         self.cache: dict[str, dict] = {}
@@ -307,7 +323,8 @@ class QPrompt(Regularizer):
 
     def setup(self, ctx: TrainContext) -> None:
         learner = ctx.learner
-        bits = self.bits or DEFAULT_BITS.get(learner.name, 1)
+        deep = Capability.DEEP_PROMPTS in learner.offers
+        bits = self.bits or (DEEP_PROMPT_BITS if deep else SHALLOW_PROMPT_BITS)
         targets = quantizable(learner)
         if not targets:
             raise ConfigError(f"qprompt found nothing to quantize in learner {learner.name!r}")

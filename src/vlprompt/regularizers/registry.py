@@ -1,32 +1,34 @@
-"""Regularizers by name, so configs can compose them with any learner."""
+"""Regularizers by name, so configs can compose them with any learner that offers what they need.
+
+A regularizer registers itself with ``@register_regularizer``; importing ``vlprompt.regularizers``
+registers the built-in ones.
+"""
 
 from __future__ import annotations
 
-import inspect
-
-from vlprompt.errors import ConfigError, check_choice
+from vlprompt.errors import ConfigError
+from vlprompt.options import Options
 from vlprompt.regularizers.base import Regularizer
+from vlprompt.registry import Registry
 
-REGULARIZERS: dict[str, type[Regularizer]] = {}
-
-
-def register(cls: type[Regularizer]) -> type[Regularizer]:
-    REGULARIZERS[cls.name] = cls
-    return cls
+REGULARIZERS: Registry[type[Regularizer]] = Registry("regularizer")
+register_regularizer = REGULARIZERS.register()
 
 
-def regularizer_options(name: str) -> dict:
-    check_choice("regularizer", name, sorted(REGULARIZERS))
-    params = list(inspect.signature(REGULARIZERS[name].__init__).parameters.values())[1:]
-    return {p.name: p.default for p in params}
+def list_regularizers() -> list[str]:
+    return REGULARIZERS.names()
+
+
+def regularizer_config(spec: dict) -> tuple[str, Options]:
+    """(name, typed options) of a mapping ``{"name": ..., option: value, ...}``, validated."""
+    options = dict(spec)
+    name = options.pop("name", None)
+    if not name:
+        raise ConfigError(f"regularizer {spec!r} has no name; valid regularizers: {', '.join(list_regularizers())}")
+    return name, REGULARIZERS.get(name).Config.from_mapping(options)
 
 
 def build_regularizer(spec: dict) -> Regularizer:
     """Build from a mapping ``{"name": ..., option: value, ...}``."""
-    options = dict(spec)
-    name = options.pop("name")
-    valid = regularizer_options(name)
-    unknown = sorted(set(options) - set(valid))
-    if unknown:
-        raise ConfigError(f"regularizer {name!r} has no option {', '.join(unknown)}; valid: {', '.join(valid)}")
-    return REGULARIZERS[name](**options)
+    name, config = regularizer_config(spec)
+    return REGULARIZERS.get(name)(config)

@@ -1,0 +1,140 @@
+"""Typed method options: one dataclass per learner and per regularizer.
+
+A method's options are declared once, as dataclass fields made with ``option(default, doc)``; the
+same declaration gives the defaults, the documentation (``vlprompt describe``), type checking of
+values coming from YAML or ``key=value`` overrides, and the record stored in a prompt artifact.
+Range checks that need no backbone go in ``validate`` so that a bad value is refused when the run
+config is parsed, before any model loads.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Literal, Union
+
+from vlprompt.errors import ConfigError
+
+_MISSING = dataclasses.MISSING
+
+
+def option(default: Any = _MISSING, doc: str = "", *, factory=None, required: bool = False) -> Any:
+    """A documented option field; ``factory`` builds mutable defaults (lists); ``required`` marks an option
+    that has a placeholder default (None) but must be set, because the paper gives no value."""
+    metadata = {"doc": doc, "required": required}
+    if factory is not None:
+        return field(default_factory=factory, metadata=metadata)
+    return field(default=default, metadata=metadata)
+
+
+@dataclass
+class Options:
+    """Base of every method's option dataclass; subclasses add fields and ``validate``."""
+
+    #: the method the options belong to, for messages ("coop", "nemesis", ...)
+    owner: ClassVar[str] = ""
+
+    def __post_init__(self):
+        hints = typing.get_type_hints(type(self))
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            converted = _convert(f"{self.owner}.{f.name}", value, hints[f.name])
+            object.__setattr__(self, f.name, converted)
+        self.validate()
+
+    def validate(self) -> None:
+        """Checks across fields or ranges; raise ConfigError naming the option and its valid values."""
+
+    def with_dataset_template(self, template: str | None) -> "Options":
+        """These options with any that refer to the dataset's hand-crafted template resolved."""
+        return self
+
+    @classmethod
+    def from_mapping(cls, mapping: dict | None) -> "Options":
+        """Build from a plain mapping (YAML, overrides, an artifact), refusing unknown names."""
+        mapping = dict(mapping or {})
+        valid = [f.name for f in dataclasses.fields(cls)]
+        unknown = sorted(set(mapping) - set(valid))
+        if unknown:
+            raise ConfigError(f"{cls.owner} has no option {', '.join(unknown)}; valid options of {cls.owner}: "
+                              f"{', '.join(valid) or '(none)'}")
+        return cls(**mapping)
+
+    def to_dict(self) -> dict:
+        return {f.name: _plain(getattr(self, f.name)) for f in dataclasses.fields(self)}
+
+    @classmethod
+    def describe(cls) -> list[tuple[str, str, str, str]]:
+        """(name, type, default, doc) of every option."""
+        hints = typing.get_type_hints(cls)
+        rows = []
+        for f in dataclasses.fields(cls):
+            default = f.default_factory() if f.default_factory is not _MISSING else f.default
+            shown = "(required)" if default is _MISSING or f.metadata.get("required") else repr(default)
+            rows.append((f.name, type_name(hints[f.name]), shown, f.metadata.get("doc", "")))
+        return rows
+
+
+def type_name(tp) -> str:
+    """A readable name of an option type: int, float | None, 'end' | 'middle' | 'front', list[str]."""
+    origin = typing.get_origin(tp)
+    if origin is Literal:
+        return " | ".join(repr(a) for a in typing.get_args(tp))
+    if origin in (Union, types.UnionType):
+        return " | ".join("None" if a is type(None) else type_name(a) for a in typing.get_args(tp))
+    if origin is list:
+        return f"list[{type_name(typing.get_args(tp)[0])}]"
+    return getattr(tp, "__name__", str(tp))
+
+
+def _convert(key: str, value, tp):
+    """``value`` checked against the type ``tp``; ints are accepted where floats are expected."""
+    origin = typing.get_origin(tp)
+    if tp is Any:
+        return value
+    if origin is Literal:
+        choices = typing.get_args(tp)
+        if value not in choices:
+            raise ConfigError(f"{key}={value!r} is not valid; choose one of: {', '.join(repr(c) for c in choices)}")
+        return value
+    if origin in (Union, types.UnionType):
+        for arg in typing.get_args(tp):
+            try:
+                return _convert(key, value, arg)
+            except ConfigError:
+                continue
+        raise ConfigError(f"{key}={value!r} is not valid; expected {type_name(tp)}")
+    if origin is list:
+        if isinstance(value, tuple):
+            value = list(value)
+        if not isinstance(value, list):
+            raise ConfigError(f"{key}={value!r} is not valid; expected {type_name(tp)}, e.g. [a, b]")
+        (item,) = typing.get_args(tp)
+        return [_convert(f"{key}[{i}]", v, item) for i, v in enumerate(value)]
+    if tp is type(None):
+        if value is not None:
+            raise ConfigError(f"{key}={value!r} is not valid; expected null")
+        return None
+    if tp is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+    elif tp is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
+    elif tp is bool:
+        if isinstance(value, bool):
+            return value
+    elif tp is str:
+        if isinstance(value, str):
+            return value
+    elif isinstance(value, tp):
+        return value
+    raise ConfigError(f"{key}={value!r} is not valid; expected {type_name(tp)}")
+
+
+def _plain(value):
+    return list(value) if isinstance(value, tuple) else value
