@@ -15,8 +15,7 @@ import torch.nn.functional as F
 from vlprompt.backbones import Backbone, BackboneIdentity
 from vlprompt.errors import BackboneError, ConfigError
 from vlprompt.learners.artifact import from_pretrained, save_pretrained
-from vlprompt.learners.ivlp import IVLP
-from vlprompt.learners.registry import learner_options
+from vlprompt.learners.ivlp import IVLP, IVLPConfig
 
 
 def sentences(classnames):
@@ -167,12 +166,19 @@ def test_save_reload_reproduces_logits_for_any_class_list(tmp_path, tiny_backbon
 
 
 def test_options_and_refusals(tiny_backbone, classnames):
-    assert learner_options("ivlp") == {"n_ctx_text": 2, "n_ctx_vision": 2, "prompt_depth_text": 12,
-                                       "prompt_depth_vision": 12, "ctx_init": "a photo of a"}
+    assert IVLPConfig().to_dict() == {"n_ctx_text": 2, "n_ctx_vision": 2, "prompt_depth_text": 12,
+                                      "prompt_depth_vision": 12, "ctx_init": "a photo of a"}
     with pytest.raises(ConfigError, match=r"prompt_depth_text=12 .* between 1 and 4 .*text tower has 4 layers"):
         IVLP(tiny_backbone, classnames)  # the paper's depth needs 12 layers; the tiny towers have 4
-    with pytest.raises(ConfigError, match=r"prompt_depth_vision=0 .* between 1 and 4"):
-        IVLP(tiny_backbone, classnames, prompt_depth_text=2, prompt_depth_vision=0)
+    with pytest.raises(ConfigError, match=r"prompt_depth_vision=5 .* between 1 and 4 .*vision tower has 4 layers"):
+        IVLP(tiny_backbone, classnames, prompt_depth_text=2, prompt_depth_vision=5)
+    # checks that need no backbone are made when the options are parsed
+    with pytest.raises(ConfigError, match=r"prompt_depth_vision=0 .* at least 1"):
+        IVLPConfig(prompt_depth_vision=0)
+    with pytest.raises(ConfigError, match=r"ivlp.n_ctx_text='2' is not valid; expected int"):
+        IVLPConfig.from_mapping({"n_ctx_text": "2"})
+    with pytest.raises(ConfigError, match=r"ivlp has no option prompt_depth; valid options of ivlp: n_ctx_text"):
+        IVLPConfig.from_mapping({"prompt_depth": 3})
     with pytest.raises(ConfigError, match="n_ctx_vision=0 .* at least 1"):
         IVLP(tiny_backbone, classnames, n_ctx_vision=0, prompt_depth_text=2, prompt_depth_vision=2)
     with pytest.raises(ConfigError, match="n_ctx_text=5 exceeds the 4 words"):

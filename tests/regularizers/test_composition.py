@@ -26,7 +26,7 @@ APPLIES = {
     "coop": {"prograd", "kgcoop", "nemesis", "npt", "qprompt"},
     "cocoop": {"prograd", "kgcoop", "nemesis", "npt", "qprompt"},
     "maple": {"prograd", "kgcoop", "npt", "qprompt"},
-    "ivlp": {"qprompt"},  # the others name their learners (until capabilities replace the names)
+    "ivlp": {"prograd", "kgcoop", "npt", "qprompt"},
 }
 PAIRS = [(l, r) for l in sorted(LEARNERS) for r in sorted(REGULARIZERS)]
 

@@ -11,6 +11,8 @@ The image tower changes with the prompts, so image features cannot be cached.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -19,7 +21,35 @@ from vlprompt.backbones import Backbone
 from vlprompt.backbones.deep_prompts import check_token_vit, encode_image_blocks, encode_text_blocks, replace_tokens
 from vlprompt.errors import ConfigError
 from vlprompt.learners.base import PromptLearner
+from vlprompt.learners.capabilities import Capability
 from vlprompt.learners.prompts import ClassPromptTokens, init_context
+from vlprompt.learners.registry import register_learner
+from vlprompt.options import Options, option
+
+
+@dataclass
+class IVLPConfig(Options):
+    """Defaults: the MaPLe repository's IVLP base-to-new config (``vit_b16_c2_ep5_batch4_2+2ctx``),
+    2 text and 2 vision tokens in all 12 layers of ViT-B/16."""
+
+    owner = "ivlp"
+    n_ctx_text: int = option(2, "number M_t of text prompt vectors per depth")
+    n_ctx_vision: int = option(2, "number M_v of image prompt tokens per depth")
+    prompt_depth_text: int = option(12, "number J_t of text blocks that receive prompts (1 = input only)")
+    prompt_depth_vision: int = option(12, "number J_v of image blocks that receive prompts (1 = input only)")
+    ctx_init: str | None = option("a photo of a", "the fixed phrase before the class name; the text context "
+                                                  "starts as its first M_t words; null: random context")
+
+    def validate(self) -> None:
+        for side in ("text", "vision"):
+            for what, value in (("n_ctx", getattr(self, f"n_ctx_{side}")),
+                                ("prompt_depth", getattr(self, f"prompt_depth_{side}"))):
+                if value < 1:
+                    raise ConfigError(f"ivlp.{what}_{side}={value} is not valid: it must be at least 1")
+        if self.ctx_init and self.n_ctx_text > len(self.ctx_init.split(" ")):
+            raise ConfigError(f"ivlp.n_ctx_text={self.n_ctx_text} exceeds the {len(self.ctx_init.split(' '))} "
+                              f"words of ivlp.ctx_init={self.ctx_init!r}; use a longer phrase or ctx_init=null "
+                              "(random init)")
 
 
 def _prompt_stack(count: int, n_tokens: int, width: int) -> nn.ParameterDict:
@@ -28,35 +58,30 @@ def _prompt_stack(count: int, n_tokens: int, width: int) -> nn.ParameterDict:
         {str(j): nn.Parameter(torch.empty(n_tokens, width).normal_(0.0, 0.02)) for j in range(1, count + 1)})
 
 
+@register_learner
 class IVLP(PromptLearner):
     """Learnable tensors: ``ctx`` and ``deep_text.{j}`` (j = 1..J_t-1) on the text side, ``vision_ctx``
-    and ``deep_vision.{j}`` (j = 1..J_v-1) on the image side: the index is the block the prompt enters.
-
-    Defaults are the MaPLe repository's IVLP base-to-new config (``vit_b16_c2_ep5_batch4_2+2ctx``):
-    2 text and 2 vision tokens in all 12 layers of ViT-B/16.
-    """
+    and ``deep_vision.{j}`` (j = 1..J_v-1) on the image side: the index is the block the prompt enters."""
 
     name = "ivlp"
-    uses_image_tower = True
+    Config = IVLPConfig
+    capabilities = frozenset({Capability.LEARNED_PROMPTS, Capability.LEARNED_TEXT, Capability.CONTEXT,
+                              Capability.DEEP_PROMPTS, Capability.PROMPTED_IMAGE_TOWER, Capability.CLASS_CLASSIFIER,
+                              Capability.NEW_CLASSES})
 
-    def __init__(self, backbone: Backbone, classnames: list[str], n_ctx_text: int = 2, n_ctx_vision: int = 2,
-                 prompt_depth_text: int = 12, prompt_depth_vision: int = 12,
-                 ctx_init: str | None = "a photo of a"):
-        super().__init__(backbone, classnames)
+    def __init__(self, backbone: Backbone, classnames: list[str], config: IVLPConfig | None = None, **options):
+        super().__init__(backbone, classnames, config, **options)
+        cfg = self.config
+        n_ctx_text, n_ctx_vision = cfg.n_ctx_text, cfg.n_ctx_vision
+        prompt_depth_text, prompt_depth_vision = cfg.prompt_depth_text, cfg.prompt_depth_vision
         check_token_vit(backbone.visual)
-        layers = {"text": len(backbone.text.transformer.resblocks),
-                  "vision": len(backbone.visual.transformer.resblocks)}
-        for side, depth in (("text", prompt_depth_text), ("vision", prompt_depth_vision)):
-            if not 1 <= depth <= layers[side]:
+        for side, depth, tower in (("text", prompt_depth_text, backbone.text),
+                                   ("vision", prompt_depth_vision, backbone.visual)):
+            layers = len(tower.transformer.resblocks)
+            if depth > layers:
                 raise ConfigError(f"ivlp.prompt_depth_{side}={depth} is not valid: it must be between 1 and "
-                                  f"{layers[side]} (this backbone's {side} tower has {layers[side]} layers)")
-        for side, n in (("text", n_ctx_text), ("vision", n_ctx_vision)):
-            if n < 1:
-                raise ConfigError(f"ivlp.n_ctx_{side}={n} is not valid: it must be at least 1")
-        self.ctx_init = ctx_init or None
-        if self.ctx_init and n_ctx_text > len(self.ctx_init.split(" ")):
-            raise ConfigError(f"ivlp.n_ctx_text={n_ctx_text} exceeds the {len(self.ctx_init.split(' '))} words of "
-                              f"ivlp.ctx_init={self.ctx_init!r}; use a longer phrase or ctx_init=null (random init)")
+                                  f"{layers} (this backbone's {side} tower has {layers} layers)")
+        self.ctx_init = cfg.ctx_init or None
         self.n_ctx_text, self.n_ctx_vision = n_ctx_text, n_ctx_vision
         self.prompt_depth_text, self.prompt_depth_vision = prompt_depth_text, prompt_depth_vision
         text_width, vision_width = backbone.text.width, backbone.visual.transformer.width
@@ -65,11 +90,6 @@ class IVLP(PromptLearner):
         self.vision_ctx = nn.Parameter(torch.empty(n_ctx_vision, vision_width).normal_(0.0, 0.02))
         self.deep_vision = _prompt_stack(prompt_depth_vision - 1, n_ctx_vision, vision_width)
         self.set_classnames(classnames)
-
-    def options(self) -> dict:
-        return {"n_ctx_text": self.n_ctx_text, "n_ctx_vision": self.n_ctx_vision,
-                "prompt_depth_text": self.prompt_depth_text, "prompt_depth_vision": self.prompt_depth_vision,
-                "ctx_init": self.ctx_init}
 
     def set_classnames(self, classnames: list[str]) -> None:
         self.classnames = list(classnames)
