@@ -19,14 +19,15 @@ OPTIONS = {
     "kgcoop": {},
     "nemesis": {"beta": 0, "omega": 1.0},
     "npt": {"lambda_lmc": 0.1, "lambda_mmi": 0.1},
+    "promptsrc": {},
     "qprompt": {"bits": 1, "kmeans_init": "kmeans++", "kmeans_iters": 5, "cac_interval": 1, "cac_kl_threshold": 0.0},
 }
 APPLIES = {
     "zeroshot": set(),
-    "coop": {"prograd", "kgcoop", "nemesis", "npt", "qprompt"},
-    "cocoop": {"prograd", "kgcoop", "nemesis", "npt", "qprompt"},
-    "maple": {"prograd", "kgcoop", "npt", "qprompt"},
-    "ivlp": {"prograd", "kgcoop", "npt", "qprompt"},
+    "coop": {"prograd", "kgcoop", "nemesis", "npt", "qprompt", "promptsrc"},
+    "cocoop": {"prograd", "kgcoop", "nemesis", "npt", "qprompt", "promptsrc"},
+    "maple": {"prograd", "kgcoop", "npt", "qprompt", "promptsrc"},
+    "ivlp": {"prograd", "kgcoop", "npt", "qprompt", "promptsrc"},
 }
 PAIRS = [(l, r) for l in sorted(LEARNERS) for r in sorted(REGULARIZERS)]
 
