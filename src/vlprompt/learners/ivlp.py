@@ -72,33 +72,30 @@ class IVLP(PromptLearner):
     def __init__(self, backbone: Backbone, classnames: list[str], config: IVLPConfig | None = None, **options):
         super().__init__(backbone, classnames, config, **options)
         cfg = self.config
-        n_ctx_text, n_ctx_vision = cfg.n_ctx_text, cfg.n_ctx_vision
-        prompt_depth_text, prompt_depth_vision = cfg.prompt_depth_text, cfg.prompt_depth_vision
         check_token_vit(backbone.visual)
-        for side, depth, tower in (("text", prompt_depth_text, backbone.text),
-                                   ("vision", prompt_depth_vision, backbone.visual)):
+        for side, depth, tower in (("text", cfg.prompt_depth_text, backbone.text),
+                                   ("vision", cfg.prompt_depth_vision, backbone.visual)):
             layers = len(tower.transformer.resblocks)
             if depth > layers:
                 raise ConfigError(f"ivlp.prompt_depth_{side}={depth} is not valid: it must be between 1 and "
                                   f"{layers} (this backbone's {side} tower has {layers} layers)")
         self.ctx_init = cfg.ctx_init or None
-        self.n_ctx_text, self.n_ctx_vision = n_ctx_text, n_ctx_vision
-        self.prompt_depth_text, self.prompt_depth_vision = prompt_depth_text, prompt_depth_vision
         text_width, vision_width = backbone.text.width, backbone.visual.transformer.width
-        self.ctx = nn.Parameter(init_context(backbone, n_ctx_text, self.ctx_init)[:n_ctx_text])
-        self.deep_text = _prompt_stack(prompt_depth_text - 1, n_ctx_text, text_width)
-        self.vision_ctx = nn.Parameter(torch.empty(n_ctx_vision, vision_width).normal_(0.0, 0.02))
-        self.deep_vision = _prompt_stack(prompt_depth_vision - 1, n_ctx_vision, vision_width)
+        self.ctx = nn.Parameter(init_context(backbone, cfg.n_ctx_text, self.ctx_init)[: cfg.n_ctx_text])
+        self.deep_text = _prompt_stack(cfg.prompt_depth_text - 1, cfg.n_ctx_text, text_width)
+        self.vision_ctx = nn.Parameter(torch.empty(cfg.n_ctx_vision, vision_width).normal_(0.0, 0.02))
+        self.deep_vision = _prompt_stack(cfg.prompt_depth_vision - 1, cfg.n_ctx_vision, vision_width)
         self.set_classnames(classnames)
 
     def set_classnames(self, classnames: list[str]) -> None:
         self.classnames = list(classnames)
         # with word init the placeholder is the whole phrase and the context takes the place of its first M tokens
-        placeholder = self.ctx_init or " ".join(["X"] * self.n_ctx_text)
-        self.tokens = ClassPromptTokens(self.backbone, self.classnames, self.n_ctx_text, placeholder, "end")
+        n_ctx = self.config.n_ctx_text
+        placeholder = self.ctx_init or " ".join(["X"] * n_ctx)
+        self.tokens = ClassPromptTokens(self.backbone, self.classnames, n_ctx, placeholder, "end")
 
     def encode_images(self, images: torch.Tensor) -> torch.Tensor:
-        n = self.n_ctx_vision
+        n = self.config.n_ctx_vision
 
         def hook(j: int, x: torch.Tensor) -> torch.Tensor:
             return replace_tokens(x, x.shape[1] - n, self.deep_vision[str(j)]) if str(j) in self.deep_vision else x
