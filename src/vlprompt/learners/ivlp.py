@@ -60,7 +60,9 @@ def _prompt_stack(count: int, n_tokens: int, width: int) -> nn.ParameterDict:
 
 @register_learner
 class IVLP(PromptLearner):
-    """Learnable tensors: ``ctx`` and ``deep_text.{j}`` (j = 1..J_t-1) on the text side, ``vision_ctx``
+    """Independent deep text and image prompts (the MaPLe repository's IVLP; PromptSRC's architecture).
+
+    Learnable tensors: ``ctx`` and ``deep_text.{j}`` (j = 1..J_t-1) on the text side, ``vision_ctx``
     and ``deep_vision.{j}`` (j = 1..J_v-1) on the image side: the index is the block the prompt enters."""
 
     name = "ivlp"

@@ -96,6 +96,8 @@ class PromptSRCConfig(Options):
 
 @register_regularizer
 class PromptSRC(Regularizer):
+    """Self-regulating losses against the frozen model and Gaussian prompt aggregation (PromptSRC, ICCV 2023)."""
+
     name = "promptsrc"
     Config = PromptSRCConfig
     requires = frozenset({Capability.LEARNED_TEXT})
