@@ -18,11 +18,12 @@ sum. The sum is part of the regularizer's state, so a resumed run aggregates the
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Literal
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
 
+from vlprompt.backbones import Backbone
 from vlprompt.errors import ConfigError
 from vlprompt.learners.base import LearnerOutput, clip_logits
 from vlprompt.learners.capabilities import Capability
@@ -30,9 +31,6 @@ from vlprompt.learners.zeroshot import class_prompt
 from vlprompt.options import Options, option
 from vlprompt.regularizers.base import Regularizer, TrainContext
 from vlprompt.regularizers.registry import register_regularizer
-
-if TYPE_CHECKING:
-    from vlprompt.backbones import Backbone
 
 
 @torch.no_grad()
