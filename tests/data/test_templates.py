@@ -42,3 +42,13 @@ def test_other_datasets_use_their_own_template():
     assert templates_for("my_birds", "kgcoop") == ["a photo of a {}."]
     with pytest.raises(ConfigError, match="'ensemble'"):
         templates_for("dtd", "average")
+
+
+def test_promptsrc_teacher_templates_are_its_60_imagenet_templates_for_every_dataset():
+    from vlprompt.data.templates import templates_for
+
+    for dataset in ("imagenet", "dtd", "world:objects"):
+        templates = templates_for(dataset, "promptsrc")
+        assert len(templates) == len(set(templates)) == 60 and all(t.count("{}") == 1 for t in templates)
+        assert (templates[0], templates[36], templates[-1]) == ("a photo of a {}.", "a {} in a video game.",
+                                                                "itap of the {}.")

@@ -53,7 +53,7 @@ def test_preset_method_defaults_and_epochs_by_shots():
 @pytest.mark.parametrize("name", list_presets())
 def test_every_shipped_preset_resolves(name):
     config = resolve_config(name)
-    assert config.learner.name in ("zeroshot", "coop", "cocoop", "maple")
+    assert config.learner.name in ("zeroshot", "coop", "cocoop", "maple", "ivlp")
 
 
 def test_regularizer_variant_labels_and_default_method_list():

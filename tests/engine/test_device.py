@@ -21,9 +21,11 @@ OPTIONS = {
     "prograd": {}, "kgcoop": {},
     "nemesis": {"beta": 0, "omega": 1.0},  # PAN: the pre-inference path with its own tensors
     "npt": {"lambda_lmc": 0.1, "lambda_mmi": 0.1, "lmc_form": "anchor", "align": True},
+    "promptsrc": {},
     "qprompt": {"bits": 2, "kmeans_init": "kmeans++", "kmeans_iters": 3, "cac_interval": 1, "cac_kl_threshold": 0.0},
 }
-BUILTIN = ("zeroshot", "coop", "cocoop", "maple")
+BUILTIN = ("zeroshot", "coop", "cocoop", "maple", "ivlp")
+LEARNER_OPTIONS = {"maple": {"prompt_depth": 3}, "ivlp": {"prompt_depth_text": 3, "prompt_depth_vision": 3}}
 METHODS = [(l, None) for l in BUILTIN if l != "zeroshot"] + [
     (l, r) for l in BUILTIN for r in sorted(OPTIONS) if not REGULARIZERS.get(r).requires - LEARNERS.get(l).capabilities]
 
@@ -50,8 +52,8 @@ def _steps_on_meta_default(trainer, batches):
 @pytest.mark.parametrize("learner_name,reg_name", METHODS)
 def test_a_training_step_creates_no_tensor_off_the_backbones_device(
         tiny_backbone, classnames, image_folder_factory, tmp_path, learner_name, reg_name):
-    options = {"prompt_depth": 3} if learner_name == "maple" else {}
-    learner = build_learner(learner_name, tiny_backbone, classnames, "a photo of a {}.", **options)
+    learner = build_learner(learner_name, tiny_backbone, classnames, "a photo of a {}.",
+                            **LEARNER_OPTIONS.get(learner_name, {}))
     regs = [build_regularizer({"name": reg_name, **OPTIONS[reg_name]})] if reg_name else []
     trainer = Trainer(learner, TrainConfig(epochs=1, batch_size=4, lr=0.01), regs,
                       TrainContext(learner=learner, dataset="tiny"))

@@ -21,10 +21,12 @@ OPTIONS = {
     "kgcoop": {},
     "nemesis": {"beta": 1, "omega": 1.0},  # PUN: a term with a gradient on any data (PAN: test_nemesis.py)
     "npt": {"lambda_lmc": 0.1, "lambda_mmi": 0.1},
+    "promptsrc": {},
     "qprompt": {"bits": 1, "kmeans_init": "kmeans++", "kmeans_iters": 5, "cac_interval": 1, "cac_kl_threshold": 0.0},
 }
-LEARNER_OPTIONS = {"maple": {"prompt_depth": 3}}  # the tiny towers have 4 layers
-BUILTIN_LEARNERS = ("zeroshot", "coop", "cocoop", "maple")
+LEARNER_OPTIONS = {"maple": {"prompt_depth": 3},  # the tiny towers have 4 layers
+                   "ivlp": {"prompt_depth_text": 3, "prompt_depth_vision": 3}}
+BUILTIN_LEARNERS = ("zeroshot", "coop", "cocoop", "maple", "ivlp")
 PAIRS = [(l, r) for l in BUILTIN_LEARNERS for r in sorted(OPTIONS)]
 
 

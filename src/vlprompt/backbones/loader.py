@@ -120,11 +120,14 @@ class Backbone(nn.Module):
     def logit_scale(self) -> torch.Tensor:
         return self.model.logit_scale.detach().exp()
 
-    def tokenize(self, texts: list[str]) -> torch.Tensor:
-        """Token ids on the backbone's device (tokenising is host work: it runs on the CPU)."""
+    def token_ids(self, texts: list[str]) -> torch.Tensor:
+        """Token ids on the CPU, where tokenising runs (for lengths and positions known on the host)."""
         with torch.device("cpu"):
-            ids = self.tokenizer(list(texts))
-        return ids.to(self.device)
+            return self.tokenizer(list(texts))
+
+    def tokenize(self, texts: list[str]) -> torch.Tensor:
+        """Token ids on the backbone's device."""
+        return self.token_ids(texts).to(self.device)
 
     def encode_image(self, images: torch.Tensor) -> torch.Tensor:
         """Unnormalised image features."""

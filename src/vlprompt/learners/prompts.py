@@ -103,5 +103,4 @@ class ClassPromptTokens(nn.Module):
 
 def _bpe_len(backbone: Backbone, text: str) -> int:
     """Number of BPE tokens of ``text`` (between start- and end-of-text)."""
-    ids = backbone.tokenize([text])
-    return int(backbone.text.eot_positions(ids)[0]) - 1
+    return int(backbone.text.eot_positions(backbone.token_ids([text]))[0]) - 1
