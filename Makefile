@@ -39,6 +39,8 @@ bench: $(STAMP)
 	$(PY) benchmarks/feature_cache.py
 	$(PY) benchmarks/train_step.py
 	$(PY) benchmarks/prefix_memory.py
+	$(PY) benchmarks/cocoop_step.py
+	$(PY) benchmarks/data_loading.py
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache

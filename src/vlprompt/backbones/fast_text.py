@@ -12,6 +12,9 @@ FLOPs) run as single large matrix products with no padding. Only attention needs
 structure: classes of equal suffix length are contiguous in the packing and are attended as one
 batch each, with a mask that lets every suffix token see the whole prefix and the causally earlier
 tokens of its own class.
+
+Several prefixes (one per image, as CoCoOp's image-conditioned contexts) share the class suffixes:
+the packed sequences then carry a leading batch dimension and every layer runs over all of them.
 """
 
 from __future__ import annotations
@@ -64,21 +67,21 @@ class _Packing:
 
 
 def _attend(attn: nn.MultiheadAttention, h: torch.Tensor, packing: _Packing, n_prefix: int) -> torch.Tensor:
-    """Multi-head self-attention over the packed sequence h (T, W), as the causal mask would do it."""
-    t, width = h.shape
+    """Multi-head self-attention over the packed sequences h (B, T, W), as the causal mask would do it."""
+    b, t, width = h.shape
     heads = attn.num_heads
-    q, k, v = F.linear(h, attn.in_proj_weight, attn.in_proj_bias).view(t, 3, heads, width // heads).unbind(1)
+    q, k, v = F.linear(h, attn.in_proj_weight, attn.in_proj_bias).view(b, t, 3, heads, width // heads).unbind(2)
 
-    def batch(x, start, count, length):  # (count * length, heads, d) -> (count, heads, length, d)
-        return x[start : start + count * length].unflatten(0, (count, length)).transpose(1, 2)
+    def batch(x, start, count, length):  # (B, count * length, heads, d) -> (B, count, heads, length, d)
+        return x[:, start : start + count * length].unflatten(1, (count, length)).transpose(2, 3)
 
     kp, vp = batch(k, 0, 1, n_prefix), batch(v, 0, 1, n_prefix)
     out = [F.scaled_dot_product_attention(batch(q, 0, 1, n_prefix), kp, vp, is_causal=True)]
     for start, count, length, mask in packing.groups:
-        keys = torch.cat([kp.expand(count, -1, -1, -1), batch(k, start, count, length)], dim=2)
-        values = torch.cat([vp.expand(count, -1, -1, -1), batch(v, start, count, length)], dim=2)
+        keys = torch.cat([kp.expand(-1, count, -1, -1, -1), batch(k, start, count, length)], dim=3)
+        values = torch.cat([vp.expand(-1, count, -1, -1, -1), batch(v, start, count, length)], dim=3)
         out.append(F.scaled_dot_product_attention(batch(q, start, count, length), keys, values, attn_mask=mask))
-    attended = torch.cat([o.transpose(1, 2).reshape(-1, width) for o in out])
+    attended = torch.cat([o.transpose(2, 3).reshape(b, -1, width) for o in out], dim=1)
     return attn.out_proj(attended)
 
 
@@ -87,29 +90,33 @@ def encode_shared_prefix(tower: TextTower, prefix: torch.Tensor, suffix: torch.T
 
     prefix (P, W) is shared by all K classes; suffix (K, S, W) holds each class's remaining token
     embeddings; eot (K,) indexes the end-of-text token in the full sequence (P <= eot < P + S).
-    Suffix positions after a class's end-of-text token are never computed.
+    Suffix positions after a class's end-of-text token are never computed. A batch of prefixes
+    (B, P, W) gives (B, K, D): every prefix with every class suffix.
     """
     _check_inputs(tower, prefix, suffix, eot)
-    n_prefix = prefix.shape[0]
+    batched = prefix.dim() == 3
+    prefixes = prefix if batched else prefix.unsqueeze(0)
+    n_prefix = prefixes.shape[1]
     packing = _Packing(n_prefix, eot)
     pos = tower.positional_embedding.to(prefix.dtype)
     longest = packing.valid.shape[1]
-    tokens = suffix[:, :longest] + pos[n_prefix : n_prefix + longest]
-    x = torch.cat([prefix + pos[:n_prefix], tokens[packing.order][packing.valid]])
+    tokens = (suffix[:, :longest] + pos[n_prefix : n_prefix + longest])[packing.order][packing.valid]
+    x = torch.cat([prefixes + pos[:n_prefix], tokens.expand(prefixes.shape[0], -1, -1)], dim=1)
     for block in tower.transformer.resblocks:
         x = x + block.ls_1(_attend(block.attn, block.ln_1(x), packing, n_prefix))
         x = x + block.ls_2(block.mlp(block.ln_2(x)))
-    pooled = x[packing.last][packing.restore]
-    return tower.project(tower.ln_final(pooled))
+    pooled = x[:, packing.last][:, packing.restore]
+    features = tower.project(tower.ln_final(pooled))
+    return features if batched else features[0]
 
 
 def _check_inputs(tower: TextTower, prefix: torch.Tensor, suffix: torch.Tensor, eot: torch.Tensor) -> None:
-    if prefix.dim() != 2 or suffix.dim() != 3 or eot.dim() != 1:
+    if prefix.dim() not in (2, 3) or suffix.dim() != 3 or eot.dim() != 1:
         raise ConfigError(
-            f"encode_shared_prefix needs prefix (P, W), suffix (K, S, W) and eot (K,); got shapes "
+            f"encode_shared_prefix needs prefix (P, W) or (B, P, W), suffix (K, S, W) and eot (K,); got shapes "
             f"{tuple(prefix.shape)}, {tuple(suffix.shape)}, {tuple(eot.shape)}"
         )
-    p, width = prefix.shape
+    p, width = prefix.shape[-2:]
     k, s, suffix_width = suffix.shape
     if width != tower.width or suffix_width != tower.width:
         raise ConfigError(f"prefix and suffix must have the text tower's width {tower.width}; got {width}, {suffix_width}")

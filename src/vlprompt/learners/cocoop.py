@@ -14,6 +14,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from vlprompt.backbones import Backbone
+from vlprompt.backbones.fast_text import encode_shared_prefix, supports_shared_prefix
 from vlprompt.errors import ConfigError
 from vlprompt.learners.base import PromptLearner
 from vlprompt.learners.capabilities import Capability
@@ -50,6 +51,7 @@ class CoCoOp(PromptLearner):
         self.n_ctx = len(ctx_init.split(" ")) if ctx_init else self.config.n_ctx
         self.class_token_position = self.config.class_token_position
         self.ctx = nn.Parameter(init_context(backbone, self.n_ctx, self.ctx_init))
+        self.shared_prefix = True  # an execution choice (same numbers either way), not a saved option
         vis_dim, ctx_dim = backbone.embed_dim, backbone.text.width
         hidden = max(vis_dim // 16, 1)
         self.meta_net = nn.Sequential(
@@ -68,9 +70,20 @@ class CoCoOp(PromptLearner):
         return self.ctx.unsqueeze(0) + self.meta_net(image_features).unsqueeze(1)
 
     def text_features(self, image_features: torch.Tensor | None = None) -> torch.Tensor:
+        """(B, K, D): each image's prompts for every class.
+
+        With the class name at the end, an image's start token and context form a prefix shared by
+        all its class prompts: it is encoded once per image and the class suffixes against it
+        (exactly, see ``fast_text``), instead of K full sequences per image.
+        """
         if image_features is None:
             raise ValueError("CoCoOp's prompts depend on the image: pass image features")
-        per_image = []
-        for ctx in self.image_conditioned_context(image_features):
-            per_image.append(self.backbone.text(self.tokens.assemble(ctx), self.tokens.eot))
-        return F.normalize(torch.stack(per_image), dim=-1)
+        contexts = self.image_conditioned_context(image_features)
+        tower = self.backbone.text
+        if self.shared_prefix and self.class_token_position == "end" and supports_shared_prefix(tower):
+            start = self.tokens.token_prefix[0].expand(len(contexts), -1, -1)
+            prefixes = torch.cat([start, contexts.to(start.dtype)], dim=1)
+            features = encode_shared_prefix(tower, prefixes, self.tokens.token_suffix, self.tokens.eot)
+        else:
+            features = torch.stack([tower(self.tokens.assemble(ctx), self.tokens.eot) for ctx in contexts])
+        return F.normalize(features, dim=-1)
