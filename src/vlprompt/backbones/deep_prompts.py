@@ -68,7 +68,7 @@ def encode_image_blocks(visual: nn.Module, images: torch.Tensor, extra_tokens: t
     patch tokens (after the positional embedding, before ``ln_pre``) and ``hook`` applied before
     every block. Patch dropout runs as open_clip runs it (a no-op in eval mode)."""
     check_token_vit(visual)
-    x = visual.conv1(images)
+    x = visual.conv1(images.to(visual.conv1.weight.dtype))
     x = x.reshape(x.shape[0], x.shape[1], -1).permute(0, 2, 1)
     cls = visual.class_embedding.to(x.dtype).view(1, 1, -1).expand(x.shape[0], -1, -1)
     x = torch.cat([cls, x], dim=1) + visual.positional_embedding.to(x.dtype)

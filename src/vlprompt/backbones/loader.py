@@ -26,6 +26,7 @@ from vlprompt.errors import BackboneError
 log = logging.getLogger(__name__)
 
 RANDOM_TAGS = (None, "", "none", "random")
+BACKBONE_DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 OPENAI_ONLY_KEYS = ("input_resolution", "context_length", "vocab_size")
 
 open_clip.add_model_config(CONFIG_DIR)
@@ -109,6 +110,11 @@ class Backbone(nn.Module):
         return self.model.logit_scale.device
 
     @property
+    def dtype(self) -> torch.dtype:
+        """Storage precision of the frozen towers (``backbone.precision``)."""
+        return self.model.logit_scale.dtype
+
+    @property
     def visual(self) -> nn.Module:
         return self.model.visual
 
@@ -118,7 +124,7 @@ class Backbone(nn.Module):
 
     @property
     def logit_scale(self) -> torch.Tensor:
-        return self.model.logit_scale.detach().exp()
+        return self.model.logit_scale.detach().float().exp()
 
     def token_ids(self, texts: list[str]) -> torch.Tensor:
         """Token ids on the CPU, where tokenising runs (for lengths and positions known on the host)."""
@@ -130,8 +136,8 @@ class Backbone(nn.Module):
         return self.token_ids(texts).to(self.device)
 
     def encode_image(self, images: torch.Tensor) -> torch.Tensor:
-        """Unnormalised image features."""
-        return self.model.encode_image(images)
+        """Unnormalised image features (images are cast to the towers' precision)."""
+        return self.model.encode_image(images.to(self.dtype))
 
     def encode_text(self, texts: list[str]) -> torch.Tensor:
         """Unnormalised text features of plain strings, through the same path prompt learners use."""
@@ -150,6 +156,7 @@ def load_backbone(
     pretrained: str | os.PathLike | None = None,
     *,
     device: str | torch.device = "cpu",
+    precision: str = "fp32",
     cache_dir: str | None = None,
     seed: int = 0,
 ) -> Backbone:
@@ -158,7 +165,12 @@ def load_backbone(
     ``pretrained`` is an open_clip tag (e.g. ``"openai"``, downloaded when online), a local checkpoint
     file in open_clip or OpenAI state-dict format, or ``None`` for weights drawn from ``seed``.
     For the embedded model ``vlprompt-tiny`` the tag ``"world"`` is the shipped weights.
+    ``precision`` (fp32, fp16 or bf16) is the storage precision of the frozen towers; the identity
+    hashes the weights as loaded, so a prompt trained at one precision loads at any other.
     """
+    if precision not in BACKBONE_DTYPES:
+        raise BackboneError(f"backbone.precision={precision!r} is not valid; choose one of: "
+                            f"{', '.join(repr(p) for p in BACKBONE_DTYPES)}")
     name = name.replace("/", "-")
     if name not in open_clip.list_models():
         raise BackboneError(
@@ -183,7 +195,7 @@ def load_backbone(
     with _quiet_open_clip():
         tokenizer = open_clip.get_tokenizer(name)
     backbone = Backbone(model.float(), tokenizer, preprocess, identity)
-    return backbone.to(device)
+    return backbone.to(device=device, dtype=BACKBONE_DTYPES[precision])
 
 
 def _preprocess_of(model: nn.Module) -> dict:

@@ -36,6 +36,7 @@ class FeatureCache:
         transform = train_transform(backbone) if views > 1 else eval_transform(backbone)
         spec = {
             "backbone": backbone.identity.sha256,
+            "precision": str(backbone.dtype),
             "transform": describe(transform),
             "views": views,
             "seed": seed if views > 1 else None,

@@ -33,6 +33,10 @@ SUBSETS = ("all", "base", "new")
 class BackboneConfig:
     name: str = "vlprompt-tiny"
     pretrained: str | None = "world"
+    precision: str = "fp32"  # storage precision of the frozen towers: fp32, fp16 or bf16
+
+    def __post_init__(self):
+        check_choice("backbone.precision", self.precision, ("fp32", "fp16", "bf16"))
 
 
 @dataclass

@@ -74,7 +74,7 @@ def prepare(config: RunConfig) -> PreparedRun:
     seed = config.train.seed
     seed_everything(seed)
     backbone = load_backbone(config.backbone.name, config.backbone.pretrained,
-                             device=resolve_device(config.train.device))
+                             device=resolve_device(config.train.device), precision=config.backbone.precision)
     data = resolve_dataset(config.data.dataset, config.data.root)
     cache_root = Path(config.cache_dir).expanduser()
     counts = None

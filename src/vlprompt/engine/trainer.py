@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from vlprompt.engine.device import check_device_name, to_device
-from vlprompt.engine.precision import PRECISIONS, autocast
+from vlprompt.engine.precision import PRECISIONS, autocast, grad_scaler
 from vlprompt.engine.schedule import lr_at_epoch
 from vlprompt.engine.seeding import capture_rng_state, restore_rng_state
 from vlprompt.errors import ConfigError, check_choice
@@ -72,6 +72,7 @@ class Trainer:
         self.optimizer = torch.optim.SGD(
             list(self.params.values()), lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay
         )
+        self.scaler = grad_scaler(config.precision, learner.backbone.device)
         self.history: list[dict] = []
         self.start_epoch = 0
 
@@ -82,6 +83,7 @@ class Trainer:
             "epochs_done": self.start_epoch,
             "learner": learned,
             "optimizer": self.optimizer.state_dict(),
+            "grad_scaler": self.scaler.state_dict(),
             "regularizers": {r.name: r.state_dict() for r in self.regularizers},
             "rng": capture_rng_state(),
             "history": self.history,
@@ -96,6 +98,8 @@ class Trainer:
         state = torch.load(path, map_location="cpu", weights_only=True)
         self.learner.load_state_dict(state["learner"], strict=False)
         self.optimizer.load_state_dict(state["optimizer"])
+        if state.get("grad_scaler"):
+            self.scaler.load_state_dict(state["grad_scaler"])
         for reg in self.regularizers:
             reg.load_state_dict(state["regularizers"].get(reg.name, {}))
         restore_rng_state(state["rng"])
@@ -158,7 +162,7 @@ class Trainer:
         batch = to_device(batch, self.learner.backbone.device)
         for reg in self.regularizers:
             reg.before_step(ctx, batch)
-        with autocast(self.config.precision, batch["labels"].device):
+        with autocast(self.config.precision, self.learner.backbone.device):
             outputs = self.learner(images=batch.get("images"), features=batch.get("features"))
             losses = {"ce": F.cross_entropy(outputs.logits.float(), batch["labels"])}
             for reg in self.regularizers:
@@ -166,18 +170,21 @@ class Trainer:
         grad_reg = next((r for r in self.regularizers if r.wants_loss_gradients), None)
         names = list(self.params)
         tensors = list(self.params.values())
+        scale = self.scaler.scale  # fp16: losses are scaled, and scaler.step unscales (skipping inf/NaN steps)
         if grad_reg is None:
-            sum(losses.values()).backward()
-        else:
+            scale(sum(losses.values())).backward()
+        else:  # a gradient transform must be equivariant to the common scale (ProGrad's projection is)
             per_loss = {}
             for i, (loss_name, loss) in enumerate(losses.items()):
-                grads = torch.autograd.grad(loss, tensors, retain_graph=i < len(losses) - 1, allow_unused=True)
+                grads = torch.autograd.grad(scale(loss), tensors, retain_graph=i < len(losses) - 1,
+                                            allow_unused=True)
                 per_loss[loss_name] = {n: (g if g is not None else torch.zeros_like(t))
                                        for n, t, g in zip(names, tensors, grads)}
             combined = grad_reg.transform_gradients(ctx, per_loss)
             for n, t in zip(names, tensors):
                 t.grad = combined[n]
-        self.optimizer.step()
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
         self.optimizer.zero_grad(set_to_none=True)
         return {k: v.detach() for k, v in losses.items()}, outputs.logits.detach()
 

@@ -35,8 +35,9 @@ def clip_logits(image_features: torch.Tensor, text_features: torch.Tensor, logit
     """CLIP's logits s * <f, t>: the one place they are computed.
 
     ``image_features`` (B, D) and ``text_features`` (K, D), or (B, K, D) for per-image prompts, are
-    both L2-normalised.
+    both L2-normalised. Logits are fp32 whatever the towers' precision (the losses read them).
     """
+    image_features, text_features = image_features.float(), text_features.float()
     if text_features.dim() == 3:
         return logit_scale * torch.einsum("bd,bkd->bk", image_features, text_features)
     return logit_scale * image_features @ text_features.t()

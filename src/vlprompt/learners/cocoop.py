@@ -67,7 +67,7 @@ class CoCoOp(PromptLearner):
 
     def image_conditioned_context(self, image_features: torch.Tensor) -> torch.Tensor:
         """(B, M, W): the shared context plus the meta-net's shift of each normalised image feature."""
-        return self.ctx.unsqueeze(0) + self.meta_net(image_features).unsqueeze(1)
+        return self.ctx.unsqueeze(0) + self.meta_net(image_features.to(self.ctx.dtype)).unsqueeze(1)
 
     def text_features(self, image_features: torch.Tensor | None = None) -> torch.Tensor:
         """(B, K, D): each image's prompts for every class.

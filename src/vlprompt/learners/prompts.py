@@ -25,8 +25,8 @@ def init_context(backbone: Backbone, n_ctx: int, ctx_init: str | None, n_classes
     if ctx_init:
         ids = backbone.tokenize([ctx_init])
         n_words = len(ctx_init.split(" "))
-        with torch.no_grad():
-            return backbone.text.embed(ids)[0, 1 : 1 + n_words].clone()
+        with torch.no_grad():  # learned tensors are fp32 whatever the towers' precision
+            return backbone.text.embed(ids)[0, 1 : 1 + n_words].float().clone()
     if n_ctx < 1:
         raise ConfigError(f"n_ctx={n_ctx} must be at least 1")
     shape = (n_classes, n_ctx, width) if n_classes else (n_ctx, width)
@@ -55,7 +55,7 @@ def template_context_init(backbone: Backbone, template: str, n_ctx: int = 16) ->
         raise ConfigError(f"the template prefix {prefix!r} has {k} words, more than n_ctx={n_ctx}; "
                           f"use n_ctx >= {k}")
     with torch.no_grad():
-        words = backbone.text.embed(backbone.tokenize([prefix]))[0, 1 : 1 + k]
+        words = backbone.text.embed(backbone.tokenize([prefix]))[0, 1 : 1 + k].float()
     ctx = torch.cat([torch.zeros(n_ctx - k, backbone.text.width, dtype=words.dtype, device=words.device), words])
     placeholder = " ".join(["X"] * (n_ctx - k) + [prefix])
     return ctx, placeholder
@@ -87,6 +87,7 @@ class ClassPromptTokens(nn.Module):
         if ctx.dim() == 2:
             ctx = ctx.unsqueeze(0).expand(k, -1, -1)
         prefix, suffix = self.token_prefix, self.token_suffix
+        ctx = ctx.to(prefix.dtype)  # the towers' precision; the gradient reaches the fp32 context
         if self.position == "end":
             return torch.cat([prefix, ctx, suffix], dim=1)
         rows = []
