@@ -47,6 +47,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("train", help="train (or resume) one run and evaluate it")
     p.add_argument("--preset", help="a preset name (`vlprompt list presets`) or a YAML file")
+    p.add_argument("--lock-timeout", type=float, help="seconds to wait when another process holds the same run "
+                   "(default: wait until it finishes)")
     p.add_argument("overrides", nargs="*", help=OVERRIDE_HELP)
     p.set_defaults(func=cmd_train)
 
@@ -107,7 +109,7 @@ def cmd_train(args) -> int:
     from vlprompt.engine.run import run_experiment
 
     config = resolve_config(args.preset, args.overrides)
-    results = run_experiment(config)
+    results = run_experiment(config, lock_timeout=args.lock_timeout)
     for subset, m in results["metrics"].items():
         if isinstance(m, dict):
             print(f"{subset:>5}: accuracy {m['accuracy']:.2f}%  macro-F1 {m['macro_f1']:.2f}%  ({m['num_samples']} images)")

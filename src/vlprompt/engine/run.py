@@ -17,7 +17,7 @@ import yaml
 
 from vlprompt.backbones import load_backbone
 from vlprompt.data.feature_cache import FeatureCache
-from vlprompt.data.sampling import few_shot, imbalanced, subsample_classes
+from vlprompt.data.sampling import subsample_classes
 from vlprompt.data.templates import KINDS as TEMPLATE_KINDS
 from vlprompt.data.templates import templates_for
 from vlprompt.analysis.neural_collapse import neural_collapse_metrics
@@ -25,6 +25,8 @@ from vlprompt.analysis.prompt_norms import plot_norm_history
 from vlprompt.engine.batches import FeatureBatches, ImageBatches
 from vlprompt.engine.config import RunConfig
 from vlprompt.engine.datasets import resolve_dataset
+from vlprompt.engine.run_lock import hold_run
+from vlprompt.engine.split import sample_split, split_hash
 from vlprompt.engine.evaluate import encode_with_learner, evaluate_features
 from vlprompt.engine.seeding import seed_everything
 from vlprompt.engine.trainer import Trainer
@@ -50,8 +52,13 @@ def harmonic_mean(a: float, b: float) -> float:
     return 2 * a * b / (a + b) if a + b > 0 else 0.0
 
 
-def run_experiment(config: RunConfig, stop_after_epoch: int | None = None) -> dict:
-    """Run (or resume, or skip) one configuration and return its results."""
+def run_experiment(config: RunConfig, stop_after_epoch: int | None = None, lock_timeout: float | None = None) -> dict:
+    """Run (or resume, or skip) one configuration and return its results; one process per run directory."""
+    with hold_run(run_dir_of(config), timeout=lock_timeout):
+        return _run_experiment(config, stop_after_epoch)
+
+
+def _run_experiment(config: RunConfig, stop_after_epoch: int | None) -> dict:
     run_dir = run_dir_of(config)
     results_path = run_dir / RESULTS_FILE
     if results_path.is_file():
@@ -71,16 +78,10 @@ def run_experiment(config: RunConfig, stop_after_epoch: int | None = None) -> di
     seed = config.train.seed
     seed_everything(seed)
     backbone = load_backbone(config.backbone.name, config.backbone.pretrained)
-    data = resolve_dataset(config.data.dataset, config.data.root)
+    data, train_data, counts = sample_split(config)
     cache = FeatureCache(Path(config.cache_dir).expanduser() / "features")
     lap("load")
 
-    counts = None
-    if config.data.shots is not None:
-        data = few_shot(data, config.data.shots, seed, cache_dir=Path(config.cache_dir).expanduser() / "splits")
-    if config.data.imbalance_ratio is not None:
-        data, counts = imbalanced(data, config.data.imbalance_ratio, seed)
-    train_data = subsample_classes(data, config.data.subsample)
     learner = build_learner(config.learner.name, backbone, train_data.classnames, train_data.template,
                             **config.learner.options)
     regularizers = [build_regularizer(spec) for spec in config.regularizers]
@@ -145,6 +146,7 @@ def run_experiment(config: RunConfig, stop_after_epoch: int | None = None) -> di
         "metrics": metrics,
         "final_epoch": history[-1] if history else None,
         "per_class_train_counts": counts,
+        "split_hash": split_hash(train_data),
         "timings_s": timings,
         "run_dir": str(run_dir),
     }
