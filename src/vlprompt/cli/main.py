@@ -7,7 +7,7 @@ import logging
 import sys
 from pathlib import Path
 
-from vlprompt.cli import analyze, data, world
+from vlprompt.cli import analyze, data, sweep, world
 from vlprompt.errors import VlpromptError
 
 log = logging.getLogger("vlprompt")
@@ -101,6 +101,7 @@ def build_parser() -> argparse.ArgumentParser:
     analyze.register(sub)
     world.register(sub)
     data.register(sub)
+    sweep.register(sub)
     return parser
 
 

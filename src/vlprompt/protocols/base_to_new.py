@@ -20,11 +20,14 @@ from vlprompt.report.figures import plot_base_to_new
 def plan_base_to_new(methods, datasets, seeds, preset: dict, overrides=(), out_dir=Path("runs/base2new"),
                      imbalance_ratio: float | None = None) -> list[RunPlan]:
     data = {"subsample": "base", "eval_subsets": ["base", "new"]}
+    keys, protocol = {}, "base_to_new"
     if imbalance_ratio is not None:
         data["imbalance_ratio"] = imbalance_ratio
+        keys, protocol = {"ratio": imbalance_ratio}, "imbalanced"
     return [
         RunPlan(m, d, s, method_config(m, preset, list(overrides), data={**data, "dataset": d},
-                                       train={"seed": s}, output_dir=str(out_dir / "runs")))
+                                       train={"seed": s}, output_dir=str(out_dir / "runs")),
+                keys=dict(keys), protocol=protocol)
         for d in datasets for m in methods for s in seeds
     ]
 

@@ -1,23 +1,22 @@
 """What every protocol shares: method specs, run configs, executing runs, and averaging over seeds.
 
 A method is written ``learner[+regularizer...]`` (e.g. ``coop+prograd``); its options come from the
-preset's ``learners:`` and ``regularizers_defaults:`` sections. Runs whose results exist are not
-repeated (``run_experiment`` finds them by config hash), so a protocol can be killed and rerun.
+preset's ``learners:`` and ``regularizers_defaults:`` sections. A protocol's runs are a sweep: they are
+recorded in the run registry beside their run directories and finished ones are not repeated, so a
+protocol can be killed and rerun.
 """
 
 from __future__ import annotations
 
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from tqdm.auto import tqdm
-
 from vlprompt.engine.config import RunConfig, apply_overrides, expand_preset
-from vlprompt.engine.run import harmonic_mean, run_experiment
+from vlprompt.engine.run import harmonic_mean, run_dir_of
 from vlprompt.errors import ConfigError
 from vlprompt.io import write_text
 from vlprompt.report.tables import csv_table, markdown_table, mean_std
+from vlprompt.sweep.runner import completed_results, run_sweep
 
 
 @dataclass
@@ -29,6 +28,16 @@ class RunPlan:
     seed: int
     config: RunConfig
     keys: dict = field(default_factory=dict)
+    protocol: str | None = None
+
+    @property
+    def run_dir(self) -> Path:
+        return run_dir_of(self.config)
+
+    @property
+    def spec_id(self) -> str:
+        """The run directory's name: method, dataset, seed and config hash."""
+        return self.run_dir.name
 
 
 def method_config(method: str, preset: dict, overrides: list[str], **sections) -> RunConfig:
@@ -75,17 +84,9 @@ def protocol_keys(sections: dict) -> set[str]:
     return keys
 
 
-def _run_one(config: RunConfig) -> dict:
-    return run_experiment(config)
-
-
 def execute(plans: list[RunPlan], workers: int = 1) -> list[dict]:
-    """Run every plan (skipping finished ones) and return results in plan order."""
-    if workers <= 1:
-        return [run_experiment(p.config) for p in tqdm(plans, desc="runs", unit="run", disable=None)]
-    with ProcessPoolExecutor(max_workers=workers) as pool:
-        return list(tqdm(pool.map(_run_one, [p.config for p in plans]), total=len(plans), desc="runs",
-                         unit="run", disable=None))
+    """Run every plan as a sweep in the local pool (skipping finished ones); results in plan order."""
+    return completed_results(run_sweep(plans, workers=workers))
 
 
 def seed_stats(values: list[float]) -> str:

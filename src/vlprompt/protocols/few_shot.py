@@ -14,23 +14,23 @@ from vlprompt.report.figures import plot_few_shot
 from vlprompt.report.tables import mean_std
 
 
-def run_few_shot(methods: list[str], datasets: list[str], shots: list[int], seeds: list[int], preset: str,
-                 overrides: list[str] = (), out_dir: Path = Path("runs/few_shot"), workers: int = 1) -> str:
-    if not (methods and datasets and shots and seeds):
-        raise ConfigError("give at least one method, dataset, shot count and seed")
-    preset_dict = load_preset(preset)
-    plans = [
-        RunPlan(m, d, s, method_config(m, preset_dict, list(overrides),
+def plan_few_shot(methods, datasets, shots, seeds, preset: dict, overrides=(),
+                  out_dir=Path("runs/few_shot")) -> list[RunPlan]:
+    return [
+        RunPlan(m, d, s, method_config(m, preset, list(overrides),
                                        data={"dataset": d, "shots": k, "subsample": "all", "eval_subsets": ["all"]},
-                                       train={"seed": s},
-                                       output_dir=str(out_dir / "runs")), keys={"shots": k})
+                                       train={"seed": s}, output_dir=str(out_dir / "runs")),
+                keys={"shots": k}, protocol="few_shot")
         for d in datasets for m in methods for k in shots for s in seeds
     ]
-    results = execute(plans, workers)
+
+
+def few_shot_table(plans: list[RunPlan], results: list[dict], methods, datasets, shots):
+    """(header, rows, panels for plot_few_shot): mean ± std over seeds per (dataset, method, shots)."""
     accs = {(d, m, k): [] for d in datasets for m in methods for k in shots}
     for p, r in zip(plans, results):
         accs[p.dataset, p.method, p.keys["shots"]].append(accuracy(r))
-    stats = {key: mean_std(values) for key, values in accs.items()}
+    stats = {key: mean_std(values) for key, values in accs.items() if values}
     panels = {d: {m: ([stats[d, m, k][0] for k in shots], [stats[d, m, k][1] for k in shots]) for m in methods}
               for d in datasets}
     rows = [[d, m, *(seed_stats(accs[d, m, k]) for k in shots)] for d in datasets for m in methods]
@@ -38,5 +38,15 @@ def run_few_shot(methods: list[str], datasets: list[str], shots: list[int], seed
         panels["Average"] = {m: ([statistics.fmean(panels[d][m][0][i] for d in datasets) for i in range(len(shots))],
                                  None) for m in methods}
         rows += [["Average", m, *(f"{v:.2f}" for v in panels["Average"][m][0])] for m in methods]
+    return ["Dataset", "Method"] + [f"{k} shots" for k in shots], rows, panels
+
+
+def run_few_shot(methods: list[str], datasets: list[str], shots: list[int], seeds: list[int], preset: str,
+                 overrides: list[str] = (), out_dir: Path = Path("runs/few_shot"), workers: int = 1) -> str:
+    if not (methods and datasets and shots and seeds):
+        raise ConfigError("give at least one method, dataset, shot count and seed")
+    plans = plan_few_shot(methods, datasets, shots, seeds, load_preset(preset), overrides, out_dir)
+    results = execute(plans, workers)
+    header, rows, panels = few_shot_table(plans, results, methods, datasets, shots)
     plot_few_shot(panels, shots, out_dir / "few_shot.png")
-    return write_tables(out_dir, "few_shot", ["Dataset", "Method"] + [f"{k} shots" for k in shots], rows)
+    return write_tables(out_dir, "few_shot", header, rows)

@@ -22,28 +22,31 @@ CROSS_DATASET_TARGETS = {
 }
 
 
-def run_transfer(kind: str, methods: list[str], source: str, seeds: list[int], preset: str,
-                 targets: list[str] | None = None, overrides: list[str] = (), out_dir: Path | None = None,
-                 workers: int = 1) -> str:
-    """``kind`` is "domain_generalization" or "cross_dataset"; targets default to the standard ones."""
+def transfer_targets(kind: str, source: str, targets: list[str] | None = None) -> list[str]:
+    """The given targets, else the standard ones of ``kind`` ("domain_generalization" or "cross_dataset")."""
     defaults = {"domain_generalization": DG_TARGETS, "cross_dataset": CROSS_DATASET_TARGETS}[kind]
     targets = targets or defaults.get(source)
     if not targets:
         raise ConfigError(f"no default targets for source {source!r}; pass --targets "
                           f"(defaults exist for: {', '.join(defaults)})")
-    if not methods or not seeds:
-        raise ConfigError("give at least one method and one seed")
-    out_dir = out_dir or Path("runs") / kind
-    preset_dict = load_preset(preset)
-    plans = [
-        RunPlan(m, source, s, method_config(m, preset_dict, list(overrides),
+    return list(targets)
+
+
+def plan_transfer(kind: str, methods, source: str, seeds, targets: list[str], preset: dict, overrides=(),
+                  out_dir: Path = Path("runs/transfer")) -> list[RunPlan]:
+    return [
+        RunPlan(m, source, s, method_config(m, preset, list(overrides),
                                             data={"dataset": source, "subsample": "all", "eval_subsets": ["all"],
                                                   "eval_datasets": list(targets)},
-                                            train={"seed": s}, output_dir=str(out_dir / "runs")))
+                                            train={"seed": s}, output_dir=str(out_dir / "runs")),
+                protocol=kind)
         for m in methods for s in seeds
     ]
-    results = execute(plans, workers)
-    header = ["Method", f"{source} (source)"] + targets + ["Average (targets)"]
+
+
+def transfer_table(plans: list[RunPlan], results: list[dict], methods, source: str, targets: list[str]):
+    """Source accuracy and each target's, mean ± std over seeds, and the average over targets of the means."""
+    header = ["Method", f"{source} (source)"] + list(targets) + ["Average (targets)"]
     rows = []
     for m in methods:
         mine = [r for p, r in zip(plans, results) if p.method == m]
@@ -55,4 +58,18 @@ def run_transfer(kind: str, methods: list[str], source: str, seeds: list[int], p
             row.append(seed_stats(accs))
         row.append(f"{sum(means) / len(means):.2f}")
         rows.append(row)
+    return header, rows
+
+
+def run_transfer(kind: str, methods: list[str], source: str, seeds: list[int], preset: str,
+                 targets: list[str] | None = None, overrides: list[str] = (), out_dir: Path | None = None,
+                 workers: int = 1) -> str:
+    """``kind`` is "domain_generalization" or "cross_dataset"; targets default to the standard ones."""
+    targets = transfer_targets(kind, source, targets)
+    if not methods or not seeds:
+        raise ConfigError("give at least one method and one seed")
+    out_dir = out_dir or Path("runs") / kind
+    plans = plan_transfer(kind, methods, source, seeds, targets, load_preset(preset), overrides, out_dir)
+    results = execute(plans, workers)
+    header, rows = transfer_table(plans, results, methods, source, targets)
     return write_tables(out_dir, kind, header, rows)
