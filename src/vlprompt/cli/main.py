@@ -232,12 +232,14 @@ def cmd_demo(args) -> int:
     import time
 
     from vlprompt.protocols.base_to_new import run_base_to_new
+    from vlprompt.report.html import write_report
 
     start = time.perf_counter()
     table = run_base_to_new(_csv(args.methods), _csv(args.seeds, int), preset=args.preset,
                             overrides=args.overrides, out_dir=Path(args.out), datasets=_csv(args.datasets))
     print(table)
     print(f"total {time.perf_counter() - start:.1f} s; tables and run directories in {args.out}")
+    print(f"report: {write_report(args.out, Path(args.out) / 'report')}")
     return 0
 
 

@@ -1,4 +1,5 @@
-"""``vlprompt sweep run|status|report``: many runs from a spec file, recorded in a run registry."""
+"""``vlprompt sweep run|status|report`` (many runs from a spec file, recorded in a run registry) and
+``vlprompt report`` (the static HTML report of a sweep or of a folder of runs)."""
 
 from __future__ import annotations
 
@@ -30,10 +31,12 @@ def register(sub) -> None:
     s.add_argument("where", help="the sweep's output folder (or its registry.sqlite, or the spec file)")
     s.set_defaults(func=cmd_status)
 
-    rep = commands.add_parser("report", help="write the static HTML report of a sweep")
-    rep.add_argument("where", help="the sweep's output folder (or its registry.sqlite, or the spec file)")
-    rep.add_argument("--out", help="report folder (default: FOLDER/report)")
-    rep.set_defaults(func=cmd_report)
+    for parent, name in ((commands, "report"), (sub, "report")):
+        rep = parent.add_parser(name, help="write the static HTML report of a sweep (or of a folder of runs)")
+        rep.add_argument("where", help="a sweep's output folder, its registry.sqlite, its spec file, or a folder "
+                         "of run directories")
+        rep.add_argument("--out", help="report folder (default: WHERE/report)")
+        rep.set_defaults(func=cmd_report)
 
 
 def _registry_of(where: str) -> Path:
