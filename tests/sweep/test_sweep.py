@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import json
+import os
 import signal
 import sqlite3
+import subprocess
 import time
 from pathlib import Path
 
-from sweep_helpers import (epochs_trained, folder_spec, registry_rows, result_stamps, start, vlprompt,
-                      write_spec)
+from sweep_helpers import (CLI, env, epochs_trained, folder_spec, registry_rows, result_stamps, start, vlprompt,
+                           write_spec)
 
 import vlprompt as package
 
@@ -155,3 +157,15 @@ def test_bad_spec_is_refused_by_name(tmp_path, images):
     assert done.returncode == 2 and "absent.yaml does not exist" in done.stderr
     ray_less = vlprompt("sweep", "status", tmp_path / "nowhere")
     assert ray_less.returncode == 2 and "no run registry" in ray_less.stderr
+
+
+def test_ray_executor_without_ray_says_how_to_install_it(tmp_path, images):
+    blocker = tmp_path / "no-ray" / "ray"
+    blocker.mkdir(parents=True)  # a `ray` package that fails to import, as on a machine without the extra
+    (blocker / "__init__.py").write_text("raise ImportError('No module named ray')\n")
+    environment = env()
+    environment["PYTHONPATH"] = os.pathsep.join([str(blocker.parent), environment.get("PYTHONPATH", "")])
+    done = subprocess.run(CLI + ["sweep", "run", str(folder_spec(tmp_path, images)), "--executor", "ray"],
+                          capture_output=True, text=True, env=environment, timeout=300)
+    assert done.returncode == 2 and "pip install 'vlprompt[ray]'" in done.stderr
+    assert not (tmp_path / "out").exists()  # refused before anything was registered
