@@ -28,7 +28,7 @@ from vlprompt.sweep.registry import Row
 MARKER = ".vlprompt-report"  # a folder holding this file may be replaced by a new report
 
 STYLE = """
-body { font-family: system-ui, sans-serif; margin: 2em auto; max-width: 75em; color: #222; }
+body { font-family: system-ui, sans-serif; margin: 2em auto; padding: 0 1.5em; max-width: 75em; color: #222; }
 table { border-collapse: collapse; margin: 0.5em 0 1.5em; }
 th, td { border: 1px solid #ccc; padding: 0.25em 0.6em; text-align: left; }
 th { background: #f0f0f0; }
