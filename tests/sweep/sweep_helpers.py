@@ -55,3 +55,16 @@ def result_stamps(out: Path) -> dict[str, int]:
 
 def epochs_trained(run_dir: Path) -> list[int]:
     return [json.loads(line)["epoch"] for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+
+
+def claim_all(path: str, ids: list[str], queue) -> None:
+    """Claim and finish specs until none is left; put the claimed ids on ``queue``. Kept here, away from
+    torch-importing modules, so that spawned processes start fast."""
+    from vlprompt.sweep.registry import Registry
+
+    registry = Registry(path)
+    mine = []
+    while (row := registry.claim(ids)) is not None:
+        mine.append(row.spec_id)
+        registry.finish(row.spec_id, {"by": os.getpid()})
+    queue.put(mine)

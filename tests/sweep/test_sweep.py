@@ -14,6 +14,7 @@ from sweep_helpers import (CLI, env, epochs_trained, folder_spec, registry_rows,
                            write_spec)
 
 import vlprompt as package
+from vlprompt.cli.main import main
 
 
 def test_world_sweep_run_twice_does_no_work_the_second_time(tmp_path):
@@ -77,7 +78,9 @@ def test_killed_sweep_rerun_finishes_only_the_missing_runs(tmp_path, images):
 def test_two_sweep_processes_at_once_run_every_spec_exactly_once(tmp_path, images):
     spec = folder_spec(tmp_path, images, seeds=[1, 2, 3])
     out = tmp_path / "out"
-    procs = [start("sweep", "run", spec, log=tmp_path / f"log{i}") for i in range(2)]
+    # one driver with a local pool of two workers, one running in-process
+    procs = [start("sweep", "run", spec, *extra, log=tmp_path / f"log{i}")
+             for i, extra in enumerate([["--workers", "2"], []])]
     for p in procs:
         assert p.wait(timeout=900) == 0, (tmp_path / "log0").read_text()[-2000:]
     rows = registry_rows(out)
@@ -149,14 +152,16 @@ def test_changed_split_or_version_marks_runs_stale_and_reruns_them_on_request(tm
     assert [r["attempts"] for r in registry_rows(out)] == [3, 2]  # seed 1: first run, new split, new version
 
 
-def test_bad_spec_is_refused_by_name(tmp_path, images):
+def test_bad_spec_is_refused_by_name(tmp_path, images, capsys):
     spec = folder_spec(tmp_path, images, colour="red")
-    done = vlprompt("sweep", "run", spec)
-    assert done.returncode == 2 and "unknown option 'colour'" in done.stderr and str(spec) in done.stderr
-    done = vlprompt("sweep", "run", tmp_path / "absent.yaml")
-    assert done.returncode == 2 and "absent.yaml does not exist" in done.stderr
-    ray_less = vlprompt("sweep", "status", tmp_path / "nowhere")
-    assert ray_less.returncode == 2 and "no run registry" in ray_less.stderr
+    assert main(["sweep", "run", str(spec)]) == 2
+    err = capsys.readouterr().err
+    assert "unknown option 'colour'" in err and str(spec) in err
+    assert main(["sweep", "run", str(tmp_path / "absent.yaml")]) == 2
+    assert "absent.yaml does not exist" in capsys.readouterr().err
+    assert main(["sweep", "status", str(tmp_path / "nowhere")]) == 2
+    assert "no run registry" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists() and not (tmp_path / "nowhere").exists()
 
 
 def test_ray_executor_without_ray_says_how_to_install_it(tmp_path, images):

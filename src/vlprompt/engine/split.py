@@ -15,9 +15,13 @@ from vlprompt.engine.config import RunConfig
 from vlprompt.engine.datasets import resolve_dataset
 
 
-def sample_split(config: RunConfig) -> tuple[DatasetSplits, DatasetSplits, dict | None]:
-    """(dataset after sampling, its training subset of classes, per-class training counts or None)."""
-    data = resolve_dataset(config.data.dataset, config.data.root)
+def sample_split(config: RunConfig, dataset: DatasetSplits | None = None
+                 ) -> tuple[DatasetSplits, DatasetSplits, dict | None]:
+    """(dataset after sampling, its training subset of classes, per-class training counts or None).
+
+    ``dataset`` is the resolved ``config.data.dataset`` when the caller has it already.
+    """
+    data = dataset if dataset is not None else resolve_dataset(config.data.dataset, config.data.root)
     seed = config.train.seed
     counts = None
     if config.data.shots is not None:
@@ -33,6 +37,3 @@ def split_hash(train_data: DatasetSplits) -> str:
         h.update(f"{r.label}\t{r.path}\n".encode())
     return h.hexdigest()[:16]
 
-
-def current_split_hash(config: RunConfig) -> str:
-    return split_hash(sample_split(config)[1])

@@ -2,8 +2,8 @@
 
 Every state change is one transaction, and a spec is claimed inside ``BEGIN IMMEDIATE`` (SQLite's
 write lock), so two ``sweep run`` processes on one registry never claim the same spec. A row holds
-who runs it (host and pid); a running row whose process is gone (checked on its own host) may be
-claimed again. A finished row records the code version and the hash of the sampled training split;
+who runs it (host, pid and the process's start time, so a reused pid is not mistaken for it); a
+running row whose process is gone (checked on its own host) may be claimed again. A finished row records the code version and the hash of the sampled training split;
 when either differs from the current one the row is *stale*: reported, and rerun only on request.
 WAL mode lets readers (``sweep status``, the report) read while a sweep writes.
 """
@@ -40,6 +40,7 @@ CREATE TABLE IF NOT EXISTS runs (
     version TEXT,
     host TEXT,
     pid INTEGER,
+    pid_start INTEGER,
     attempts INTEGER NOT NULL DEFAULT 0,
     error TEXT,
     started REAL,
@@ -67,6 +68,7 @@ class Row:
     version: str | None
     host: str | None
     pid: int | None
+    pid_start: int | None
     attempts: int
     error: str | None
     started: float | None
@@ -78,7 +80,22 @@ def host_name() -> str:
     return socket.gethostname()
 
 
-def process_alive(host: str | None, pid: int | None) -> bool:
+def _proc_stat(pid: int) -> list[str] | None:
+    """The fields of /proc/PID/stat after the command name (Linux), or None."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+
+
+def process_start(pid: int) -> int | None:
+    """The process's start time in clock ticks since boot (Linux), which tells a reused pid apart."""
+    fields = _proc_stat(pid)
+    return int(fields[19]) if fields else None
+
+
+def process_alive(host: str | None, pid: int | None, start: int | None = None) -> bool:
     """Whether the process that holds a row may still run; another host's processes count as alive."""
     if host != host_name():
         return True
@@ -89,12 +106,12 @@ def process_alive(host: str | None, pid: int | None) -> bool:
     except ProcessLookupError:
         return False
     except PermissionError:
+        pass
+    fields = _proc_stat(pid)
+    if fields is None:
         return True
-    try:  # a killed child that nobody has waited for yet is a zombie: dead for our purpose
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
-        return True
+    # a killed child nobody has waited for yet is a zombie; a pid with another start time was reused
+    return fields[0] != "Z" and (start is None or int(fields[19]) == start)
 
 
 def registry_path(path: str | Path) -> Path:
@@ -146,16 +163,16 @@ class Registry:
     def claim(self, spec_ids: list[str]) -> Row | None:
         """Atomically take the first of ``spec_ids`` that is pending or held by a dead process."""
         def work():
-            marks = ",".join("?" * len(spec_ids))
-            rows = self.db.execute(f"SELECT spec_id, state, host, pid FROM runs WHERE spec_id IN ({marks}) "
-                                   "AND state IN ('pending', 'running')", spec_ids).fetchall()
+            rows = self.db.execute("SELECT spec_id, state, host, pid, pid_start FROM runs "
+                                   "WHERE state IN ('pending', 'running')").fetchall()
             states = {r["spec_id"]: r for r in rows}
             for spec_id in spec_ids:
                 r = states.get(spec_id)
-                if r is None or (r["state"] == "running" and process_alive(r["host"], r["pid"])):
+                if r is None or (r["state"] == "running" and process_alive(r["host"], r["pid"], r["pid_start"])):
                     continue
-                self.db.execute("UPDATE runs SET state='running', host=?, pid=?, started=?, ended=NULL, error=NULL, "
-                                "attempts=attempts+1 WHERE spec_id=?", (host_name(), os.getpid(), time.time(), spec_id))
+                self.db.execute("UPDATE runs SET state='running', host=?, pid=?, pid_start=?, started=?, ended=NULL, "
+                                "error=NULL, attempts=attempts+1 WHERE spec_id=?",
+                                (host_name(), os.getpid(), process_start(os.getpid()), time.time(), spec_id))
                 return spec_id
             return None
         claimed = self._transaction(work)
@@ -185,6 +202,9 @@ class Registry:
 
     def rows(self) -> list[Row]:
         return [_decode(r) for r in self.db.execute("SELECT * FROM runs ORDER BY rowid")]
+
+    def states(self) -> dict[str, str]:
+        return dict(self.db.execute("SELECT spec_id, state FROM runs").fetchall())
 
 
 def _decode(r: sqlite3.Row) -> Row:

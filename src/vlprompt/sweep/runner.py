@@ -15,7 +15,8 @@ from concurrent.futures import FIRST_COMPLETED, wait
 from pathlib import Path
 
 from vlprompt.engine.config import RunConfig
-from vlprompt.engine.split import current_split_hash
+from vlprompt.engine.datasets import resolve_dataset
+from vlprompt.engine.split import sample_split, split_hash
 from vlprompt.errors import VlpromptError
 from vlprompt.sweep.executors import make_executor
 from vlprompt.sweep.registry import REGISTRY_FILE, Registry, Row, stale_reason
@@ -41,9 +42,17 @@ def registry_of(plans) -> Path:
 def stale_rows(registry: Registry, spec_ids: list[str] | None = None) -> dict[str, str]:
     """spec id -> why its finished row is stale (code version, or the split it would sample now)."""
     found = {}
+    datasets = {}  # each dataset is read once, however many runs use it
     for row in registry.rows():
         if row.state == "done" and (spec_ids is None or row.spec_id in spec_ids):
-            reason = stale_reason(row, current_split_hash(RunConfig.from_dict(row.config)))
+            config = RunConfig.from_dict(row.config)
+            key = (config.data.dataset, config.data.root)
+            try:
+                if key not in datasets:
+                    datasets[key] = resolve_dataset(*key)
+                reason = stale_reason(row, split_hash(sample_split(config, datasets[key])[1]))
+            except VlpromptError as exc:
+                reason = f"its training split cannot be sampled now ({exc})"
             if reason:
                 found[row.spec_id] = reason
     return found
@@ -76,6 +85,7 @@ def run_sweep(plans, executor=None, workers: int = 1, registry: str | Path | Non
 
 def _loop(reg: Registry, ids: list[str], executor, workers: int, poll_s: float) -> None:
     running = {}  # future -> spec id
+    wanted = set(ids)
     try:
         while True:
             while executor is None or len(running) < executor.slots:
@@ -89,7 +99,7 @@ def _loop(reg: Registry, ids: list[str], executor, workers: int, poll_s: float) 
                 done, _ = wait(running, return_when=FIRST_COMPLETED)
                 for future in done:
                     _record(reg, running.pop(future), future)
-            elif any(reg.get(i).state in ("pending", "running") for i in ids):
+            elif any(state in ("pending", "running") for i, state in reg.states().items() if i in wanted):
                 time.sleep(poll_s)  # the rest is held by other live processes: wait for them
             else:
                 return
