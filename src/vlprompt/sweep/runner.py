@@ -99,6 +99,8 @@ def _loop(reg: Registry, ids: list[str], executor, workers: int, poll_s: float) 
                 done, _ = wait(running, return_when=FIRST_COMPLETED)
                 for future in done:
                     _record(reg, running.pop(future), future)
+                states = reg.states()
+                log.info("%d of %d runs finished", sum(states[i] in ("done", "failed") for i in ids), len(ids))
             elif any(state in ("pending", "running") for i, state in reg.states().items() if i in wanted):
                 time.sleep(poll_s)  # the rest is held by other live processes: wait for them
             else:
