@@ -61,6 +61,9 @@ def test_killed_sweep_rerun_finishes_only_the_missing_runs(tmp_path, images):
     done_before = {k for k, r in before.items() if r["state"] == "done"}
     assert 1 <= len(done_before) < 4
     assert all(r["state"] in ("done", "running", "pending") for r in before.values())
+    status = vlprompt("sweep", "status", out).stdout
+    for spec_id in (k for k, r in before.items() if r["state"] == "running"):  # held by the killed driver
+        assert f"running  {spec_id}  attempts 1  pid {proc.pid} on " in status and "that process is gone" in status
     stamps = result_stamps(out)
     rerun = vlprompt("sweep", "run", spec)
     assert rerun.returncode == 0, rerun.stderr[-3000:]
@@ -161,6 +164,9 @@ def test_bad_spec_is_refused_by_name(tmp_path, images, capsys):
     assert "absent.yaml does not exist" in capsys.readouterr().err
     assert main(["sweep", "status", str(tmp_path / "nowhere")]) == 2
     assert "no run registry" in capsys.readouterr().err
+    (tmp_path / "junk.sqlite").write_text("not a database, just text " * 100)
+    assert main(["report", str(tmp_path / "junk.sqlite")]) == 2
+    assert "junk.sqlite is not a vlprompt run registry" in capsys.readouterr().err
     assert not (tmp_path / "out").exists() and not (tmp_path / "nowhere").exists()
 
 

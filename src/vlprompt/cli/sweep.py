@@ -74,7 +74,7 @@ def cmd_run(args) -> int:
 
 
 def cmd_status(args) -> int:
-    from vlprompt.sweep.registry import Registry
+    from vlprompt.sweep.registry import Registry, process_alive
     from vlprompt.sweep.runner import stale_rows
 
     registry = Registry(_registry_of(args.where), create=False)
@@ -85,8 +85,10 @@ def cmd_status(args) -> int:
         registry.close()
     for r in rows:
         state = "stale" if r.spec_id in stale else r.state
-        detail = {"stale": stale.get(r.spec_id), "failed": r.error,
-                  "running": f"pid {r.pid} on {r.host}"}.get(state, "")
+        holder = f"pid {r.pid} on {r.host}"
+        if state == "running" and not process_alive(r.host, r.pid, r.pid_start):
+            holder += " (that process is gone; the next `sweep run` takes the run over)"
+        detail = {"stale": stale.get(r.spec_id), "failed": r.error, "running": holder}.get(state, "")
         print(f"{state:8} {r.spec_id}  attempts {r.attempts}" + (f"  {detail}" if detail else ""))
     counts = {s: sum(r.state == s for r in rows) for s in ("pending", "running", "done", "failed")}
     print(", ".join(f"{n} {s}" for s, n in counts.items()) + f", {len(stale)} stale (of {len(rows)} runs)"

@@ -132,9 +132,14 @@ class Registry:
         # autocommit mode: every transaction below is explicit
         self.db = sqlite3.connect(self.path, timeout=60, isolation_level=None)
         self.db.row_factory = sqlite3.Row
-        self.db.execute("PRAGMA journal_mode=WAL")
-        self.db.execute("PRAGMA busy_timeout=60000")
-        self.db.execute(SCHEMA)
+        try:
+            self.db.execute("PRAGMA journal_mode=WAL")
+            self.db.execute("PRAGMA busy_timeout=60000")
+            self.db.execute(SCHEMA)
+        except sqlite3.DatabaseError as exc:
+            self.db.close()
+            raise ConfigError(f"{self.path} is not a vlprompt run registry ({exc}); give a sweep's output folder "
+                              "or its registry.sqlite") from None
 
     def close(self) -> None:
         self.db.close()
