@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import json
+import shutil
 import sqlite3
 import statistics
 import sys
@@ -149,6 +150,26 @@ def test_run_pages_show_curves_norms_collapse_storage_and_errors(sweep):
             assert (report / "runs" / src).resolve().is_file()
     (bad,) = [r for r in registry(out) if r["state"] == "failed"]
     assert f"<pre>{escape(bad['error'])}</pre>" in (report / "runs" / f"{bad['spec_id']}.html").read_text()
+
+
+def test_report_of_a_folder_of_runs_without_registry(sweep, tmp_path):
+    out, _ = sweep
+    shutil.copytree(out / "runs", tmp_path / "runs")  # run directories only, moved away from their registry
+    done = vlprompt("report", tmp_path / "runs", "--out", tmp_path / "report")
+    assert done.returncode == 0, done.stderr[-3000:]
+    header, *body = parse(tmp_path / "report" / "index.html").tables[0]
+    assert header == ["Dataset", "Method", "Setting", "base", "new", "Seeds"]
+    found = {}
+    for path in (tmp_path / "runs").glob("*/results.json"):
+        r = json.loads(path.read_text())
+        found.setdefault("+".join([r["method"], *r["regularizers"]]), []).append(r["metrics"])
+    assert len(body) == len(found) == len(METHODS)
+    for dataset, method, setting, base, new, seeds in body:
+        metrics = found[method]
+        assert setting == "shots=2" and seeds == "2"
+        for cell, subset in ((base, "base"), (new, "new")):
+            values = [m[subset]["accuracy"] for m in metrics]
+            assert cell == f"{statistics.mean(values):.2f} ± {statistics.stdev(values):.2f}"
 
 
 def test_report_refuses_to_replace_a_folder_that_is_not_a_report(sweep, tmp_path):

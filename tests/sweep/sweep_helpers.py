@@ -37,9 +37,10 @@ def vlprompt(*args, timeout=900) -> subprocess.CompletedProcess:
     return subprocess.run(CLI + [str(a) for a in args], capture_output=True, text=True, timeout=timeout, env=env())
 
 
-def start(*args, log: Path | None = None) -> subprocess.Popen:
+def start(*args, log: Path | None = None, **environment) -> subprocess.Popen:
     out = open(log, "w") if log else subprocess.DEVNULL
-    return subprocess.Popen(CLI + [str(a) for a in args], stdout=out, stderr=subprocess.STDOUT, env=env())
+    return subprocess.Popen(CLI + [str(a) for a in args], stdout=out, stderr=subprocess.STDOUT,
+                            env={**env(), **environment})
 
 
 def registry_rows(out: Path) -> list[dict]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import sqlite3
 import subprocess
@@ -81,9 +82,9 @@ def test_killed_sweep_rerun_finishes_only_the_missing_runs(tmp_path, images):
 def test_two_sweep_processes_at_once_run_every_spec_exactly_once(tmp_path, images):
     spec = folder_spec(tmp_path, images, seeds=[1, 2, 3])
     out = tmp_path / "out"
-    # one driver with a local pool of two workers, one running in-process
-    procs = [start("sweep", "run", spec, *extra, log=tmp_path / f"log{i}")
-             for i, extra in enumerate([["--workers", "2"], []])]
+    # one driver with a local pool of two workers sharing 4 threads, one running in-process
+    procs = [start("sweep", "run", spec, "--workers", "2", log=tmp_path / "log0", OMP_NUM_THREADS="4"),
+             start("sweep", "run", spec, log=tmp_path / "log1")]
     for p in procs:
         assert p.wait(timeout=900) == 0, (tmp_path / "log0").read_text()[-2000:]
     rows = registry_rows(out)
@@ -96,6 +97,10 @@ def test_two_sweep_processes_at_once_run_every_spec_exactly_once(tmp_path, image
     logs = [(tmp_path / f"log{i}").read_text() for i in range(2)]
     started = [line for log in logs for line in log.splitlines() if "(attempt 1)" in line]
     assert len(started) == 6 and len({line.split("run ")[-1] for line in started}) == 6
+    pool_runs = sum(r["pid"] == procs[0].pid for r in rows)
+    threads = re.findall(r"process (\d+) runs with (\d+) torch threads", logs[0])
+    assert pool_runs >= 1 and len(threads) == pool_runs and all(n == "2" for _, n in threads)  # 4 threads over 2 workers
+    assert "torch threads" not in logs[1]  # in-process runs keep the process's threads
 
 
 def test_a_run_that_raises_is_recorded_failed_and_the_rest_completes(tmp_path, images):

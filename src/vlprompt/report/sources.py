@@ -46,5 +46,5 @@ def _row_of(run_dir: Path) -> Row:
     keys = {"shots": results["shots"]} if results.get("shots") is not None else {}
     return Row(spec_id=run_dir.name, config_hash=results["run_id"], config=config, protocol=None, method=method,
                dataset=results["dataset"], seed=results["seed"], keys=keys, run_dir=str(run_dir), state="done",
-               split_hash=results.get("split_hash"), version=None, host=None, pid=None, attempts=1, error=None,
-               started=None, ended=None, results=results)
+               split_hash=results.get("split_hash"), version=None, host=None, pid=None, pid_start=None, attempts=1,
+               error=None, started=None, ended=None, results=results)

@@ -8,12 +8,15 @@ share the cores instead of each taking all of them.
 
 from __future__ import annotations
 
+import logging
 import os
 from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 
 from vlprompt.engine.config import RunConfig
 from vlprompt.errors import ConfigError
+
+log = logging.getLogger(__name__)
 
 
 def run_spec(config: dict, threads: int | None = None) -> dict:
@@ -24,6 +27,7 @@ def run_spec(config: dict, threads: int | None = None) -> dict:
         os.environ["OMP_NUM_THREADS"] = str(threads)
         os.environ["MKL_NUM_THREADS"] = str(threads)
         torch.set_num_threads(threads)
+        log.info("process %d runs with %d torch threads", os.getpid(), threads)
     from vlprompt.engine.run import run_experiment
 
     return run_experiment(RunConfig.from_dict(config))
