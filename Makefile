@@ -10,7 +10,7 @@ $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet torch==2.14.1 torchvision==0.29.1
-	$(PY) -m pip install --quiet -e ".[dev]"
+	$(PY) -m pip install --quiet -e ".[dev,ray]"
 	touch $(STAMP)
 
 setup: $(STAMP)
@@ -25,7 +25,7 @@ test: $(STAMP)
 
 ## Base-to-new of every method on the embedded world (clean and noisy objects), 3 seeds (about 40
 ## minutes on 2 cores); the table and its bars go into the docs, beside the reading of them in
-## docs/results/world_base_to_new.md.
+## docs/results/world_base_to_new.md, with a screenshot of its HTML report (when chromium is installed).
 experiment: $(STAMP)
 	$(VENV)/bin/vlprompt run base_to_new --preset world-methods --seeds 1,2,3 --out runs/world-methods \
 		--datasets world:objects,world:objects_noise
@@ -33,6 +33,13 @@ experiment: $(STAMP)
 	mv docs/results/world_base_to_new_table.md.tmp docs/results/world_base_to_new_table.md
 	cp runs/world-methods/base_to_new.png docs/results/world_base_to_new.png.tmp
 	mv docs/results/world_base_to_new.png.tmp docs/results/world_base_to_new.png
+	$(VENV)/bin/vlprompt report runs/world-methods --out runs/world-methods/report
+	if command -v chromium >/dev/null 2>&1; then \
+		chromium --headless --no-sandbox --disable-gpu --no-first-run --disable-background-networking \
+			--disable-component-update --disable-sync --user-data-dir=$$(mktemp -d) --hide-scrollbars \
+			--window-size=1100,1800 --screenshot=$(CURDIR)/docs/results/world_report.png.tmp.png \
+			file://$(CURDIR)/runs/world-methods/report/index.html && \
+		mv docs/results/world_report.png.tmp.png docs/results/world_report.png; fi
 
 ## Benchmarks (slow; run by hand).
 bench: $(STAMP)
@@ -41,6 +48,7 @@ bench: $(STAMP)
 	$(PY) benchmarks/prefix_memory.py
 	$(PY) benchmarks/cocoop_step.py
 	$(PY) benchmarks/data_loading.py
+	$(PY) benchmarks/text_chunk.py
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache

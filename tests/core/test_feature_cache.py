@@ -64,3 +64,25 @@ def test_missing_and_corrupt_images_name_the_file(tmp_path, folder, tiny_backbon
     with pytest.raises(DataError, match="cannot be decoded"):
         FeatureCache(tmp_path / "c").features(tiny_backbone, data, records[2:])
     assert not list((tmp_path / "c").glob("*.safetensors"))  # nothing half-written
+
+
+def test_an_image_replaced_in_place_gets_a_new_key_and_new_features(tmp_path, folder, tiny_backbone, classnames):
+    records = folder_records(folder)
+    data = DatasetSplits("tiny", classnames, records, [], [])
+    cache = FeatureCache(tmp_path / "cache")
+    before_key = cache.key(tiny_backbone, records, views=1, seed=0)
+    before = cache.features(tiny_backbone, data, records)
+    assert cache.key(tiny_backbone, records, views=1, seed=0) == before_key  # unchanged files, same key
+    import os
+
+    from PIL import Image
+
+    stat = os.stat(records[0].path)
+    Image.new("RGB", (24, 24), (255, 255, 255)).save(records[0].path)  # same path, other pixels
+    os.utime(records[0].path, ns=(stat.st_atime_ns, stat.st_mtime_ns + 1_000_000))
+    after_key = cache.key(tiny_backbone, records, views=1, seed=0)
+    assert after_key != before_key
+    after = cache.features(tiny_backbone, data, records)
+    assert not torch.equal(after[0, 0], before[0, 0])  # the replaced image was encoded again
+    assert torch.equal(after[0, 1:], before[0, 1:])
+    assert len(list((tmp_path / "cache").glob("*.safetensors"))) == 2

@@ -7,7 +7,7 @@ import logging
 import sys
 from pathlib import Path
 
-from vlprompt.cli import analyze, data, world
+from vlprompt.cli import analyze, data, sweep, world
 from vlprompt.errors import ConfigError, VlpromptError
 
 log = logging.getLogger("vlprompt")
@@ -46,6 +46,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("train", help="train (or resume) one run and evaluate it")
     p.add_argument("--preset", help="a preset name (`vlprompt list presets`) or a YAML file")
+    p.add_argument("--lock-timeout", type=float, help="seconds to wait when another process holds the same run "
+                   "(default: wait until it finishes)")
     p.add_argument("overrides", nargs="*", help=OVERRIDE_HELP)
     p.set_defaults(func=cmd_train)
 
@@ -111,6 +113,7 @@ def build_parser() -> argparse.ArgumentParser:
     analyze.register(sub)
     world.register(sub)
     data.register(sub)
+    sweep.register(sub)
     return parser
 
 
@@ -120,7 +123,7 @@ def cmd_train(args) -> int:
     from vlprompt.engine.run import run_experiment
 
     config = resolve_config(args.preset, args.overrides)
-    results = run_experiment(config)
+    results = run_experiment(config, lock_timeout=args.lock_timeout)
     if "metrics" not in results:
         print(f"interrupted after epoch {results['interrupted_after_epoch']}; rerun to resume: {results['run_dir']}")
         return 1
@@ -251,6 +254,7 @@ def cmd_run(args) -> int:
     from vlprompt.engine.config import load_preset
     from vlprompt.protocols.common import PROTOCOLS, ProtocolRequest, run_protocol
     from vlprompt.report.protocol_outputs import write_protocol_result
+    from vlprompt.sweep.runner import protocol_executor
 
     PROTOCOLS.get(args.protocol)  # an unknown protocol is refused before any work, with the valid names
     methods = _csv(args.methods) or list(load_preset(args.preset).get("methods") or [])
@@ -258,7 +262,7 @@ def cmd_run(args) -> int:
     request = ProtocolRequest(methods, _csv(args.seeds, int), args.preset, datasets=_csv(args.datasets),
                               overrides=args.overrides, out_dir=out, workers=args.workers,
                               shots=_csv(args.shots, int), ratios=_csv(args.ratios, float),
-                              targets=_csv(args.targets))
+                              targets=_csv(args.targets), executor=protocol_executor)
     print(write_protocol_result(run_protocol(args.protocol, request), out))
     print(f"tables written to {out}")
     return 0
@@ -268,14 +272,17 @@ def cmd_demo(args) -> int:
     import time
 
     from vlprompt.protocols.common import ProtocolRequest, run_protocol
+    from vlprompt.report.html import write_report
     from vlprompt.report.protocol_outputs import write_protocol_result
+    from vlprompt.sweep.runner import protocol_executor
 
     start = time.perf_counter()
     request = ProtocolRequest(_csv(args.methods), _csv(args.seeds, int), args.preset, datasets=_csv(args.datasets),
-                              overrides=args.overrides, out_dir=Path(args.out))
+                              overrides=args.overrides, out_dir=Path(args.out), executor=protocol_executor)
     table = write_protocol_result(run_protocol("base_to_new", request), args.out)
     print(table)
     print(f"total {time.perf_counter() - start:.1f} s; tables and run directories in {args.out}")
+    print(f"report: {write_report(args.out, Path(args.out) / 'report')}")
     return 0
 
 

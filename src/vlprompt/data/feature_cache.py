@@ -3,7 +3,8 @@
 Learners that leave the image tower frozen see the same features every epoch, so encoding each
 image once replaces an image-encoder pass per step. Training with augmentation uses V cached
 augmented views per image (view v of image i comes from a seed derived from (seed, i, v), so the
-cache is reproducible); V = 1 means the test transform, i.e. no augmentation.
+cache is reproducible); V = 1 means the test transform, i.e. no augmentation. An image file enters
+the key with its size and modification time, so an image replaced in place gets new features.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
 from pathlib import Path
 
 import torch
@@ -24,6 +26,15 @@ from vlprompt.data.transforms import describe, eval_transform, train_transform
 from vlprompt.io import atomic_path
 
 log = logging.getLogger(__name__)
+
+
+def image_identity(path: str) -> list:
+    """A file's path with its size and mtime (ns); a generated image's key (``scheme://...``) as it is."""
+    try:
+        st = os.stat(path)
+    except OSError:  # not a file: the key itself identifies the pixels (the synthetic world)
+        return [path]
+    return [path, st.st_size, st.st_mtime_ns]
 
 
 class FeatureCache:
@@ -40,7 +51,7 @@ class FeatureCache:
             "transform": describe(transform),
             "views": views,
             "seed": seed if views > 1 else None,
-            "images": [r.path for r in records],
+            "images": [image_identity(r.path) for r in records],
         }
         return hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:32]
 

@@ -21,13 +21,16 @@ import yaml
 from vlprompt.backbones import Backbone, load_backbone
 from vlprompt.data.feature_cache import FeatureCache
 from vlprompt.data.records import DatasetSplits
-from vlprompt.data.sampling import few_shot, imbalanced, subsample_classes
+from vlprompt.data.sampling import subsample_classes
 from vlprompt.data.templates import KINDS as TEMPLATE_KINDS
 from vlprompt.data.templates import templates_for
 from vlprompt.engine.batches import FeatureBatches, ImageBatches
 from vlprompt.engine.config import RunConfig
 from vlprompt.engine.datasets import resolve_dataset
 from vlprompt.engine.device import resolve_device
+from vlprompt.engine.memory import choose_text_chunk
+from vlprompt.engine.run_lock import hold_run
+from vlprompt.engine.split import sample_split, split_hash
 from vlprompt.engine.evaluate import encode_with_learner, evaluate_features
 from vlprompt.engine.seeding import seed_everything
 from vlprompt.engine.trainer import Trainer
@@ -75,19 +78,19 @@ def prepare(config: RunConfig) -> PreparedRun:
     seed_everything(seed)
     backbone = load_backbone(config.backbone.name, config.backbone.pretrained,
                              device=resolve_device(config.train.device), precision=config.backbone.precision)
-    data = resolve_dataset(config.data.dataset, config.data.root)
-    cache_root = Path(config.cache_dir).expanduser()
-    counts = None
-    if config.data.shots is not None:
-        data = few_shot(data, config.data.shots, seed, cache_dir=cache_root / "splits")
-    if config.data.imbalance_ratio is not None:
-        data, counts = imbalanced(data, config.data.imbalance_ratio, seed)
-    train_data = subsample_classes(data, config.data.subsample)
+    data, train_data, counts = sample_split(config)
     options = config.learner.options.with_dataset_template(train_data.template)
     learner = LEARNERS.get(config.learner.name)(backbone, train_data.classnames, options)
+    tokens = getattr(learner, "tokens", None)
+    if tokens is not None:
+        learner.text_chunk = choose_text_chunk(config.train.text_chunk, backbone, len(tokens),
+                                               int(tokens.eot.max()) + 1, config.train.text_memory_gb)
+        if learner.text_chunk:
+            log.info("class prompts that share no prefix are encoded in checkpointed chunks of %d classes",
+                     learner.text_chunk)
     regularizers = [REGULARIZERS.get(r.name)(r.options) for r in config.regularizers]
     prepared = PreparedRun(config, run_dir_of(config), backbone, data, train_data, learner, regularizers,
-                           FeatureCache(cache_root / "features"), counts)
+                           FeatureCache(Path(config.cache_dir).expanduser() / "features"), counts)
     prepared.timings["load"] = round(time.perf_counter() - start, 3)
     return prepared
 
@@ -164,6 +167,7 @@ def record(run: PreparedRun, metrics: dict, history: list[dict]) -> dict:
         "metrics": metrics,
         "final_epoch": history[-1] if history else None,
         "per_class_train_counts": run.per_class_train_counts,
+        "split_hash": split_hash(run.train_data),
         "timings_s": run.timings,
         "run_dir": str(run.run_dir),
     }
@@ -171,8 +175,13 @@ def record(run: PreparedRun, metrics: dict, history: list[dict]) -> dict:
     return results
 
 
-def run_experiment(config: RunConfig, stop_after_epoch: int | None = None) -> dict:
-    """Run (or resume, or skip) one configuration and return its results."""
+def run_experiment(config: RunConfig, stop_after_epoch: int | None = None, lock_timeout: float | None = None) -> dict:
+    """Run (or resume, or skip) one configuration and return its results; one process per run directory."""
+    with hold_run(run_dir_of(config), timeout=lock_timeout):
+        return _run_experiment(config, stop_after_epoch)
+
+
+def _run_experiment(config: RunConfig, stop_after_epoch: int | None) -> dict:
     run_dir = run_dir_of(config)
     results_path = run_dir / RESULTS_FILE
     if results_path.is_file():

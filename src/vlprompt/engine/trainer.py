@@ -41,6 +41,8 @@ class TrainConfig:
     warmup_lr: float = 1e-5
     precision: str = "fp32"
     device: str = "auto"  # auto | cpu | cuda | cuda:N | mps (auto: CUDA when present)
+    text_chunk: int | str = "auto"  # classes per checkpointed text chunk where prompts share no prefix; 0: never
+    text_memory_gb: float = 2.0  # the activation budget that text_chunk=auto keeps to
     seed: int = 1
     views: int = 1
     eval_batch_size: int = 100
@@ -48,6 +50,11 @@ class TrainConfig:
     def __post_init__(self):
         check_choice("train.precision", self.precision, PRECISIONS)
         check_device_name(self.device)
+        if not (self.text_chunk == "auto" or (isinstance(self.text_chunk, int) and self.text_chunk >= 0)):
+            raise ConfigError(f"train.text_chunk={self.text_chunk!r} is not valid; give a number of classes, "
+                              "0 (never chunk) or 'auto'")
+        if not self.text_memory_gb > 0:
+            raise ConfigError(f"train.text_memory_gb={self.text_memory_gb} must be positive")
         for name in ("epochs", "batch_size", "views", "eval_batch_size"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"train.{name}={getattr(self, name)} must be at least 1")

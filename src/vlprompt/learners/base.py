@@ -89,6 +89,9 @@ class PromptLearner(nn.Module):
         self.config = make_options(self.Config, config, options)
         self.backbone = backbone
         self.classnames = list(classnames)
+        #: classes per checkpointed chunk where class prompts are encoded one sequence each (an execution
+        #: choice like the shared prefix: same numbers, less memory; set from train.text_chunk)
+        self.text_chunk: int | None = None
 
     @classmethod
     def capabilities_of(cls, config: Options) -> frozenset[Capability]:

@@ -15,7 +15,8 @@ from vlprompt.backbones.fast_text import encode_shared_prefix, supports_shared_p
 from vlprompt.errors import ConfigError
 from vlprompt.learners.base import PromptLearner
 from vlprompt.learners.capabilities import Capability
-from vlprompt.learners.prompts import ClassPromptTokens, init_context, template_context_init, template_prefix
+from vlprompt.learners.prompts import (ClassPromptTokens, encode_in_chunks, init_context, template_context_init,
+                                       template_prefix)
 from vlprompt.learners.registry import register_learner
 from vlprompt.options import Options, option
 
@@ -127,7 +128,8 @@ class CoOp(PromptLearner):
             log.debug("text tower blocks are not plain open_clip blocks: no shared-prefix encoding")
         else:
             log.debug("context is not a shared prefix (csc or class token not at the end): plain text path")
-        return tower(self.tokens.assemble(ctx), self.tokens.eot)
+        return encode_in_chunks(lambda a, b: tower(self.tokens.assemble(ctx, a, b), self.tokens.eot[a:b]),
+                                len(self.tokens), self.text_chunk)
 
     def text_features(self, image_features=None) -> torch.Tensor:
         return F.normalize(self.encode_context(self.ctx), dim=-1)

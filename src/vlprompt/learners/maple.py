@@ -21,7 +21,7 @@ from vlprompt.backbones.deep_prompts import check_token_vit, encode_image_blocks
 from vlprompt.errors import ConfigError
 from vlprompt.learners.base import PromptLearner
 from vlprompt.learners.capabilities import Capability
-from vlprompt.learners.prompts import ClassPromptTokens, init_context
+from vlprompt.learners.prompts import ClassPromptTokens, encode_in_chunks, init_context
 from vlprompt.learners.registry import register_learner
 from vlprompt.options import Options, option
 
@@ -105,5 +105,7 @@ class MaPLe(PromptLearner):
         def hook(j: int, x: torch.Tensor) -> torch.Tensor:
             return replace_tokens(x, 1, prompts[j]) if 1 <= j < len(prompts) else x
 
-        features = encode_text_blocks(self.backbone.text, self.tokens.assemble(prompts[0]), self.tokens.eot, hook)
+        features = encode_in_chunks(
+            lambda a, b: encode_text_blocks(self.backbone.text, self.tokens.assemble(prompts[0], a, b),
+                                            self.tokens.eot[a:b], hook), len(self.tokens), self.text_chunk)
         return F.normalize(features, dim=-1)

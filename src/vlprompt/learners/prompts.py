@@ -7,8 +7,11 @@ buffers (never saved) and rebuilt whenever the class list changes.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 from torch import nn
+from torch.utils.checkpoint import checkpoint
 
 from vlprompt.backbones import Backbone
 from vlprompt.errors import ConfigError, check_choice
@@ -81,18 +84,21 @@ class ClassPromptTokens(nn.Module):
     def __len__(self) -> int:
         return self.token_prefix.shape[0]
 
-    def assemble(self, ctx: torch.Tensor) -> torch.Tensor:
-        """Full prompt embeddings (K, L, W) for a context of shape (M, W) or (K, M, W)."""
-        k = len(self)
+    def assemble(self, ctx: torch.Tensor, start: int = 0, stop: int | None = None) -> torch.Tensor:
+        """Full prompt embeddings (K, L, W) for a context of shape (M, W) or (K, M, W); with ``start`` and
+        ``stop`` only those classes' prompts."""
+        stop = len(self) if stop is None else stop
         if ctx.dim() == 2:
-            ctx = ctx.unsqueeze(0).expand(k, -1, -1)
-        prefix, suffix = self.token_prefix, self.token_suffix
+            ctx = ctx.unsqueeze(0).expand(stop - start, -1, -1)
+        else:
+            ctx = ctx[start:stop]
+        prefix, suffix = self.token_prefix[start:stop], self.token_suffix[start:stop]
         ctx = ctx.to(prefix.dtype)  # the towers' precision; the gradient reaches the fp32 context
         if self.position == "end":
             return torch.cat([prefix, ctx, suffix], dim=1)
         rows = []
         half = self.n_ctx // 2
-        for i, n in enumerate(self.name_lens):
+        for i, n in enumerate(self.name_lens[start:stop]):
             name, rest = suffix[i : i + 1, :n], suffix[i : i + 1, n:]
             c = ctx[i : i + 1]
             if self.position == "middle":
@@ -100,6 +106,26 @@ class ClassPromptTokens(nn.Module):
             else:  # front
                 rows.append(torch.cat([prefix[i : i + 1], name, c, rest], dim=1))
         return torch.cat(rows, dim=0)
+
+
+def encode_in_chunks(encode: Callable[[int, int], torch.Tensor], n_classes: int, chunk: int | None) -> torch.Tensor:
+    """``encode(start, stop)`` over consecutive class chunks, concatenated: the same features and gradients
+    as one call, with activation memory of one chunk at a time.
+
+    Under autograd each chunk is checkpointed: its activations are dropped after the forward pass and
+    recomputed during the backward pass (no dropout runs in the frozen towers, so the recomputation is
+    exact). ``chunk`` None or >= the class count: one call.
+    """
+    if not chunk or chunk >= n_classes:
+        return encode(0, n_classes)
+    parts = []
+    for start in range(0, n_classes, chunk):
+        stop = min(n_classes, start + chunk)
+        if torch.is_grad_enabled():
+            parts.append(checkpoint(encode, start, stop, use_reentrant=False))
+        else:
+            parts.append(encode(start, stop))
+    return torch.cat(parts)
 
 
 def _bpe_len(backbone: Backbone, text: str) -> int:

@@ -17,11 +17,14 @@ from vlprompt.protocols.common import (ProtocolRequest, ProtocolResult, RunPlan,
 def plan_base_to_new(methods, datasets, seeds, preset: dict, overrides=(), out_dir=Path("runs/base2new"),
                      imbalance_ratio: float | None = None) -> list[RunPlan]:
     data = {"subsample": "base", "eval_subsets": ["base", "new"]}
+    keys, protocol = {}, "base_to_new"
     if imbalance_ratio is not None:
         data["imbalance_ratio"] = imbalance_ratio
+        keys, protocol = {"ratio": imbalance_ratio}, "imbalanced"
     return [
         RunPlan(m, d, s, method_config(m, preset, list(overrides), data={**data, "dataset": d},
-                                       train={"seed": s}, output_dir=str(out_dir / "runs")))
+                                       train={"seed": s}, output_dir=str(out_dir / "runs")),
+                keys=dict(keys), protocol=protocol)
         for d in datasets for m in methods for s in seeds
     ]
 
@@ -62,7 +65,7 @@ def run_base_to_new(request: ProtocolRequest) -> ProtocolResult:
     methods, datasets = request.methods, request.datasets
     plans = plan_base_to_new(methods, datasets, request.seeds, request.preset_dict, request.overrides,
                              request.out_dir)
-    results = execute(plans, request.workers)
+    results = execute(plans, request)
     accuracies = base_new_accuracies(plans, results, methods, datasets)
     header, rows = base_to_new_table(accuracies, methods, datasets)
     return ProtocolResult("base_to_new", header, rows, figure="base_to_new",

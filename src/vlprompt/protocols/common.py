@@ -3,24 +3,29 @@ over seeds, and the result a protocol returns (a table and figure data; report/ 
 
 A method is written ``learner[+regularizer...]`` (e.g. ``coop+prograd``); its options come from the
 preset's ``learners:`` and ``regularizers_defaults:`` sections. Runs whose results exist are not
-repeated (``run_experiment`` finds them by config hash), so a protocol can be killed and rerun.
+repeated (``run_experiment`` finds them by config hash), so a protocol can be killed and rerun. How
+the runs execute is the request's ``executor``: one after the other here by default; the command
+line passes the sweep layer's, which records them in the run registry and runs them in a pool or on
+Ray (protocols sit above sweep/ and never import it).
 """
 
 from __future__ import annotations
 
 import statistics
-from concurrent.futures import ProcessPoolExecutor
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from tqdm.auto import tqdm
 
 from vlprompt.engine.config import RunConfig, apply_overrides, expand_preset, load_preset
-from vlprompt.engine.run import harmonic_mean, run_experiment
+from vlprompt.engine.run import harmonic_mean, run_dir_of, run_experiment
 from vlprompt.errors import ConfigError
 from vlprompt.registry import Registry
 
 PROTOCOLS: Registry = Registry("protocol")
+DEFAULT_SHOTS = (1, 2, 4, 8, 16)
+DEFAULT_RATIOS = (1.0, 0.25, 0.0625)  # the class-imbalance ratios of NPT's table (methods.md §10.6)
 register_protocol = PROTOCOLS.register
 
 
@@ -35,9 +40,11 @@ class ProtocolRequest:
     overrides: list[str] = field(default_factory=list)
     out_dir: Path = Path("runs")
     workers: int = 1
-    shots: list[int] = field(default_factory=lambda: [1, 2, 4, 8, 16])
-    ratios: list[float] = field(default_factory=lambda: [1.0, 0.25, 0.0625])
+    shots: list[int] = field(default_factory=lambda: list(DEFAULT_SHOTS))
+    ratios: list[float] = field(default_factory=lambda: list(DEFAULT_RATIOS))
     targets: list[str] = field(default_factory=list)  # default: the protocol's standard targets
+    #: runs the plans and returns their results in plan order (default: ``run_in_order``)
+    executor: Callable[[list["RunPlan"], int], list[dict]] | None = None
 
     def __post_init__(self):
         if not self.methods or not self.seeds:
@@ -67,6 +74,11 @@ def run_protocol(name: str, request: ProtocolRequest) -> ProtocolResult:
     return PROTOCOLS.get(name)(request)
 
 
+def run_in_order(plans: list["RunPlan"], workers: int = 1) -> list[dict]:
+    """The default executor: every plan in this process, one after the other, finished ones skipped."""
+    return [run_experiment(p.config) for p in tqdm(plans, desc="runs", unit="run", disable=None)]
+
+
 @dataclass
 class RunPlan:
     """One run of a protocol, with the keys its result is grouped by."""
@@ -76,6 +88,16 @@ class RunPlan:
     seed: int
     config: RunConfig
     keys: dict = field(default_factory=dict)
+    protocol: str | None = None
+
+    @property
+    def run_dir(self) -> Path:
+        return run_dir_of(self.config)
+
+    @property
+    def spec_id(self) -> str:
+        """The run directory's name: method, dataset, seed and config hash."""
+        return self.run_dir.name
 
 
 def method_config(method: str, preset: dict, overrides: list[str], **sections) -> RunConfig:
@@ -122,17 +144,9 @@ def protocol_keys(sections: dict) -> set[str]:
     return keys
 
 
-def _run_one(config: RunConfig) -> dict:
-    return run_experiment(config)
-
-
-def execute(plans: list[RunPlan], workers: int = 1) -> list[dict]:
-    """Run every plan (skipping finished ones) and return results in plan order."""
-    if workers <= 1:
-        return [run_experiment(p.config) for p in tqdm(plans, desc="runs", unit="run", disable=None)]
-    with ProcessPoolExecutor(max_workers=workers) as pool:
-        return list(tqdm(pool.map(_run_one, [p.config for p in plans]), total=len(plans), desc="runs",
-                         unit="run", disable=None))
+def execute(plans: list[RunPlan], request: ProtocolRequest) -> list[dict]:
+    """Run every plan with the request's executor; results in plan order."""
+    return (request.executor or run_in_order)(plans, request.workers)
 
 
 def mean_std(values: list[float]) -> tuple[float, float]:

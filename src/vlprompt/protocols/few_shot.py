@@ -5,30 +5,30 @@ average over datasets; the panels are the accuracy-against-shots curves."""
 from __future__ import annotations
 
 import statistics
+from pathlib import Path
 
 from vlprompt.errors import ConfigError
 from vlprompt.protocols.common import (ProtocolRequest, ProtocolResult, RunPlan, accuracy, execute, mean_std,
                                        method_config, register_protocol, seed_stats)
 
 
-@register_protocol("few_shot")
-def run_few_shot(request: ProtocolRequest) -> ProtocolResult:
-    methods, datasets, shots, seeds = request.methods, request.datasets, request.shots, request.seeds
-    if not shots:
-        raise ConfigError("give at least one shot count, e.g. --shots 1,2,4,8,16")
-    preset_dict, overrides, out_dir = request.preset_dict, request.overrides, request.out_dir
-    plans = [
-        RunPlan(m, d, s, method_config(m, preset_dict, list(overrides),
+def plan_few_shot(methods, datasets, shots, seeds, preset: dict, overrides=(),
+                  out_dir=Path("runs/few_shot")) -> list[RunPlan]:
+    return [
+        RunPlan(m, d, s, method_config(m, preset, list(overrides),
                                        data={"dataset": d, "shots": k, "subsample": "all", "eval_subsets": ["all"]},
-                                       train={"seed": s},
-                                       output_dir=str(out_dir / "runs")), keys={"shots": k})
+                                       train={"seed": s}, output_dir=str(out_dir / "runs")),
+                keys={"shots": k}, protocol="few_shot")
         for d in datasets for m in methods for k in shots for s in seeds
     ]
-    results = execute(plans, request.workers)
+
+
+def few_shot_table(plans: list[RunPlan], results: list[dict], methods, datasets, shots):
+    """(header, rows, panels of the curves): mean ± std over seeds per (dataset, method, shots)."""
     accs = {(d, m, k): [] for d in datasets for m in methods for k in shots}
     for p, r in zip(plans, results):
         accs[p.dataset, p.method, p.keys["shots"]].append(accuracy(r))
-    stats = {key: mean_std(values) for key, values in accs.items()}
+    stats = {key: mean_std(values) for key, values in accs.items() if values}
     panels = {d: {m: ([stats[d, m, k][0] for k in shots], [stats[d, m, k][1] for k in shots]) for m in methods}
               for d in datasets}
     rows = [[d, m, *(seed_stats(accs[d, m, k]) for k in shots)] for d in datasets for m in methods]
@@ -36,5 +36,17 @@ def run_few_shot(request: ProtocolRequest) -> ProtocolResult:
         panels["Average"] = {m: ([statistics.fmean(panels[d][m][0][i] for d in datasets) for i in range(len(shots))],
                                  None) for m in methods}
         rows += [["Average", m, *(f"{v:.2f}" for v in panels["Average"][m][0])] for m in methods]
-    return ProtocolResult("few_shot", ["Dataset", "Method"] + [f"{k} shots" for k in shots], rows,
-                          figure="few_shot", panels=panels, shots=list(shots), results=results)
+    return ["Dataset", "Method"] + [f"{k} shots" for k in shots], rows, panels
+
+
+@register_protocol("few_shot")
+def run_few_shot(request: ProtocolRequest) -> ProtocolResult:
+    if not request.shots:
+        raise ConfigError("give at least one shot count, e.g. --shots 1,2,4,8,16")
+    methods, datasets, shots = request.methods, request.datasets, request.shots
+    plans = plan_few_shot(methods, datasets, shots, request.seeds, request.preset_dict, request.overrides,
+                          request.out_dir)
+    results = execute(plans, request)
+    header, rows, panels = few_shot_table(plans, results, methods, datasets, shots)
+    return ProtocolResult("few_shot", header, rows, figure="few_shot", panels=panels, shots=list(shots),
+                          results=results)

@@ -17,7 +17,7 @@ def run_imbalanced(request: ProtocolRequest) -> ProtocolResult:
     for ratio in request.ratios:
         plans = plan_base_to_new(methods, datasets, request.seeds, request.preset_dict, request.overrides,
                                  request.out_dir, imbalance_ratio=ratio)
-        results = execute(plans, request.workers)
+        results = execute(plans, request)
         all_results += results
         header, block = base_to_new_table(base_new_accuracies(plans, results, methods, datasets), methods, datasets)
         rows += [[f"{ratio:g}"] + r for r in block]

@@ -4,6 +4,8 @@ shift (the ImageNet variants; the world's shifted object sets); cross-dataset ta
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from vlprompt.errors import ConfigError
 from vlprompt.protocols.common import (ProtocolRequest, ProtocolResult, RunPlan, accuracy, execute, method_config,
                                        register_protocol, seed_stats)
@@ -20,33 +22,31 @@ CROSS_DATASET_TARGETS = {
 }
 
 
-@register_protocol("domain_generalization")
-def run_domain_generalization(request: ProtocolRequest) -> ProtocolResult:
-    return run_transfer("domain_generalization", request, DG_TARGETS)
-
-
-@register_protocol("cross_dataset")
-def run_cross_dataset(request: ProtocolRequest) -> ProtocolResult:
-    return run_transfer("cross_dataset", request, CROSS_DATASET_TARGETS)
-
-
-def run_transfer(kind: str, request: ProtocolRequest, defaults: dict[str, list[str]]) -> ProtocolResult:
-    """Train on the first dataset; targets default to the standard ones of that source."""
-    source, methods, seeds = request.datasets[0], request.methods, request.seeds
-    targets = request.targets or defaults.get(source)
+def transfer_targets(kind: str, source: str, targets: list[str] | None = None) -> list[str]:
+    """The given targets, else the standard ones of ``kind`` ("domain_generalization" or "cross_dataset")."""
+    defaults = {"domain_generalization": DG_TARGETS, "cross_dataset": CROSS_DATASET_TARGETS}[kind]
+    targets = targets or defaults.get(source)
     if not targets:
         raise ConfigError(f"no default targets for source {source!r}; pass --targets "
                           f"(defaults exist for: {', '.join(defaults)})")
-    preset_dict, overrides, out_dir = request.preset_dict, request.overrides, request.out_dir
-    plans = [
-        RunPlan(m, source, s, method_config(m, preset_dict, list(overrides),
+    return list(targets)
+
+
+def plan_transfer(kind: str, methods, source: str, seeds, targets: list[str], preset: dict, overrides=(),
+                  out_dir: Path = Path("runs/transfer")) -> list[RunPlan]:
+    return [
+        RunPlan(m, source, s, method_config(m, preset, list(overrides),
                                             data={"dataset": source, "subsample": "all", "eval_subsets": ["all"],
                                                   "eval_datasets": list(targets)},
-                                            train={"seed": s}, output_dir=str(out_dir / "runs")))
+                                            train={"seed": s}, output_dir=str(out_dir / "runs")),
+                protocol=kind)
         for m in methods for s in seeds
     ]
-    results = execute(plans, request.workers)
-    header = ["Method", f"{source} (source)"] + targets + ["Average (targets)"]
+
+
+def transfer_table(plans: list[RunPlan], results: list[dict], methods, source: str, targets: list[str]):
+    """Source accuracy and each target's, mean ± std over seeds, and the average over targets of the means."""
+    header = ["Method", f"{source} (source)"] + list(targets) + ["Average (targets)"]
     rows = []
     for m in methods:
         mine = [r for p, r in zip(plans, results) if p.method == m]
@@ -58,4 +58,25 @@ def run_transfer(kind: str, request: ProtocolRequest, defaults: dict[str, list[s
             row.append(seed_stats(accs))
         row.append(f"{sum(means) / len(means):.2f}")
         rows.append(row)
+    return header, rows
+
+
+@register_protocol("domain_generalization")
+def run_domain_generalization(request: ProtocolRequest) -> ProtocolResult:
+    return run_transfer("domain_generalization", request)
+
+
+@register_protocol("cross_dataset")
+def run_cross_dataset(request: ProtocolRequest) -> ProtocolResult:
+    return run_transfer("cross_dataset", request)
+
+
+def run_transfer(kind: str, request: ProtocolRequest) -> ProtocolResult:
+    """Train on the first dataset; targets default to the standard ones of that source."""
+    source = request.datasets[0]
+    targets = transfer_targets(kind, source, request.targets or None)
+    plans = plan_transfer(kind, request.methods, source, request.seeds, targets, request.preset_dict,
+                          request.overrides, request.out_dir)
+    results = execute(plans, request)
+    header, rows = transfer_table(plans, results, request.methods, source, targets)
     return ProtocolResult(kind, header, rows, results=results)

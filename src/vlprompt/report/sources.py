@@ -1,0 +1,50 @@
+"""The runs a report shows: the rows of a run registry, or the finished run directories of a folder."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import yaml
+
+from vlprompt.errors import ConfigError
+from vlprompt.sweep.registry import REGISTRY_FILE, Registry, Row
+
+
+def find_registry(where: str | Path) -> Path | None:
+    """The registry file itself, one inside ``where``, or the one beside a sweep's ``runs`` folder."""
+    where = Path(where).expanduser()
+    if where.is_file():
+        return where
+    for candidate in (where / REGISTRY_FILE, where.parent / REGISTRY_FILE):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def load_rows(where: str | Path) -> list[Row]:
+    """Every row of the registry at ``where``; without one, a done row per ``*/results.json`` below it."""
+    registry = find_registry(where)
+    if registry is not None:
+        reg = Registry(registry, create=False)
+        try:
+            return reg.rows()
+        finally:
+            reg.close()
+    found = sorted(Path(where).expanduser().glob("**/results.json"))
+    if not found:
+        raise ConfigError(f"{where} holds neither a run registry ({REGISTRY_FILE}) nor run directories with "
+                          "results.json; give a sweep's output folder or a folder of runs")
+    return [_row_of(path.parent) for path in found]
+
+
+def _row_of(run_dir: Path) -> Row:
+    results = json.loads((run_dir / "results.json").read_text())
+    config_path = run_dir / "config.yaml"
+    config = yaml.safe_load(config_path.read_text()) if config_path.is_file() else {}
+    method = "+".join([results["method"], *results.get("regularizers", [])])
+    keys = {"shots": results["shots"]} if results.get("shots") is not None else {}
+    return Row(spec_id=run_dir.name, config_hash=results["run_id"], config=config, protocol=None, method=method,
+               dataset=results["dataset"], seed=results["seed"], keys=keys, run_dir=str(run_dir), state="done",
+               split_hash=results.get("split_hash"), version=None, host=None, pid=None, pid_start=None, attempts=1,
+               error=None, started=None, ended=None, results=results)
