@@ -61,6 +61,10 @@ class DatasetSplits:
     def num_classes(self) -> int:
         return len(self.classnames)
 
+    def summary(self) -> str:
+        """What a run will use, e.g. ``6 classes; images: train 96, val 24, test 60``."""
+        return f"{self.num_classes} classes; images: " + ", ".join(f"{s} {len(self.split(s))}" for s in SPLITS)
+
     def with_splits(self, **fields) -> "DatasetSplits":
         """A copy with some splits (or other fields) replaced: few-shot sampling, class subsets."""
         return replace(self, **fields)

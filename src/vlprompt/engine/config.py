@@ -9,6 +9,7 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
+import logging
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
@@ -16,6 +17,8 @@ import yaml
 
 from vlprompt.errors import ConfigError, check_choice
 from vlprompt.engine.trainer import TrainConfig
+
+log = logging.getLogger(__name__)
 
 PRESET_DIR = Path(__file__).resolve().parent.parent / "presets"
 SUBSETS = ("all", "base", "new")
@@ -174,4 +177,32 @@ def _parse_value(raw: str):
 
 def resolve_config(preset: str | None = None, overrides: list[str] = ()) -> RunConfig:
     base = load_preset(preset) if preset else {}
-    return RunConfig.from_dict(expand_preset(base, list(overrides)))
+    return RunConfig.from_dict(own_data_uses_all_classes(base, expand_preset(base, list(overrides)), overrides))
+
+
+#: dataset kinds that are the user's own data, not a benchmark with a known base/new split
+OWN_DATA_KINDS = ("folder:", "csv:")
+
+
+def own_data_uses_all_classes(preset: dict, d: dict, overrides: list[str] = ()) -> dict:
+    """A preset's class split (``data.subsample``, ``data.eval_subsets``) belongs to the dataset it names.
+
+    When the preset names a dataset (world-demo: the world's objects) and the user puts their own
+    folder or CSV in its place, training keeps all of the user's classes; a base/new split is asked
+    for with ``data.subsample=base`` (and ``data.eval_subsets=[base,new]``). A preset that names no
+    dataset (the paper presets) is chosen for its protocol, and its split applies to any dataset.
+    """
+    preset_data = preset.get("data") or {}
+    data = d.get("data") or {}
+    dataset = str(data.get("dataset", ""))
+    if "dataset" not in preset_data or not dataset.startswith(OWN_DATA_KINDS) or dataset == preset_data["dataset"]:
+        return d
+    keys = {o.split("=", 1)[0].strip() for o in overrides}
+    reset = {key: value for key, value in (("subsample", "all"), ("eval_subsets", ["all"]))
+             if f"data.{key}" not in keys and "data" not in keys and key in preset_data}
+    if reset.get("subsample") and data.get("subsample", "all") != "all":
+        log.info("%s is your own data: training on all its classes (the preset's data.subsample=%s is for %s; "
+                 "set data.subsample=base for a base/new split)", dataset, data["subsample"], preset_data["dataset"])
+    d = copy.deepcopy(d)
+    d["data"].update(reset)
+    return d
