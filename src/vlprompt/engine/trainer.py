@@ -20,7 +20,7 @@ from tqdm.auto import tqdm
 from vlprompt.engine.precision import PRECISIONS, autocast
 from vlprompt.engine.schedule import lr_at_epoch
 from vlprompt.engine.seeding import capture_rng_state, restore_rng_state
-from vlprompt.errors import ConfigError, check_choice
+from vlprompt.errors import ArtifactError, ConfigError, TrainingError, check_choice
 from vlprompt.io import atomic_path, write_text
 from vlprompt.learners.base import PromptLearner
 from vlprompt.regularizers.base import Regularizer, TrainContext
@@ -93,15 +93,20 @@ class Trainer:
             torch.save(self.state_dict(), tmp)
 
     def load_checkpoint(self, path: Path) -> None:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-        self.learner.load_state_dict(state["learner"], strict=False)
-        self.optimizer.load_state_dict(state["optimizer"])
-        for reg in self.regularizers:
-            reg.load_state_dict(state["regularizers"].get(reg.name, {}))
-        restore_rng_state(state["rng"])
-        self.history = state["history"]
-        self.start_epoch = state["epochs_done"]
-        self.context.step = state["step"]
+        """Resume from ``path``; a damaged or foreign file is refused with what to do (never unpickled freely)."""
+        try:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+            self.learner.load_state_dict(state["learner"], strict=False)
+            self.optimizer.load_state_dict(state["optimizer"])
+            for reg in self.regularizers:
+                reg.load_state_dict(state["regularizers"].get(reg.name, {}))
+            restore_rng_state(state["rng"])
+            self.history = state["history"]
+            self.start_epoch = state["epochs_done"]
+            self.context.step = state["step"]
+        except Exception as exc:  # torch's own message would advise weights_only=False, which must not be followed
+            raise ArtifactError(f"checkpoint {path} is damaged or not a checkpoint of this run ({type(exc).__name__}); "
+                                "delete it to restart the run from the beginning") from None
         log.info("resumed from %s after epoch %d", path, self.start_epoch)
 
     # -- training --------------------------------------------------------------------------
@@ -150,7 +155,7 @@ class Trainer:
         for reg in self.regularizers:
             record.update(reg.on_epoch_end(ctx))
         if not all(math.isfinite(v) for k, v in record.items() if k.startswith("loss_")):
-            raise FloatingPointError(f"non-finite loss in epoch {epoch + 1}: {record}; lower train.lr")
+            raise TrainingError(f"non-finite loss in epoch {epoch + 1}: {record}; lower train.lr")
         return record
 
     def _step(self, batch: dict) -> tuple[dict, torch.Tensor]:
