@@ -15,12 +15,12 @@ from pathlib import Path
 
 import torch
 from safetensors.torch import load_file, save_file
-from tqdm.auto import tqdm
 
 from vlprompt.backbones import Backbone
 from vlprompt.data.records import DatasetSplits, ImageRecord
 from vlprompt.data.transforms import describe, eval_transform, train_transform
 from vlprompt.io import atomic_path
+from vlprompt.progress import Progress
 
 log = logging.getLogger(__name__)
 
@@ -89,7 +89,7 @@ def encode_records(
             pending.clear()
             slots.clear()
 
-    for i, record in enumerate(tqdm(records, desc=desc, unit="img", leave=False, disable=None)):
+    for i, record in enumerate(Progress(records, desc, unit="img")):
         image = data.load_image(record)
         for v in range(views):
             if views > 1:

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-from tqdm.auto import tqdm
 
 from vlprompt.data.transforms import eval_transform
 from vlprompt.engine.precision import autocast
 from vlprompt.learners.base import PromptLearner
+from vlprompt.progress import Progress
 
 
 def classification_metrics(pred: torch.Tensor, labels: torch.Tensor, num_classes: int) -> dict:
@@ -42,7 +42,7 @@ def predict_logits(learner: PromptLearner, features: torch.Tensor, batch_size: i
     with autocast(precision, features.device):
         # class text features that do not depend on the image are computed once, not per batch
         text = None if learner.image_conditioned else learner.text_features()
-        for start in tqdm(range(0, len(features), batch_size), desc=desc, leave=False, disable=None):
+        for start in Progress(range(0, len(features), batch_size), desc, unit="batch", log_every=0.25):
             chunk = features[start : start + batch_size]
             if text is None:
                 out.append(learner(features=chunk).logits.float())
@@ -64,7 +64,7 @@ def encode_with_learner(learner: PromptLearner, data, records, batch_size: int =
     transform = eval_transform(learner.backbone)
     learner.eval()
     out = []
-    for start in tqdm(range(0, len(records), batch_size), desc=desc, leave=False, disable=None):
+    for start in Progress(range(0, len(records), batch_size), desc, unit="batch"):
         images = torch.stack([transform(data.load_image(r)) for r in records[start : start + batch_size]])
         with autocast(precision, images.device):
             out.append(learner.encode_images(images).float())

@@ -21,11 +21,11 @@ import torch
 import torch.nn.functional as F
 from safetensors.torch import save_file
 from torch.utils.data import DataLoader, Dataset
-from tqdm.auto import tqdm
 
 from vlprompt.backbones.embedded import EMBEDDED_NAME, EMBEDDED_PREPROCESS, token_embedding_init
 from vlprompt.backbones.text_tower import TextTower
 from vlprompt.io import atomic_path, write_json
+from vlprompt.progress import Progress
 from vlprompt.world.captions import caption
 from vlprompt.world.generator import COLOURS, SHAPES, random_scene, render
 from vlprompt.world.pretrain_config import PretrainConfig
@@ -129,7 +129,7 @@ def pretrain(config: PretrainConfig, out_dir: str | Path, stop_after: int | None
     loader = DataLoader(_Slice(GeneratedBatches(config, config.steps), start, end), batch_size=None,
                         num_workers=config.workers, prefetch_factor=4 if config.workers else None)
     model.train()
-    bar = tqdm(loader, initial=start, total=config.steps, desc="pretrain", unit="step", disable=None)
+    bar = Progress(loader, "pretrain", total=config.steps, unit="step", initial=start)
     started = time.perf_counter()
     with (out_dir / "log.jsonl").open("a") as logfile:
         for step, (images, texts) in enumerate(bar, start=start):
