@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 from vlprompt.cli import analyze, data, world
-from vlprompt.errors import VlpromptError
+from vlprompt.errors import ConfigError, DataError, VlpromptError
 
 log = logging.getLogger("vlprompt")
 
@@ -61,7 +61,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("images", nargs="+", help="image files")
     p.add_argument("--prompt", required=True, help="a prompt directory written by train")
     p.add_argument("--classes", help="comma-separated class names (default: the classes it was trained on)")
-    p.add_argument("--top-k", type=int, default=3, help="how many classes to show per image")
+    p.add_argument("--top-k", type=_positive_int, default=3, help="how many classes to show per image")
     p.set_defaults(func=cmd_predict)
 
     p = sub.add_parser("list", help="list backbones, learners, regularizers, datasets or presets")
@@ -75,12 +75,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--datasets", help="comma-separated datasets (first = source for transfer protocols; "
                    "default: the preset's data.dataset)")
     p.add_argument("--targets", help="comma-separated target datasets (transfer protocols)")
-    p.add_argument("--seeds", default="1,2,3", help="comma-separated seeds")
-    p.add_argument("--shots", default="1,2,4,8,16", help="comma-separated shot counts (few_shot)")
-    p.add_argument("--ratios", default="1,0.25,0.0625", help="comma-separated imbalance ratios (imbalanced)")
+    p.add_argument("--seeds", type=_numbers(int), default="1,2,3", help="comma-separated seeds")
+    p.add_argument("--shots", type=_numbers(int), default="1,2,4,8,16", help="comma-separated shot counts (few_shot)")
+    p.add_argument("--ratios", type=_numbers(float), default="1,0.25,0.0625",
+                   help="comma-separated imbalance ratios (imbalanced)")
     p.add_argument("--preset", default="world-demo", help="preset of the runs")
     p.add_argument("--out", help="output folder (default runs/PROTOCOL)")
-    p.add_argument("--workers", type=int, default=1, help="runs in parallel (local process pool)")
+    p.add_argument("--workers", type=_positive_int, default=1, help="runs in parallel (local process pool)")
     p.add_argument("overrides", nargs="*", help=OVERRIDE_HELP)
     p.set_defaults(func=cmd_run)
 
@@ -91,7 +92,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="comma-separated datasets (default: the clean objects task, which the shipped model "
                    "already solves zero-shot, and the same classes under heavy sensor noise, where the "
                    "prompt has to adapt)")
-    p.add_argument("--seeds", default="1", help="comma-separated seeds")
+    p.add_argument("--seeds", type=_numbers(int), default="1", help="comma-separated seeds")
     p.add_argument("--out", default="runs/demo", help="output folder (tables and run directories)")
     p.add_argument("overrides", nargs="*", help=OVERRIDE_HELP)
     p.set_defaults(func=cmd_demo)
@@ -145,8 +146,12 @@ def cmd_predict(args) -> int:
     from vlprompt.data.transforms import eval_transform
     from vlprompt.learners.artifact import from_pretrained
 
-    classes = [c.strip() for c in args.classes.split(",")] if args.classes else None
+    classes = None if args.classes is None else _class_names(args.classes)
     learner = from_pretrained(args.prompt, classnames=classes)
+    missing = [p for p in args.images if not Path(p).is_file()]
+    if missing:
+        more = f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""
+        raise DataError(f"image file {missing[0]} not found{more}; check the path")
     transform = eval_transform(learner.backbone)
     images = torch.stack([transform(load_image_file(ImageRecord(p, -1, "?"))) for p in args.images])
     with torch.no_grad():
@@ -193,8 +198,46 @@ def cmd_list(args) -> int:
     return 0
 
 
-def _csv(text: str | None, cast=str) -> list:
-    return [cast(x.strip()) for x in text.split(",") if x.strip()] if text else []
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number of at least 1")
+    return value
+
+
+def _class_names(text: str) -> list[str]:
+    """``--classes``: comma-separated, non-empty, each name once."""
+    names = [c.strip() for c in text.split(",")]
+    if not any(names):
+        raise ConfigError(f"--classes {text!r} names no class; give comma-separated names, e.g. --classes cat,dog, "
+                          "or leave it out to use the classes the prompt was trained on")
+    if not all(names):
+        raise ConfigError(f"--classes {text!r} has an empty name; separate the names by single commas")
+    repeated = sorted({n for n in names if names.count(n) > 1})
+    if repeated:
+        raise ConfigError(f"--classes names {', '.join(map(repr, repeated))} more than once; give each class once")
+    return names
+
+
+def _csv(text: str | None) -> list[str]:
+    return [x.strip() for x in text.split(",") if x.strip()] if text else []
+
+
+def _numbers(cast):
+    """An argparse type: a comma-separated list of ``cast`` values (seeds, shots, ratios), at least one."""
+    def parse(text: str) -> list:
+        try:
+            values = [cast(x) for x in _csv(text)]
+        except ValueError:
+            values = []
+        if not values:
+            kind = "whole numbers" if cast is int else "numbers"
+            raise argparse.ArgumentTypeError(f"{text!r} is not a comma-separated list of {kind}, e.g. 1,2,3")
+        return values
+    return parse
 
 
 def cmd_run(args) -> int:
@@ -208,15 +251,15 @@ def cmd_run(args) -> int:
     preset = load_preset(args.preset)
     methods = _csv(args.methods) or list(preset.get("methods") or [])
     datasets = _csv(args.datasets) or default_datasets(preset)
-    seeds = _csv(args.seeds, int)
+    seeds = args.seeds
     out = Path(args.out or f"runs/{args.protocol}")
     common = dict(preset=args.preset, overrides=args.overrides, out_dir=out, workers=args.workers)
     if args.protocol == "base_to_new":
         table = run_base_to_new(methods, seeds, datasets=datasets, **common)
     elif args.protocol == "few_shot":
-        table = run_few_shot(methods, datasets, _csv(args.shots, int), seeds, **common)
+        table = run_few_shot(methods, datasets, args.shots, seeds, **common)
     elif args.protocol == "imbalanced":
-        table = run_imbalanced(methods, datasets, seeds, ratios=_csv(args.ratios, float), **common)
+        table = run_imbalanced(methods, datasets, seeds, ratios=args.ratios, **common)
     else:
         table = run_transfer(args.protocol, methods, datasets[0], seeds, targets=_csv(args.targets) or None,
                              **common)
@@ -231,7 +274,7 @@ def cmd_demo(args) -> int:
     from vlprompt.protocols.base_to_new import run_base_to_new
 
     start = time.perf_counter()
-    table = run_base_to_new(_csv(args.methods), _csv(args.seeds, int), preset=args.preset,
+    table = run_base_to_new(_csv(args.methods), args.seeds, preset=args.preset,
                             overrides=args.overrides, out_dir=Path(args.out), datasets=_csv(args.datasets))
     print(table)
     print(f"total {time.perf_counter() - start:.1f} s; tables and run directories in {args.out}")

@@ -34,7 +34,7 @@ def load_image_file(record: ImageRecord) -> Image.Image:
         with Image.open(path) as img:
             return img.convert("RGB")
     except Exception as exc:
-        raise DataError(f"image file {path} cannot be decoded ({exc}); replace it or remove it from the split") from exc
+        raise DataError(f"image file {path} cannot be decoded ({exc}); replace it with a readable image or remove it") from exc
 
 
 @dataclass
