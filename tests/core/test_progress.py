@@ -59,3 +59,4 @@ def test_train_log_redirected_to_a_file_shows_progress(tmp_path, image_folder_fa
     features = re.findall(r"train features: (\d+)/20 img \((\d+)%\), [\d.]+ img/s, ETA [\d.]+ s", text)
     assert [int(n) for n, _ in features] == list(range(2, 21, 2)) and features[-1][1] == "100"
     assert "test features (" in text
+    assert "torch threads: 1" in text  # the run says how many threads it computes with (OMP_NUM_THREADS=1 here)

@@ -81,7 +81,7 @@ def run_experiment(config: RunConfig, stop_after_epoch: int | None = None) -> di
     if config.data.imbalance_ratio is not None:
         data, counts = imbalanced(data, config.data.imbalance_ratio, seed)
     train_data = subsample_classes(data, config.data.subsample)
-    log.info("%s, %s classes: %s; %d torch threads", config.data.dataset, config.data.subsample,
+    log.info("%s, %s classes: %s; torch threads: %d", config.data.dataset, config.data.subsample,
              train_data.summary(), torch.get_num_threads())
     learner = build_learner(config.learner.name, backbone, train_data.classnames, train_data.template,
                             **config.learner.options)
