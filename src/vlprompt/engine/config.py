@@ -10,6 +10,9 @@ import copy
 import hashlib
 import json
 import logging
+import math
+import types
+import typing
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
@@ -86,12 +89,14 @@ class RunConfig:
                 if not isinstance(value, dict):
                     raise ConfigError(f"{key} must be a mapping, got {value!r}")
                 _check_keys(key, value, {f.name for f in fields(sections[key])})
+                _check_types(key, sections[key], value)
                 kwargs[key] = sections[key](**value)
             elif key == "regularizers":
                 if not isinstance(value, list) or not all(isinstance(r, dict) and "name" in r for r in value):
                     raise ConfigError("regularizers must be a list of mappings, each with a 'name'")
                 kwargs[key] = value
             else:
+                _check_types("", cls, {key: value})
                 kwargs[key] = value
         return cls(**kwargs)
 
@@ -100,6 +105,41 @@ def _check_keys(section: str, d: dict, valid: set[str]) -> None:
     unknown = sorted(set(d) - valid)
     if unknown:
         raise ConfigError(f"unknown option {section}.{unknown[0]}; valid options of {section}: {', '.join(sorted(valid))}")
+
+
+def _check_types(section: str, cls, values: dict) -> None:
+    """Refuse a value whose type does not fit the field (``train.epochs=abc``) before the dataclass sees it."""
+    hints = typing.get_type_hints(cls)
+    for key, value in values.items():
+        if not _fits(value, hints[key]):
+            option = f"{section}.{key}" if section else key
+            raise ConfigError(f"{option}={value!r} must be {_describe(hints[key])}")
+
+
+def _fits(value, hint) -> bool:
+    args = typing.get_args(hint)
+    origin = typing.get_origin(hint)
+    if origin in (typing.Union, types.UnionType):
+        return any(_fits(value, a) for a in args)
+    if hint is type(None):
+        return value is None
+    if origin is list:
+        return isinstance(value, list) and all(_fits(v, args[0]) for v in value)
+    if hint is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    if hint is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    return isinstance(value, origin or hint)
+
+
+def _describe(hint) -> str:
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        return " or ".join(_describe(a) for a in args)
+    if origin is list:
+        return f"a list of {_describe(args[0]).removeprefix('a ').removeprefix('an ')}s"
+    return {type(None): "null", int: "a whole number", float: "a finite number", str: "a string",
+            dict: "a mapping", bool: "true or false"}.get(hint, hint.__name__)
 
 
 def list_presets() -> list[str]:
@@ -140,6 +180,7 @@ def expand_preset(d: dict, overrides: list[str] = ()) -> dict:
     explicit options and overrides win over these defaults.
     """
     d = apply_overrides(d, list(overrides))
+    _check_shapes(d)
     d.pop("methods", None)  # a protocol's default method list
     learners = d.pop("learners", None) or {}
     reg_defaults = d.pop("regularizers_defaults", None) or {}
@@ -153,6 +194,24 @@ def expand_preset(d: dict, overrides: list[str] = ()) -> dict:
     if shots in epochs_by_shots and not epochs_overridden:
         d.setdefault("train", {})["epochs"] = epochs_by_shots[shots]
     return d
+
+
+def _check_shapes(d: dict) -> None:
+    """The sections ``expand_preset`` reads must be mappings (and ``regularizers`` a list of them)."""
+    mappings = ["learner", "data", "train", "learners", "regularizers_defaults", "epochs_by_shots"]
+    for key in mappings:
+        if d.get(key) is not None and not isinstance(d[key], dict):
+            raise ConfigError(f"{key} must be a mapping, got {d[key]!r}")
+    for section in ("learners", "regularizers_defaults"):
+        for name, value in (d.get(section) or {}).items():
+            if not isinstance(value, dict):
+                raise ConfigError(f"{section}.{name} must be a mapping of options, got {value!r}")
+    options = (d.get("learner") or {}).get("options")
+    if options is not None and not isinstance(options, dict):
+        raise ConfigError(f"learner.options must be a mapping of options, got {options!r}")
+    regs = d.get("regularizers")
+    if regs is not None and not (isinstance(regs, list) and all(isinstance(r, dict) and "name" in r for r in regs)):
+        raise ConfigError(f"regularizers must be a list of mappings, each with a 'name', got {regs!r}")
 
 
 def _with_defaults(spec: dict, defaults: dict) -> dict:
