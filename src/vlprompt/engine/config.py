@@ -10,15 +10,13 @@ import copy
 import hashlib
 import json
 import logging
-import math
-import types
-import typing
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 import yaml
 
 from vlprompt.errors import ConfigError, check_choice
+from vlprompt.typecheck import check_types
 from vlprompt.engine.trainer import TrainConfig
 
 log = logging.getLogger(__name__)
@@ -89,14 +87,14 @@ class RunConfig:
                 if not isinstance(value, dict):
                     raise ConfigError(f"{key} must be a mapping, got {value!r}")
                 _check_keys(key, value, {f.name for f in fields(sections[key])})
-                _check_types(key, sections[key], value)
+                check_types(key, sections[key], value)
                 kwargs[key] = sections[key](**value)
             elif key == "regularizers":
                 if not isinstance(value, list) or not all(isinstance(r, dict) and "name" in r for r in value):
                     raise ConfigError("regularizers must be a list of mappings, each with a 'name'")
                 kwargs[key] = value
             else:
-                _check_types("", cls, {key: value})
+                check_types("", cls, {key: value})
                 kwargs[key] = value
         return cls(**kwargs)
 
@@ -105,41 +103,6 @@ def _check_keys(section: str, d: dict, valid: set[str]) -> None:
     unknown = sorted(set(d) - valid)
     if unknown:
         raise ConfigError(f"unknown option {section}.{unknown[0]}; valid options of {section}: {', '.join(sorted(valid))}")
-
-
-def _check_types(section: str, cls, values: dict) -> None:
-    """Refuse a value whose type does not fit the field (``train.epochs=abc``) before the dataclass sees it."""
-    hints = typing.get_type_hints(cls)
-    for key, value in values.items():
-        if not _fits(value, hints[key]):
-            option = f"{section}.{key}" if section else key
-            raise ConfigError(f"{option}={value!r} must be {_describe(hints[key])}")
-
-
-def _fits(value, hint) -> bool:
-    args = typing.get_args(hint)
-    origin = typing.get_origin(hint)
-    if origin in (typing.Union, types.UnionType):
-        return any(_fits(value, a) for a in args)
-    if hint is type(None):
-        return value is None
-    if origin is list:
-        return isinstance(value, list) and all(_fits(v, args[0]) for v in value)
-    if hint is float:
-        return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-    if hint is int:
-        return isinstance(value, int) and not isinstance(value, bool)
-    return isinstance(value, origin or hint)
-
-
-def _describe(hint) -> str:
-    origin, args = typing.get_origin(hint), typing.get_args(hint)
-    if origin in (typing.Union, types.UnionType):
-        return " or ".join(_describe(a) for a in args)
-    if origin is list:
-        return f"a list of {_describe(args[0]).removeprefix('a ').removeprefix('an ')}s"
-    return {type(None): "null", int: "a whole number", float: "a finite number", str: "a string",
-            dict: "a mapping", bool: "true or false"}.get(hint, hint.__name__)
 
 
 def list_presets() -> list[str]:
@@ -160,7 +123,12 @@ def apply_overrides(d: dict, overrides: list[str]) -> dict:
         if "=" not in item:
             raise ConfigError(f"override {item!r} is not of the form key=value (e.g. train.epochs=5)")
         key, raw = item.split("=", 1)
-        value = _parse_value(raw)
+        try:
+            value = _parse_value(raw)
+        except yaml.YAMLError as exc:
+            problem = getattr(exc, "problem", None) or type(exc).__name__
+            raise ConfigError(f"override {item!r}: the value is not valid YAML ({problem}); quote it or fix "
+                              "its brackets, e.g. key='text' or key=[a, b]") from None
         node = d
         parts = key.strip().split(".")
         for part in parts[:-1]:

@@ -11,6 +11,7 @@ from vlprompt.learners.cocoop import CoCoOp
 from vlprompt.learners.coop import CoOp
 from vlprompt.learners.maple import MaPLe
 from vlprompt.learners.zeroshot import ZeroShotCLIP
+from vlprompt.typecheck import check_types
 
 LEARNERS: dict[str, type[PromptLearner]] = {cls.name: cls for cls in (ZeroShotCLIP, CoOp, CoCoOp, MaPLe)}
 
@@ -32,6 +33,7 @@ def build_learner(name: str, backbone: Backbone, classnames: list[str], dataset_
         raise ConfigError(
             f"learner {name!r} has no option {', '.join(unknown)}; valid options: {', '.join(valid) or '(none)'}"
         )
+    check_types(name, LEARNERS[name].__init__, options)
     if "templates" in valid and options.get("templates") is None and dataset_template:
         options["templates"] = [dataset_template]
     if options.get("ctx_init_template") == "dataset":

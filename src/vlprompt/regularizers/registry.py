@@ -6,6 +6,7 @@ import inspect
 
 from vlprompt.errors import ConfigError, check_choice
 from vlprompt.regularizers.base import Regularizer
+from vlprompt.typecheck import check_types
 
 REGULARIZERS: dict[str, type[Regularizer]] = {}
 
@@ -29,4 +30,5 @@ def build_regularizer(spec: dict) -> Regularizer:
     unknown = sorted(set(options) - set(valid))
     if unknown:
         raise ConfigError(f"regularizer {name!r} has no option {', '.join(unknown)}; valid: {', '.join(valid)}")
+    check_types(name, REGULARIZERS[name].__init__, options)
     return REGULARIZERS[name](**options)
