@@ -62,3 +62,9 @@ def test_run_refuses_bad_number_lists(capsys, tmp_path, option, value):
     status, errors = run(["run", "few_shot", option, value, "--out", str(tmp_path / "out")], capsys)
     assert status == 2 and len(errors) == 1 and f"argument {option}: {value!r}" in errors[0], errors
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("argv", [[], ["-v"], ["analyze"], ["world"], ["data"]])
+def test_a_missing_command_is_one_error(capsys, argv):
+    status, errors = run(argv, capsys)
+    assert status == 2 and len(errors) == 1, errors

@@ -79,6 +79,10 @@ def test_regularizer_variant_labels_and_default_method_list():
     ("learner=5", "learner must be a mapping"),
     ("regularizers=[5]", "regularizers must be a list of mappings"),
     ("learners.coop=3", "learners.coop must be a mapping"),
+    ("train.momentum=-1", "train.momentum=-1 must not be negative"),
+    ("train.warmup_lr=-0.1", "train.warmup_lr=-0.1 must not be negative"),
+    ("train.lr=[1", "override 'train.lr=[1': the value is not valid YAML"),
+    ("train.epochs=\x1f", r"override 'train.epochs=\x1f': the value is not valid YAML"),  # a control character
 ])
 def test_wrongly_typed_overrides_name_the_key(override, message):
     with pytest.raises(ConfigError) as err:

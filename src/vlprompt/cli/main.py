@@ -28,8 +28,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
     if not hasattr(args, "func"):
-        parser.print_help()
-        return 2
+        parser.error("choose a command; `vlprompt --help` lists them")
     try:
         return args.func(args) or 0
     except VlpromptError as exc:

@@ -57,7 +57,6 @@ def run_experiment(config: RunConfig, stop_after_epoch: int | None = None) -> di
     if results_path.is_file():
         log.info("results exist in %s; skipping", run_dir)
         return json.loads(results_path.read_text())
-    write_text(run_dir / "config.yaml", yaml.safe_dump(config.to_dict(), sort_keys=False))
     timings: dict[str, float] = {}
     clock = time.perf_counter()
 
@@ -87,11 +86,15 @@ def run_experiment(config: RunConfig, stop_after_epoch: int | None = None) -> di
                             **config.learner.options)
     regularizers = [build_regularizer(spec) for spec in config.regularizers]
     history: list[dict] = []
+    trainer = None
     if learner.learnable_tensors():
         context = TrainContext(learner=learner, dataset=config.data.dataset,
                                templates={kind: templates_for(config.data.dataset, kind, train_data.template)
                                           for kind in TEMPLATE_KINDS})
         trainer = Trainer(learner, config.train, regularizers, context)
+    # written once the config has been accepted (Trainer checks the composition): a refused one leaves no folder
+    write_text(run_dir / "config.yaml", yaml.safe_dump(config.to_dict(), sort_keys=False))
+    if trainer is not None:
         labels = torch.tensor([r.label for r in train_data.train])
         if learner.uses_image_tower:
             batches = ImageBatches(backbone, train_data, train_data.train, config.train.batch_size, seed)

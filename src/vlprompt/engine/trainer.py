@@ -49,6 +49,9 @@ class TrainConfig:
                 raise ConfigError(f"train.{name}={getattr(self, name)} must be at least 1")
         if self.lr <= 0:
             raise ConfigError(f"train.lr={self.lr} must be positive")
+        for name in ("momentum", "weight_decay", "warmup_epochs", "warmup_lr"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"train.{name}={getattr(self, name)} must not be negative")
 
 
 class Trainer:
