@@ -60,7 +60,8 @@ def remove_stale_temporaries(path: Path) -> None:
             stale = match.group(1) == _HOST and not _alive(int(match.group(2)))
         else:
             try:
-                stale = unowned.fullmatch(tmp.name) is not None and time.time() - tmp.lstat().st_mtime > _STALE_UNOWNED_S
+                age = time.time() - tmp.lstat().st_mtime
+                stale = unowned.fullmatch(tmp.name) is not None and age > _STALE_UNOWNED_S
             except FileNotFoundError:
                 continue
         if stale:

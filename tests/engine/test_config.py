@@ -81,6 +81,7 @@ def test_regularizer_variant_labels_and_default_method_list():
     ("learners.coop=3", "learners.coop must be a mapping"),
     ("train.momentum=-1", "train.momentum=-1 must not be negative"),
     ("train.warmup_lr=-0.1", "train.warmup_lr=-0.1 must not be negative"),
+    ("data.shots=[]", "data.shots=[] must be a whole number or null"),
     ("train.lr=[1", "override 'train.lr=[1': the value is not valid YAML"),
     ("train.epochs=\x1f", r"override 'train.epochs=\x1f': the value is not valid YAML"),  # a control character
 ])

@@ -159,7 +159,7 @@ def expand_preset(d: dict, overrides: list[str] = ()) -> dict:
     d["regularizers"] = [_with_defaults(r, reg_defaults) for r in d.get("regularizers") or []]
     shots = (d.get("data") or {}).get("shots", DataConfig.shots)
     epochs_overridden = any(o.split("=", 1)[0].strip() == "train.epochs" for o in overrides)
-    if shots in epochs_by_shots and not epochs_overridden:
+    if isinstance(shots, int) and shots in epochs_by_shots and not epochs_overridden:  # other types: refused later
         d.setdefault("train", {})["epochs"] = epochs_by_shots[shots]
     return d
 
