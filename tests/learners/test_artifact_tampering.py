@@ -162,3 +162,35 @@ print("ok")
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=300)
     assert done.returncode == 0 and done.stdout.strip().endswith("ok"), done.stderr[-3000:]
     assert done.stderr.count("error: ") == 2
+
+
+def test_every_known_codec_is_registered_by_the_module_named_for_it():
+    import importlib
+
+    from vlprompt.learners.artifact import CODEC_PROVIDERS, TENSOR_CODECS
+    from vlprompt.regularizers.qprompt import PromptQuantizer
+
+    for codec, module in CODEC_PROVIDERS.items():
+        importlib.import_module(module)
+        assert codec in TENSOR_CODECS
+    assert PromptQuantizer.artifact_codec in CODEC_PROVIDERS  # the codec QPrompt writes is one loading knows
+
+
+@pytest.mark.parametrize("change", [
+    lambda c: c["encoded"]["ctx"].__setitem__("codec", ["a", "list"]),
+    lambda c: c["encoded"]["ctx"].__setitem__("file", 5),
+    lambda c: c.__setitem__("tensors", {"ctx": 7}),
+    lambda c: c.pop("sha256"),
+    lambda c: c.__setitem__("format", "vlprompt-prompt/1"),
+])
+def test_malformed_config_entries_are_refused(tmp_path, tiny_backbone, classnames, change):
+    from vlprompt.errors import ArtifactError
+
+    torch.manual_seed(0)
+    learner = CoOp(tiny_backbone, classnames, n_ctx=2)
+    QPrompt(bits=2, kmeans_init="kmeans++", kmeans_iters=5, cac_interval=1,
+            cac_kl_threshold=0.0).setup(TrainContext(learner=learner))
+    prompt = save_pretrained(learner, tmp_path / "prompt")
+    _edit_config(prompt, change)
+    with pytest.raises(ArtifactError, match="re-save the prompt"):
+        from_pretrained(prompt, backbone=tiny_backbone)

@@ -136,6 +136,7 @@ def _checked_bytes(directory: Path, config: dict, name: str) -> bytes:
 
 def _codec(directory: Path, name: str, codec) -> Callable[[bytes], torch.Tensor]:
     """The decoder of a known codec; only the provider named in ``CODEC_PROVIDERS`` is ever imported."""
+    codec = codec if isinstance(codec, str) else repr(codec)
     if codec not in TENSOR_CODECS and codec in CODEC_PROVIDERS:
         importlib.import_module(CODEC_PROVIDERS[codec])
     if codec not in TENSOR_CODECS:
@@ -173,10 +174,9 @@ def _load_tensors(directory: Path, config: dict) -> dict[str, torch.Tensor]:
         except Exception as exc:  # safetensors raises its own error types for a damaged header or body
             raise ArtifactError(f"{directory / TENSORS_FILE} is not a readable safetensors file "
                                 f"({type(exc).__name__}: {exc}); {_RESAVE}") from None
-        wanted = {k: list(v) for k, v in config["tensors"].items()}
-        if {k: list(v.shape) for k, v in state.items()} != wanted:
+        if {k: list(v.shape) for k, v in state.items()} != config["tensors"]:
             raise ArtifactError(f"{directory / TENSORS_FILE} holds other tensors than {directory / CONFIG_FILE} "
-                                f"lists ({wanted}); {_RESAVE}")
+                                f"lists ({config['tensors']}); {_RESAVE}")
     for name, entry in config.get("encoded", {}).items():
         if not isinstance(entry, dict):
             raise ArtifactError(f"{directory / CONFIG_FILE}: encoded tensor {name!r} is not a mapping; {_RESAVE}")
