@@ -68,3 +68,13 @@ def test_run_refuses_bad_number_lists(capsys, tmp_path, option, value):
 def test_a_missing_command_is_one_error(capsys, argv):
     status, errors = run(argv, capsys)
     assert status == 2 and len(errors) == 1, errors
+
+
+def test_a_diverging_run_ends_with_one_message(tmp_path, image_folder_factory, capsys):
+    image_folder_factory(tmp_path / "images", per_class=2)
+    status, errors = run(["train", f"data.dataset=folder:{tmp_path / 'images'}", "backbone.pretrained=null",
+                          "learner.options.n_ctx=2", "train.epochs=2", "train.warmup_epochs=0", "train.lr=1e30",
+                          "train.batch_size=2", f"output_dir={tmp_path / 'runs'}", f"cache_dir={tmp_path / 'cache'}"],
+                         capsys)
+    assert status == 2 and len(errors) == 1 and "non-finite loss in epoch" in errors[0], errors
+    assert "lower train.lr" in errors[0]
