@@ -16,6 +16,7 @@ import time
 import torch
 import torch.nn.functional as F
 
+from threads import add_threads_argument, set_threads
 from vlprompt.backbones import load_backbone
 from vlprompt.learners.coop import CoOp
 
@@ -37,7 +38,9 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--n-ctx", type=int, default=16)
     parser.add_argument("--repeats", type=int, default=5)
+    add_threads_argument(parser)
     args = parser.parse_args()
+    print(set_threads(args.threads), flush=True)
 
     torch.manual_seed(0)
     backbone = load_backbone(args.backbone, None)

@@ -14,6 +14,7 @@ import resource
 import torch
 import torch.nn.functional as F
 
+from threads import add_threads_argument, set_threads
 from train_step import class_names, make_step
 from vlprompt.backbones import load_backbone
 from vlprompt.learners.coop import CoOp
@@ -27,7 +28,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--backbone", default="ViT-B-16")
     parser.add_argument("--classes", type=int, default=1000)
+    add_threads_argument(parser)
     args = parser.parse_args()
+    print(set_threads(args.threads), flush=True)
     torch.manual_seed(0)
     backbone = load_backbone(args.backbone, None)
     learner = CoOp(backbone, class_names(args.classes), n_ctx=16)

@@ -27,6 +27,7 @@ import torch.nn.functional as F
 from torch.utils.checkpoint import checkpoint
 from torch.utils.flop_counter import FlopCounterMode
 
+from threads import add_threads_argument, set_threads
 from vlprompt.backbones import load_backbone
 from vlprompt.learners.coop import CoOp
 
@@ -119,7 +120,9 @@ def main() -> None:
     parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=VARIANTS)
     parser.add_argument("--checkpoint-above", type=int, default=300,
                         help="use activation checkpointing for full-length text above this many classes")
+    add_threads_argument(parser)
     args = parser.parse_args()
+    print(set_threads(args.threads), flush=True)
 
     torch.manual_seed(0)
     backbone = load_backbone(args.backbone, None)

@@ -21,6 +21,14 @@ class DataError(VlpromptError):
     """A dataset, split file or image is missing or unreadable."""
 
 
+class ArtifactError(VlpromptError):
+    """A saved prompt or a checkpoint is damaged, tampered with or not vlprompt's; it is not loaded."""
+
+
+class TrainingError(VlpromptError, FloatingPointError):
+    """Training diverged (a non-finite loss); the message says which setting to change."""
+
+
 def check_choice(option: str, value, choices) -> None:
     """Raise a ConfigError naming the option and its valid values when ``value`` is not one of them."""
     if value not in choices:

@@ -1,11 +1,20 @@
-"""Atomic file writing: a file is either complete or absent, even if the process dies mid-write."""
+"""Atomic file writing: a file is either complete or absent, even if the process dies mid-write.
+
+A write goes to a hidden temporary ``.NAME.HOST.PID.XXXX.tmp`` beside the target and is renamed onto
+it; the next write of the same target removes what dead writers left. Finished files and folders
+get the user's umask, like any other file.
+"""
 
 from __future__ import annotations
 
+import glob
 import json
 import os
+import re
 import shutil
+import socket
 import tempfile
+import time
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -16,12 +25,59 @@ def _umask() -> int:
     return mask
 
 
+_HOST = re.sub(r"[^A-Za-z0-9-]", "-", socket.gethostname()) or "host"
+_STALE_UNOWNED_S = 3600  # temporaries without an owner in their name (older vlprompt) count as stale after this
+
+
+def _temp_prefix(path: Path) -> str:
+    """``.NAME.HOST.PID.``: the owner of a temporary is in its name, so a later writer can tell a dead
+    writer's leftover from a live writer's work in progress."""
+    return f".{path.name}.{_HOST}.{os.getpid()}."
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's live process
+        return True
+    return True
+
+
+def remove_stale_temporaries(path: Path) -> None:
+    """Remove the temporaries of writes of ``path`` that were interrupted (their process is gone).
+
+    A temporary of a live process on this machine is kept; one of another machine (a shared file
+    system) is kept too, since its process cannot be asked. Temporaries whose name holds no owner
+    are removed once they are an hour old.
+    """
+    owned = re.compile(rf"\.{re.escape(path.name)}\.([A-Za-z0-9-]+)\.(\d+)\.[A-Za-z0-9_]+\.tmp")
+    unowned = re.compile(rf"\.{re.escape(path.name)}\.[A-Za-z0-9_]{{8}}\.tmp")
+    for tmp in path.parent.glob(f".{glob.escape(path.name)}.*.tmp"):
+        match = owned.fullmatch(tmp.name)
+        if match:
+            stale = match.group(1) == _HOST and not _alive(int(match.group(2)))
+        else:
+            try:
+                age = time.time() - tmp.lstat().st_mtime
+                stale = unowned.fullmatch(tmp.name) is not None and age > _STALE_UNOWNED_S
+            except FileNotFoundError:
+                continue
+        if stale:
+            if tmp.is_dir() and not tmp.is_symlink():
+                shutil.rmtree(tmp, ignore_errors=True)
+            else:
+                tmp.unlink(missing_ok=True)
+
+
 @contextmanager
 def atomic_path(path: str | os.PathLike):
     """Yield a temporary path next to ``path``; rename it onto ``path`` only if the block succeeds."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    remove_stale_temporaries(path)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=_temp_prefix(path), suffix=".tmp")
     os.close(fd)
     os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; finished files get the usual permissions
     try:
@@ -46,7 +102,9 @@ def atomic_dir(path: str | os.PathLike):
     """Yield a temporary directory; it replaces ``path`` only if the block succeeds."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp"))
+    remove_stale_temporaries(path)
+    tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=_temp_prefix(path), suffix=".tmp"))
+    os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp makes 0700; the finished directory gets the usual permissions
     try:
         yield tmp
         if path.exists():

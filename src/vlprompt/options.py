@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar, Literal, Union
 
 from vlprompt.errors import ConfigError
+from vlprompt.typecheck import describe, fits
 
 _MISSING = dataclasses.MISSING
 
@@ -73,67 +74,28 @@ class Options:
         for f in dataclasses.fields(cls):
             default = f.default_factory() if f.default_factory is not _MISSING else f.default
             shown = "(required)" if default is _MISSING or f.metadata.get("required") else repr(default)
-            rows.append((f.name, type_name(hints[f.name]), shown, f.metadata.get("doc", "")))
+            rows.append((f.name, describe(hints[f.name]), shown, f.metadata.get("doc", "")))
         return rows
 
 
-def type_name(tp) -> str:
-    """A readable name of an option type: int, float | None, 'end' | 'middle' | 'front', list[str]."""
-    origin = typing.get_origin(tp)
-    if origin is Literal:
-        return " | ".join(repr(a) for a in typing.get_args(tp))
-    if origin in (Union, types.UnionType):
-        return " | ".join("None" if a is type(None) else type_name(a) for a in typing.get_args(tp))
-    if origin is list:
-        return f"list[{type_name(typing.get_args(tp)[0])}]"
-    return getattr(tp, "__name__", str(tp))
-
-
 def _convert(key: str, value, tp):
-    """``value`` checked against the type ``tp``; ints are accepted where floats are expected."""
-    origin = typing.get_origin(tp)
-    if tp is Any:
-        return value
-    if origin is Literal:
-        choices = typing.get_args(tp)
-        if value not in choices:
-            raise ConfigError(f"{key}={value!r} is not valid; choose one of: {', '.join(repr(c) for c in choices)}")
-        return value
-    if origin in (Union, types.UnionType):
-        for arg in typing.get_args(tp):
-            try:
-                return _convert(key, value, arg)
-            except ConfigError:
-                continue
-        raise ConfigError(f"{key}={value!r} is not valid; expected {type_name(tp)}")
-    if origin is list:
-        if isinstance(value, tuple):
-            value = list(value)
-        if not isinstance(value, list):
-            raise ConfigError(f"{key}={value!r} is not valid; expected {type_name(tp)}, e.g. [a, b]")
-        (item,) = typing.get_args(tp)
-        return [_convert(f"{key}[{i}]", v, item) for i, v in enumerate(value)]
-    if tp is type(None):
-        if value is not None:
-            raise ConfigError(f"{key}={value!r} is not valid; expected null")
-        return None
+    """``value`` checked against the type ``tp`` (``vlprompt.typecheck``); an int given for a float
+    option becomes a float, a tuple a list."""
+    if not fits(value, tp):
+        raise ConfigError(f"{key}={value!r} must be {describe(tp)}")
+    if isinstance(value, int) and not isinstance(value, bool) and not fits(value, _without_float(tp)):
+        return float(value)
+    return list(value) if isinstance(value, tuple) else value
+
+
+def _without_float(tp):
+    """``tp`` with float removed, to tell whether an int fits only as a float."""
     if tp is float:
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
-    elif tp is int:
-        if isinstance(value, int) and not isinstance(value, bool):
-            return value
-        if isinstance(value, float) and value.is_integer():
-            return int(value)
-    elif tp is bool:
-        if isinstance(value, bool):
-            return value
-    elif tp is str:
-        if isinstance(value, str):
-            return value
-    elif isinstance(value, tp):
-        return value
-    raise ConfigError(f"{key}={value!r} is not valid; expected {type_name(tp)}")
+        return type(None)
+    if typing.get_origin(tp) in (Union, types.UnionType):
+        kept = [a for a in typing.get_args(tp) if a is not float]
+        return Union[tuple(kept)] if kept else type(None)
+    return tp
 
 
 def _plain(value):

@@ -63,3 +63,34 @@ def test_regularizer_variant_labels_and_default_method_list():
     d = expand_preset(preset)
     assert "methods" not in d
     assert d["regularizers"] == [{"name": "nemesis", "beta": 1, "omega": 10.0}]
+
+
+@pytest.mark.parametrize("override, message", [
+    ("train.epochs=abc", "train.epochs='abc' must be a whole number"),
+    ("train.epochs=2.5", "train.epochs=2.5 must be a whole number"),
+    ("train.epochs=true", "train.epochs=True must be a whole number"),
+    ("train.lr=[1]", "train.lr=[1] must be a finite number"),
+    ("train.lr=nan", "train.lr=nan must be a finite number"),
+    ("data.shots=a", "data.shots='a' must be a whole number or null"),
+    ("data.eval_subsets=base", "data.eval_subsets='base' must be a list of strings"),
+    ("data.dataset=5", "data.dataset=5 must be a string"),
+    ("output_dir=[1]", "output_dir=[1] must be a string"),
+    ("learner.options=3", "learner.options must be a mapping"),
+    ("learner=5", "learner must be a mapping"),
+    ("regularizers=[5]", "regularizers must be a list of mappings"),
+    ("learners.coop=3", "learners.coop must be a mapping"),
+    ("train.momentum=-1", "train.momentum=-1 must not be negative"),
+    ("train.warmup_lr=-0.1", "train.warmup_lr=-0.1 must not be negative"),
+    ("data.shots=[]", "data.shots=[] must be a whole number or null"),
+    ("train.lr=[1", "override 'train.lr=[1': the value is not valid YAML"),
+    ("train.epochs=\x1f", r"override 'train.epochs=\x1f': the value is not valid YAML"),  # a control character
+])
+def test_wrongly_typed_overrides_name_the_key(override, message):
+    with pytest.raises(ConfigError) as err:
+        resolve_config("world-demo", [override])
+    assert str(err.value).startswith(message)
+
+
+def test_well_typed_values_pass_ints_as_floats_and_null_where_allowed():
+    config = resolve_config("world-demo", ["train.lr=1", "data.shots=null", "data.imbalance_ratio=0.5"])
+    assert (config.train.lr, config.data.shots, config.data.imbalance_ratio) == (1, None, 0.5)

@@ -14,7 +14,7 @@ CLI = [sys.executable, "-m", "vlprompt.cli.main"]
 
 BAD = {
     "unknown learner option": (["learner.options.n_ctxx=4"], ["n_ctxx", "n_ctx", "ctx_init"]),
-    "wrong option type": (["learner.options.n_ctx=abc"], ["coop.n_ctx='abc'", "expected int"]),
+    "wrong option type": (["learner.options.n_ctx=abc"], ["coop.n_ctx='abc'", "must be a whole number"]),
     "choice outside the valid values": (["learner.options.class_token_position=back"],
                                         ["class_token_position='back'", "'end'", "'middle'", "'front'"]),
     "unknown learner": (["learner.name=cooop"], ["unknown learner 'cooop'", "'coop'", "'maple'"]),

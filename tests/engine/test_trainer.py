@@ -98,3 +98,44 @@ def test_bf16_autocast_moves_the_prompt_like_fp32(tiny_backbone, classnames):
     assert not torch.equal(a, b)
     assert F.cosine_similarity(a, b, dim=0) > 0.95
     assert 0.8 < float(b.norm() / a.norm()) < 1.25
+
+
+class _Planted:
+    """A global that weights_only loading refuses; torch's own message then advises weights_only=False."""
+
+
+def _damage(path, how):
+    data = path.read_bytes()
+    if how == "truncated":
+        path.write_bytes(data[: len(data) // 2])
+    elif how == "garbage":
+        path.write_bytes(b"not a checkpoint at all")
+    else:  # a pickle of an arbitrary object: loadable only with weights_only=False
+        torch.save({"epochs_done": 1, "learner": _Planted()}, path)
+
+
+@pytest.mark.parametrize("how", ["truncated", "garbage", "foreign_pickle"])
+def test_damaged_checkpoint_is_refused_with_one_message_naming_it(tmp_path, tiny_backbone, classnames, how):
+    from vlprompt.errors import ArtifactError
+
+    feats, labels = make_data(tiny_backbone)
+    config = TrainConfig(epochs=3, batch_size=8)
+    ckpt = tmp_path / "checkpoint.pt"
+    Trainer(CoOp(tiny_backbone, classnames, n_ctx=2), config).fit(FeatureBatches(feats, labels, 8, seed=1),
+                                                                checkpoint=ckpt, stop_after_epoch=1)
+    _damage(ckpt, how)
+    with pytest.raises(ArtifactError) as err:
+        Trainer(CoOp(tiny_backbone, classnames, n_ctx=2), config).fit(FeatureBatches(feats, labels, 8, seed=1),
+                                                                    checkpoint=ckpt)
+    message = str(err.value)
+    assert str(ckpt) in message and "delete it to restart the run" in message
+    assert "weights_only" not in message and "\n" not in message
+
+
+def test_non_finite_loss_is_a_user_facing_error(tiny_backbone, classnames):
+    from vlprompt.errors import TrainingError
+
+    feats, labels = make_data(tiny_backbone)
+    trainer = Trainer(CoOp(tiny_backbone, classnames, n_ctx=2), TrainConfig(epochs=2, lr=1e30, warmup_epochs=0))
+    with pytest.raises(TrainingError, match="non-finite loss in epoch .*lower train.lr"):
+        trainer.fit(FeatureBatches(feats * 1e30, labels, 8, seed=1))

@@ -17,7 +17,7 @@ def _floats(text: str) -> list[float]:
 def register(subparsers) -> None:
     """Add ``analyze corruption``, ``analyze run`` and ``analyze norms`` to the ``vlprompt`` command."""
     analyze = subparsers.add_parser("analyze", help="analyses of a trained prompt")
-    sub = analyze.add_subparsers(title="analyses")
+    sub = analyze.add_subparsers(title="analyses", dest="analysis", metavar="{corruption,norms}", required=True)
 
     p = sub.add_parser("corruption", help="REPLACE / RESCALE each prompt position and measure the accuracy change")
     p.add_argument("--prompt", required=True, help="a prompt directory written by train")

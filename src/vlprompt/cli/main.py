@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 from vlprompt.cli import analyze, data, sweep, world
-from vlprompt.errors import ConfigError, VlpromptError
+from vlprompt.errors import ConfigError, DataError, VlpromptError
 
 log = logging.getLogger("vlprompt")
 
@@ -27,8 +27,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
     if not hasattr(args, "func"):
-        parser.print_help()
-        return 2
+        parser.error("choose a command; `vlprompt --help` lists them")
     try:
         return args.func(args) or 0
     except VlpromptError as exc:
@@ -62,7 +61,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("images", nargs="+", help="image files")
     p.add_argument("--prompt", required=True, help="a prompt directory written by train")
     p.add_argument("--classes", help="comma-separated class names (default: the classes it was trained on)")
-    p.add_argument("--top-k", type=int, default=3, help="how many classes to show per image")
+    p.add_argument("--top-k", type=_positive_int, default=3, help="how many classes to show per image")
     p.set_defaults(func=cmd_predict)
 
     p = sub.add_parser("list", help="list methods (what composes), backbones, learners, regularizers, datasets, "
@@ -89,12 +88,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--datasets", help="comma-separated datasets (first = source for transfer protocols; "
                    "default: the preset's data.dataset)")
     p.add_argument("--targets", help="comma-separated target datasets (transfer protocols)")
-    p.add_argument("--seeds", default="1,2,3", help="comma-separated seeds")
-    p.add_argument("--shots", default="1,2,4,8,16", help="comma-separated shot counts (few_shot)")
-    p.add_argument("--ratios", default="1,0.25,0.0625", help="comma-separated imbalance ratios (imbalanced)")
+    p.add_argument("--seeds", type=_numbers(int), default="1,2,3", help="comma-separated seeds")
+    p.add_argument("--shots", type=_numbers(int), default="1,2,4,8,16", help="comma-separated shot counts (few_shot)")
+    p.add_argument("--ratios", type=_numbers(float), default="1,0.25,0.0625",
+                   help="comma-separated imbalance ratios (imbalanced)")
     p.add_argument("--preset", default="world-demo", help="preset of the runs")
     p.add_argument("--out", help="output folder (default runs/PROTOCOL)")
-    p.add_argument("--workers", type=int, default=1, help="runs in parallel (local process pool)")
+    p.add_argument("--workers", type=_positive_int, default=1, help="runs in parallel (local process pool)")
     p.add_argument("overrides", nargs="*", help=OVERRIDE_HELP)
     p.set_defaults(func=cmd_run)
 
@@ -105,7 +105,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="comma-separated datasets (default: the clean objects task, which the shipped model "
                    "already solves zero-shot, and the same classes under heavy sensor noise, where the "
                    "prompt has to adapt)")
-    p.add_argument("--seeds", default="1", help="comma-separated seeds")
+    p.add_argument("--seeds", type=_numbers(int), default="1", help="comma-separated seeds")
     p.add_argument("--out", default="runs/demo", help="output folder (tables and run directories)")
     p.add_argument("overrides", nargs="*", help=OVERRIDE_HELP)
     p.set_defaults(func=cmd_demo)
@@ -153,7 +153,11 @@ def cmd_predict(args) -> int:
     from vlprompt.data.transforms import eval_transform
     from vlprompt.learners.artifact import from_pretrained
 
-    learner = from_pretrained(args.prompt, classnames=_class_list(args.classes))
+    learner = from_pretrained(args.prompt, classnames=None if args.classes is None else _class_names(args.classes))
+    missing = [p for p in args.images if not Path(p).is_file()]
+    if missing:
+        more = f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""
+        raise DataError(f"image file {missing[0]} not found{more}; check the path")
     transform = eval_transform(learner.backbone)
     images = torch.stack([transform(load_image_file(ImageRecord(p, -1, "?"))) for p in args.images])
     with torch.no_grad():
@@ -227,27 +231,52 @@ def cmd_describe(args) -> int:
 def cmd_export(args) -> int:
     from vlprompt.api import export_classifier, from_pretrained
 
-    classes = _class_list(args.classes)
-    learner = from_pretrained(args.prompt, classnames=classes)
+    learner = from_pretrained(args.prompt, classnames=None if args.classes is None else _class_names(args.classes))
     out = export_classifier(learner, args.out)
     print(f"classifier of {len(learner.classnames)} classes written to {out}")
     return 0
 
 
-def _class_list(text: str | None) -> list[str] | None:
-    if text is None:
-        return None
-    classes = [c.strip() for c in text.split(",")]
-    if not all(classes):
-        raise ConfigError(f"--classes {text!r} has an empty class name; give comma-separated names, e.g. cat,dog")
-    duplicates = sorted({c for c in classes if classes.count(c) > 1})
-    if duplicates:
-        raise ConfigError(f"--classes names {duplicates[0]!r} twice; give each class once")
-    return classes
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number of at least 1")
+    return value
 
 
-def _csv(text: str | None, cast=str) -> list:
-    return [cast(x.strip()) for x in text.split(",") if x.strip()] if text else []
+def _class_names(text: str) -> list[str]:
+    """``--classes``: comma-separated, non-empty, each name once."""
+    names = [c.strip() for c in text.split(",")]
+    if not any(names):
+        raise ConfigError(f"--classes {text!r} names no class; give comma-separated names, e.g. --classes cat,dog, "
+                          "or leave it out to use the classes the prompt was trained on")
+    if not all(names):
+        raise ConfigError(f"--classes {text!r} has an empty name; separate the names by single commas")
+    repeated = sorted({n for n in names if names.count(n) > 1})
+    if repeated:
+        raise ConfigError(f"--classes names {', '.join(map(repr, repeated))} more than once; give each class once")
+    return names
+
+
+def _csv(text: str | None) -> list[str]:
+    return [x.strip() for x in text.split(",") if x.strip()] if text else []
+
+
+def _numbers(cast):
+    """An argparse type: a comma-separated list of ``cast`` values (seeds, shots, ratios), at least one."""
+    def parse(text: str) -> list:
+        try:
+            values = [cast(x) for x in _csv(text)]
+        except ValueError:
+            values = []
+        if not values:
+            kind = "whole numbers" if cast is int else "numbers"
+            raise argparse.ArgumentTypeError(f"{text!r} is not a comma-separated list of {kind}, e.g. 1,2,3")
+        return values
+    return parse
 
 
 def cmd_run(args) -> int:
@@ -259,10 +288,9 @@ def cmd_run(args) -> int:
     PROTOCOLS.get(args.protocol)  # an unknown protocol is refused before any work, with the valid names
     methods = _csv(args.methods) or list(load_preset(args.preset).get("methods") or [])
     out = Path(args.out or f"runs/{args.protocol}")
-    request = ProtocolRequest(methods, _csv(args.seeds, int), args.preset, datasets=_csv(args.datasets),
-                              overrides=args.overrides, out_dir=out, workers=args.workers,
-                              shots=_csv(args.shots, int), ratios=_csv(args.ratios, float),
-                              targets=_csv(args.targets), executor=protocol_executor)
+    request = ProtocolRequest(methods, args.seeds, args.preset, datasets=_csv(args.datasets),
+                              overrides=args.overrides, out_dir=out, workers=args.workers, shots=args.shots,
+                              ratios=args.ratios, targets=_csv(args.targets), executor=protocol_executor)
     print(write_protocol_result(run_protocol(args.protocol, request), out))
     print(f"tables written to {out}")
     return 0
@@ -277,7 +305,7 @@ def cmd_demo(args) -> int:
     from vlprompt.sweep.runner import protocol_executor
 
     start = time.perf_counter()
-    request = ProtocolRequest(_csv(args.methods), _csv(args.seeds, int), args.preset, datasets=_csv(args.datasets),
+    request = ProtocolRequest(_csv(args.methods), args.seeds, args.preset, datasets=_csv(args.datasets),
                               overrides=args.overrides, out_dir=Path(args.out), executor=protocol_executor)
     table = write_protocol_result(run_protocol("base_to_new", request), args.out)
     print(table)

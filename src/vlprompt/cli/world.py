@@ -9,9 +9,10 @@ from pathlib import Path
 
 def register(subparsers) -> None:
     world = subparsers.add_parser("world", help="the embedded synthetic world")
-    sub = world.add_subparsers(title="world commands")
+    sub = world.add_subparsers(title="world commands", dest="world_command", metavar="{pretrain,export,show}",
+                               required=True)
 
-    from vlprompt.world.pretrain import PretrainConfig
+    from vlprompt.world.pretrain_config import PretrainConfig
 
     p = sub.add_parser("pretrain", help="pretrain the tiny CLIP on generated image-caption pairs (resumable)")
     defaults = PretrainConfig()

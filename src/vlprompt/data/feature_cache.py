@@ -17,13 +17,13 @@ from pathlib import Path
 
 import torch
 from safetensors.torch import load_file, save_file
-from tqdm.auto import tqdm
 
 from vlprompt.backbones import Backbone
 from vlprompt.data.loading import RecordImages, chunks, load_batches
 from vlprompt.data.records import DatasetSplits, ImageRecord
 from vlprompt.data.transforms import describe, eval_transform, train_transform
 from vlprompt.io import atomic_path
+from vlprompt.progress import Progress
 
 log = logging.getLogger(__name__)
 
@@ -93,10 +93,11 @@ def encode_records(
     keys = chunks([(i, v) for i in range(len(records)) for v in range(views)], batch_size)
     images = RecordImages(data, records, transform, seed if augmented else None)
     batches = load_batches(images, keys, workers, pin_memory=device.type == "cuda")
-    with tqdm(total=len(records) * views, desc=desc, unit="img", leave=False, disable=None) as bar:
-        for batch_keys, batch in zip(keys, batches):
-            feats = backbone.encode_image(batch.to(device, non_blocking=True)).float().cpu()
-            for (i, v), f in zip(batch_keys, feats):
-                out[v, i] = f
-            bar.update(len(batch_keys))
+    pending = zip(keys, batches)
+    encoded: dict = {}
+    for key in Progress([key for batch_keys in keys for key in batch_keys], desc, unit="img"):  # lines per image
+        if key not in encoded:
+            batch_keys, batch = next(pending)
+            encoded = dict(zip(batch_keys, backbone.encode_image(batch.to(device, non_blocking=True)).float().cpu()))
+        out[key[1], key[0]] = encoded[key]
     return out

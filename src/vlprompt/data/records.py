@@ -34,7 +34,7 @@ def load_image_file(record: ImageRecord) -> Image.Image:
         with Image.open(path) as img:
             return img.convert("RGB")
     except Exception as exc:
-        raise DataError(f"image file {path} cannot be decoded ({exc}); replace it or remove it from the split") from exc
+        raise DataError(f"image file {path} cannot be decoded ({exc}); replace it with a readable image or remove it") from exc
 
 
 @dataclass
@@ -60,6 +60,10 @@ class DatasetSplits:
     @property
     def num_classes(self) -> int:
         return len(self.classnames)
+
+    def summary(self) -> str:
+        """What a run will use, e.g. ``6 classes; images: train 96, val 24, test 60``."""
+        return f"{self.num_classes} classes; images: " + ", ".join(f"{s} {len(self.split(s))}" for s in SPLITS)
 
     def with_splits(self, **fields) -> "DatasetSplits":
         """A copy with some splits (or other fields) replaced: few-shot sampling, class subsets."""

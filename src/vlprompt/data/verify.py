@@ -10,12 +10,12 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from tqdm.auto import tqdm
 
 from vlprompt.data.datasets import DATASETS, expected_files, read_dataset, split_json
 from vlprompt.data.datasets.class_names import NAME_FROM_PATH
 from vlprompt.data.records import ImageRecord, load_image_file
 from vlprompt.errors import DataError, VlpromptError
+from vlprompt.progress import Progress
 
 MAX_LISTED = 10
 
@@ -69,7 +69,7 @@ def verify_dataset(name: str, root: str | Path, decode: bool = False) -> Dataset
     records = {r.path: r for r in data.train + data.val + data.test}
     report.images = len(records)
     report.wrong_names = wrong_class_names(name, root, list(records.values()))
-    for path, record in tqdm(records.items(), desc=f"verify {name}", unit="img", leave=False, disable=None):
+    for path, record in Progress(records.items(), f"verify {name}", unit="img"):
         if not Path(path).is_file():
             report.missing_images.append(path)
         elif decode:

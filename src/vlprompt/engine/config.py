@@ -13,6 +13,7 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
+import logging
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
@@ -24,6 +25,9 @@ from vlprompt.learners.registry import LEARNERS, learner_config
 from vlprompt.options import Options
 from vlprompt.regularizers.composition import check_composition
 from vlprompt.regularizers.registry import REGULARIZERS, regularizer_config
+from vlprompt.typecheck import check_types
+
+log = logging.getLogger(__name__)
 
 PRESET_DIR = Path(__file__).resolve().parent.parent / "presets"
 SUBSETS = ("all", "base", "new")
@@ -156,12 +160,14 @@ class RunConfig:
                 if not isinstance(value, dict):
                     raise ConfigError(f"{key} must be a mapping, got {value!r}")
                 _check_keys(key, value, {f.name for f in fields(sections[key])})
+                check_types(key, sections[key], value)
                 kwargs[key] = sections[key](**value)
             elif key == "regularizers":
                 if not isinstance(value, list):
                     raise ConfigError("regularizers must be a list of mappings, each with a 'name'")
                 kwargs[key] = [RegularizerConfig.from_spec(r) for r in value]
             else:
+                check_types("", cls, {key: value})
                 kwargs[key] = value
         return cls(**kwargs)
 
@@ -190,7 +196,12 @@ def apply_overrides(d: dict, overrides: list[str]) -> dict:
         if "=" not in item:
             raise ConfigError(f"override {item!r} is not of the form key=value (e.g. train.epochs=5)")
         key, raw = item.split("=", 1)
-        value = _parse_value(raw)
+        try:
+            value = _parse_value(raw)
+        except yaml.YAMLError as exc:
+            problem = getattr(exc, "problem", None) or type(exc).__name__
+            raise ConfigError(f"override {item!r}: the value is not valid YAML ({problem}); quote it or fix "
+                              "its brackets, e.g. key='text' or key=[a, b]") from None
         node = d
         parts = key.strip().split(".")
         for part in parts[:-1]:
@@ -210,6 +221,7 @@ def expand_preset(d: dict, overrides: list[str] = ()) -> dict:
     explicit options and overrides win over these defaults.
     """
     d = apply_overrides(d, list(overrides))
+    _check_shapes(d)
     d.pop("methods", None)  # a protocol's default method list
     learners = d.pop("learners", None) or {}
     reg_defaults = d.pop("regularizers_defaults", None) or {}
@@ -231,9 +243,27 @@ def expand_preset(d: dict, overrides: list[str] = ()) -> dict:
     d["regularizers"] = [_with_defaults(r, reg_defaults) for r in regularizers]
     shots = (d.get("data") or {}).get("shots", DataConfig.shots)
     epochs_overridden = any(o.split("=", 1)[0].strip() == "train.epochs" for o in overrides)
-    if shots in epochs_by_shots and not epochs_overridden:
+    if isinstance(shots, int) and shots in epochs_by_shots and not epochs_overridden:  # other types: refused later
         d.setdefault("train", {})["epochs"] = epochs_by_shots[shots]
     return d
+
+
+def _check_shapes(d: dict) -> None:
+    """The sections ``expand_preset`` reads must be mappings (and ``regularizers`` a list of them)."""
+    mappings = ["learner", "data", "train", "learners", "regularizers_defaults", "epochs_by_shots"]
+    for key in mappings:
+        if d.get(key) is not None and not isinstance(d[key], dict):
+            raise ConfigError(f"{key} must be a mapping, got {d[key]!r}")
+    for section in ("learners", "regularizers_defaults"):
+        for name, value in (d.get(section) or {}).items():
+            if not isinstance(value, dict):
+                raise ConfigError(f"{section}.{name} must be a mapping of options, got {value!r}")
+    options = (d.get("learner") or {}).get("options")
+    if options is not None and not isinstance(options, dict):
+        raise ConfigError(f"learner.options must be a mapping of options, got {options!r}")
+    regs = d.get("regularizers")
+    if regs is not None and not (isinstance(regs, list) and all(isinstance(r, dict) and "name" in r for r in regs)):
+        raise ConfigError(f"regularizers must be a list of mappings, each with a 'name', got {regs!r}")
 
 
 def _with_defaults(spec: dict, defaults: dict) -> dict:
@@ -258,4 +288,32 @@ def _parse_value(raw: str):
 
 def resolve_config(preset: str | None = None, overrides: list[str] = ()) -> RunConfig:
     base = load_preset(preset) if preset else {}
-    return RunConfig.from_dict(expand_preset(base, list(overrides)))
+    return RunConfig.from_dict(own_data_uses_all_classes(base, expand_preset(base, list(overrides)), overrides))
+
+
+#: dataset kinds that are the user's own data, not a benchmark with a known base/new split
+OWN_DATA_KINDS = ("folder:", "csv:")
+
+
+def own_data_uses_all_classes(preset: dict, d: dict, overrides: list[str] = ()) -> dict:
+    """A preset's class split (``data.subsample``, ``data.eval_subsets``) belongs to the dataset it names.
+
+    When the preset names a dataset (world-demo: the world's objects) and the user puts their own
+    folder or CSV in its place, training keeps all of the user's classes; a base/new split is asked
+    for with ``data.subsample=base`` (and ``data.eval_subsets=[base,new]``). A preset that names no
+    dataset (the paper presets) is chosen for its protocol, and its split applies to any dataset.
+    """
+    preset_data = preset.get("data") or {}
+    data = d.get("data") or {}
+    dataset = str(data.get("dataset", ""))
+    if "dataset" not in preset_data or not dataset.startswith(OWN_DATA_KINDS) or dataset == preset_data["dataset"]:
+        return d
+    keys = {o.split("=", 1)[0].strip() for o in overrides}
+    reset = {key: value for key, value in (("subsample", "all"), ("eval_subsets", ["all"]))
+             if f"data.{key}" not in keys and "data" not in keys and key in preset_data}
+    if reset.get("subsample") and data.get("subsample", "all") != "all":
+        log.info("%s is your own data: training on all its classes (the preset's data.subsample=%s is for %s; "
+                 "set data.subsample=base for a base/new split)", dataset, data["subsample"], preset_data["dataset"])
+    d = copy.deepcopy(d)
+    d["data"].update(reset)
+    return d

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-from tqdm.auto import tqdm
 
 from vlprompt.data.loading import RecordImages, chunks, load_batches
 from vlprompt.data.transforms import eval_transform
 from vlprompt.engine.precision import autocast
 from vlprompt.learners.base import PromptLearner, clip_logits
+from vlprompt.progress import Progress
 
 
 def classification_metrics(pred: torch.Tensor, labels: torch.Tensor, num_classes: int) -> dict:
@@ -43,7 +43,7 @@ def predict_logits(learner: PromptLearner, features: torch.Tensor, batch_size: i
     with autocast(precision, learner.backbone.device):
         # class text features that do not depend on the image are computed once, not per batch
         text = None if learner.image_conditioned else learner.text_features()
-        for start in tqdm(range(0, len(features), batch_size), desc=desc, leave=False, disable=None):
+        for start in Progress(range(0, len(features), batch_size), desc, unit="batch", log_every=0.25):
             chunk = features[start : start + batch_size].to(learner.backbone.device, non_blocking=True)
             if text is None:
                 out.append(learner(features=chunk).logits.float())
@@ -68,7 +68,7 @@ def encode_with_learner(learner: PromptLearner, data, records, batch_size: int =
     keys = chunks([(i, 0) for i in range(len(records))], batch_size)
     images = RecordImages(data, records, eval_transform(learner.backbone))
     batches = load_batches(images, keys, workers, pin_memory=device.type == "cuda")
-    for batch in tqdm(batches, total=len(keys), desc=desc, leave=False, disable=None):
+    for batch in Progress(batches, desc, total=len(keys), unit="batch"):
         with autocast(precision, device):
             out.append(learner.encode_images(batch.to(device, non_blocking=True)).float().cpu())
     return torch.cat(out) if out else torch.empty(0, learner.backbone.embed_dim)

@@ -79,6 +79,8 @@ def prepare(config: RunConfig) -> PreparedRun:
     backbone = load_backbone(config.backbone.name, config.backbone.pretrained,
                              device=resolve_device(config.train.device), precision=config.backbone.precision)
     data, train_data, counts = sample_split(config)
+    log.info("%s, %s classes: %s; torch threads: %d", config.data.dataset, config.data.subsample,
+             train_data.summary(), torch.get_num_threads())
     options = config.learner.options.with_dataset_template(train_data.template)
     learner = LEARNERS.get(config.learner.name)(backbone, train_data.classnames, options)
     tokens = getattr(learner, "tokens", None)
@@ -176,20 +178,25 @@ def record(run: PreparedRun, metrics: dict, history: list[dict]) -> dict:
 
 
 def run_experiment(config: RunConfig, stop_after_epoch: int | None = None, lock_timeout: float | None = None) -> dict:
-    """Run (or resume, or skip) one configuration and return its results; one process per run directory."""
-    with hold_run(run_dir_of(config), timeout=lock_timeout):
-        return _run_experiment(config, stop_after_epoch)
+    """Run (or resume, or skip) one configuration and return its results; one process per run directory.
 
-
-def _run_experiment(config: RunConfig, stop_after_epoch: int | None) -> dict:
+    The method is built before the run directory is locked (and so created): one that cannot be built
+    leaves nothing behind.
+    """
     run_dir = run_dir_of(config)
-    results_path = run_dir / RESULTS_FILE
-    if results_path.is_file():
-        log.info("results exist in %s; skipping", run_dir)
-        return json.loads(results_path.read_text())
-    run = prepare(config)  # a method that cannot be built fails here, before the run directory exists
-    write_text(run_dir / "config.yaml", yaml.safe_dump(config.to_dict(), sort_keys=False))
-    history = fit(run, stop_after_epoch)
-    if history and len(history) < config.train.epochs:
-        return {"interrupted_after_epoch": len(history), "run_dir": str(run_dir)}
-    return record(run, evaluate_all(run), history)
+    if (run_dir / RESULTS_FILE).is_file():
+        return _finished(run_dir)
+    run = prepare(config)
+    with hold_run(run_dir, timeout=lock_timeout):
+        if (run_dir / RESULTS_FILE).is_file():  # another process finished it while this one waited
+            return _finished(run_dir)
+        write_text(run_dir / "config.yaml", yaml.safe_dump(config.to_dict(), sort_keys=False))
+        history = fit(run, stop_after_epoch)
+        if history and len(history) < config.train.epochs:
+            return {"interrupted_after_epoch": len(history), "run_dir": str(run_dir)}
+        return record(run, evaluate_all(run), history)
+
+
+def _finished(run_dir: Path) -> dict:
+    log.info("results exist in %s; skipping", run_dir)
+    return json.loads((run_dir / RESULTS_FILE).read_text())

@@ -6,41 +6,47 @@ context excepted) and refuses a backbone whose weights differ from the ones it w
 A learned tensor under a ``torch.nn.utils.parametrize`` parametrization is saved as the value the
 model sees, under its plain name. If the last parametrization has an ``artifact_codec`` name and an
 ``encode(tensor) -> bytes`` method (QPrompt's quantizer), the tensor is written in that codec's own
-file instead; the module that registered the codec is imported on load, so the artifact reloads
-with the exact encoded values into a plain learner.
+file instead and reloads with the exact encoded values into a plain learner.
+
+Loading trusts nothing in the directory: config.json records a SHA-256 per tensor file, file names
+must stay inside the directory, codecs are looked up by name among the known ones (never a module
+path from the file) and tensors must be finite; any failure is one ``ArtifactError`` saying what to do.
 """
 
 from __future__ import annotations
 
+import hashlib
 import importlib
 import json
-import os
 import re
 from collections.abc import Callable
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load, save
 
 from vlprompt.version import __version__
 from vlprompt.backbones import Backbone, BackboneIdentity, load_backbone
-from vlprompt.errors import BackboneError, ConfigError
+from vlprompt.errors import ArtifactError, BackboneError, ConfigError
 from vlprompt.io import atomic_dir
 from vlprompt.learners.base import PromptLearner
 from vlprompt.learners.registry import build_learner
 
 CONFIG_FILE = "config.json"
 TENSORS_FILE = "prompt.safetensors"
-FORMAT = "vlprompt-prompt/1"
+FORMAT = "vlprompt-prompt/2"  # 2: a SHA-256 per tensor file, no codec module paths
+_RESAVE = "re-save the prompt (rerun its training or save_pretrained) or use an intact copy"
 
 _PARAMETRIZED = re.compile(r"(?:(.+)\.)?parametrizations\.([^.]+)\.original")
-#: codec name -> (decoder from the file's bytes to the tensor, module that registered it)
-TENSOR_CODECS: dict[str, tuple[Callable[[bytes], torch.Tensor], str]] = {}
+#: codec name -> decoder from the file's bytes to the tensor
+TENSOR_CODECS: dict[str, Callable[[bytes], torch.Tensor]] = {}
+#: the built-in codecs and the vlprompt module that registers each; loading imports only these
+CODEC_PROVIDERS = {"qprompt-packed": "vlprompt.regularizers.qprompt"}
 
 
 def register_tensor_codec(name: str, decode: Callable[[bytes], torch.Tensor]) -> None:
     """Make files written by parametrizations whose ``artifact_codec`` is ``name`` loadable."""
-    TENSOR_CODECS[name] = (decode, decode.__module__)
+    TENSOR_CODECS[name] = decode
 
 
 def _learned_tensors(learner: PromptLearner) -> tuple[dict[str, torch.Tensor], dict[str, tuple[str, bytes]]]:
@@ -80,49 +86,129 @@ def save_pretrained(learner: PromptLearner, directory: str | Path, metadata: dic
         "tensors": {k: list(v.shape) for k, v in tensors.items()},
         "metadata": metadata or {},
     }
+    files = {}
+    if tensors:
+        files[TENSORS_FILE] = save(tensors)
+    if encoded:
+        config["encoded"] = {}
+        for name, (codec, data) in encoded.items():
+            file = f"{name}.{codec}"
+            files[file] = data
+            config["encoded"][name] = {"codec": codec, "file": file, "bytes": len(data)}
+    config["sha256"] = {file: hashlib.sha256(data).hexdigest() for file, data in files.items()}
     with atomic_dir(directory) as tmp:
-        if encoded:
-            config["encoded"] = {}
-            for name, (codec, data) in encoded.items():
-                file = f"{name}.{codec}"
-                (tmp / file).write_bytes(data)
-                config["encoded"][name] = {"codec": codec, "module": TENSOR_CODECS[codec][1], "file": file,
-                                           "bytes": os.path.getsize(tmp / file)}
+        for file, data in files.items():
+            (tmp / file).write_bytes(data)
         (tmp / CONFIG_FILE).write_text(json.dumps(config, indent=2) + "\n")
-        if tensors:
-            save_file(tensors, str(tmp / TENSORS_FILE))
     return directory
 
 
-def _decode(directory: Path, name: str, entry: dict) -> torch.Tensor:
-    codec, module = entry["codec"], entry.get("module", "")
-    if codec not in TENSOR_CODECS and module.startswith("vlprompt."):
-        importlib.import_module(module)
-    if codec not in TENSOR_CODECS:
-        raise ConfigError(f"tensor {name!r} in {directory} uses codec {codec!r}, which this vlprompt does not know")
-    path = directory / entry["file"]
+def artifact_file(directory: str | Path, name) -> Path:
+    """The path of file ``name`` of an artifact, refused unless it is a plain file inside ``directory``.
+
+    A config.json names its files; a name that is absolute, climbs out with ``..`` or is a symlink out
+    of the directory would make the loader read (and trust) a file the artifact does not hold.
+    """
+    directory = Path(directory)
+    if not isinstance(name, str) or not name or Path(name).is_absolute() or ".." in Path(name).parts:
+        raise ArtifactError(f"{directory / CONFIG_FILE} names the file {name!r}, which is not a file name "
+                            f"inside {directory}; {_RESAVE}")
+    path = directory / name
+    if not path.resolve().is_relative_to(directory.resolve()):
+        raise ArtifactError(f"{path} points outside the artifact {directory}; {_RESAVE}")
     if not path.is_file():
-        raise ConfigError(f"{path} is missing; the artifact in {directory} is incomplete")
-    return TENSOR_CODECS[codec][0](path.read_bytes())
+        raise ArtifactError(f"{path} is missing; the artifact in {directory} is incomplete; {_RESAVE}")
+    return path
+
+
+def _checked_bytes(directory: Path, config: dict, name: str) -> bytes:
+    """The bytes of artifact file ``name`` after checking them against the SHA-256 in config.json."""
+    path = artifact_file(directory, name)
+    data = path.read_bytes()
+    expected = (config.get("sha256") or {}).get(name)
+    if expected is None:
+        raise ArtifactError(f"{directory / CONFIG_FILE} records no SHA-256 for {name}; {_RESAVE}")
+    if hashlib.sha256(data).hexdigest() != expected:
+        raise ArtifactError(f"{path} does not match the SHA-256 recorded in {directory / CONFIG_FILE}: the file "
+                            f"was changed or damaged after saving; {_RESAVE}")
+    return data
+
+
+def _codec(directory: Path, name: str, codec) -> Callable[[bytes], torch.Tensor]:
+    """The decoder of a known codec; only the provider named in ``CODEC_PROVIDERS`` is ever imported."""
+    codec = codec if isinstance(codec, str) else repr(codec)
+    if codec not in TENSOR_CODECS and codec in CODEC_PROVIDERS:
+        importlib.import_module(CODEC_PROVIDERS[codec])
+    if codec not in TENSOR_CODECS:
+        known = ", ".join(sorted(set(TENSOR_CODECS) | set(CODEC_PROVIDERS)))
+        raise ArtifactError(f"tensor {name!r} in {directory} uses codec {codec!r}, which this vlprompt does not "
+                            f"know (known: {known}); {_RESAVE}")
+    return TENSOR_CODECS[codec]
 
 
 def read_config(directory: str | Path) -> dict:
     path = Path(directory) / CONFIG_FILE
     if not path.is_file():
         raise ConfigError(f"{path} not found: is {directory} a prompt saved by vlprompt (save_pretrained / vlprompt train)?")
-    config = json.loads(path.read_text())
-    if config.get("format") != FORMAT:
-        raise ConfigError(f"{path} has format {config.get('format')!r}; this vlprompt reads {FORMAT!r}")
+    try:
+        config = json.loads(path.read_text())
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ArtifactError(f"{path} is not valid JSON ({exc}); {_RESAVE}") from None
+    if not isinstance(config, dict) or config.get("format") != FORMAT:
+        found = config.get("format") if isinstance(config, dict) else None
+        raise ArtifactError(f"{path} has format {found!r}; this vlprompt reads {FORMAT!r}; {_RESAVE}")
+    for key, kind in (("learner", str), ("options", dict), ("backbone", dict), ("classnames", list),
+                      ("tensors", dict), ("encoded", dict), ("sha256", dict)):
+        if not isinstance(config.get(key, {} if key == "encoded" else None), kind):
+            raise ArtifactError(f"{path} lacks a valid {key!r} entry; {_RESAVE}")
     return config
+
+
+def _load_tensors(directory: Path, config: dict) -> dict[str, torch.Tensor]:
+    """Every learned tensor of the artifact, each file checked against its SHA-256, all values finite."""
+    state = {}
+    if config["tensors"]:
+        data = _checked_bytes(directory, config, TENSORS_FILE)
+        try:
+            state = load(data)
+        except Exception as exc:  # safetensors raises its own error types for a damaged header or body
+            raise ArtifactError(f"{directory / TENSORS_FILE} is not a readable safetensors file "
+                                f"({type(exc).__name__}: {exc}); {_RESAVE}") from None
+        if {k: list(v.shape) for k, v in state.items()} != config["tensors"]:
+            raise ArtifactError(f"{directory / TENSORS_FILE} holds other tensors than {directory / CONFIG_FILE} "
+                                f"lists ({config['tensors']}); {_RESAVE}")
+    for name, entry in config.get("encoded", {}).items():
+        if not isinstance(entry, dict):
+            raise ArtifactError(f"{directory / CONFIG_FILE}: encoded tensor {name!r} is not a mapping; {_RESAVE}")
+        decode = _codec(directory, name, entry.get("codec"))
+        data = _checked_bytes(directory, config, entry.get("file"))
+        try:
+            state[name] = decode(data)
+        except Exception as exc:  # the codec's own errors for bytes it cannot read
+            raise ArtifactError(f"{directory / entry['file']} cannot be decoded as {entry['codec']!r} "
+                                f"({type(exc).__name__}: {exc}); {_RESAVE}") from None
+    for name, tensor in state.items():
+        if not torch.isfinite(tensor).all():
+            raise ArtifactError(f"tensor {name!r} of the prompt in {directory} holds NaN or infinite values; "
+                                "a prompt that diverged cannot classify; retrain it (e.g. with a lower train.lr)")
+    return state
 
 
 def from_pretrained(
     directory: str | Path, classnames: list[str] | None = None, backbone: Backbone | None = None
 ) -> PromptLearner:
-    """Rebuild a learner from an artifact, for its saved classes or any other list."""
+    """Rebuild a learner from an artifact, for its saved classes or any other list.
+
+    Everything is checked before it is used: files inside the directory with their recorded SHA-256,
+    known codecs only, finite values. A failed check raises ``ArtifactError``.
+    """
     directory = Path(directory)
     config = read_config(directory)
-    wanted = BackboneIdentity.from_dict(config["backbone"])
+    state = _load_tensors(directory, config)
+    try:
+        wanted = BackboneIdentity.from_dict(config["backbone"])
+    except (KeyError, TypeError) as exc:
+        raise ArtifactError(f"{directory / CONFIG_FILE} has an unreadable backbone entry ({exc}); {_RESAVE}") from None
     if backbone is None:
         backbone = load_backbone(wanted.name, None if wanted.pretrained == "random" else wanted.pretrained)
     if backbone.identity.sha256 != wanted.sha256:
@@ -131,15 +217,12 @@ def from_pretrained(
             f"{backbone.identity.describe()}; load it with the backbone it was trained on"
         )
     learner = build_learner(config["learner"], backbone, classnames or config["classnames"], **config["options"])
-    path = directory / TENSORS_FILE
-    encoded = config.get("encoded", {})
-    if config["tensors"] or encoded:
-        if config["tensors"] and not path.is_file():
-            raise ConfigError(f"{path} is missing; the artifact in {directory} is incomplete")
-        state = load_file(str(path)) if config["tensors"] else {}
-        state.update({name: _decode(directory, name, entry) for name, entry in encoded.items()})
+    try:
         missing = learner.load_state_dict(state, strict=False).missing_keys
-        absent = [k for k in learner.learnable_tensors() if k in missing]
-        if absent:
-            raise ConfigError(f"{path} lacks the tensors {absent}")
+    except RuntimeError as exc:  # a shape that does not fit the learner its options build
+        raise ArtifactError(f"the tensors in {directory} do not fit a {config['learner']} learner with options "
+                            f"{config['options']} ({exc}); {_RESAVE}") from None
+    absent = [k for k in learner.learnable_tensors() if k in missing]
+    if absent:
+        raise ArtifactError(f"the artifact in {directory} lacks the tensors {absent}; {_RESAVE}")
     return learner.eval()

@@ -40,7 +40,7 @@ def zero_shot_text_features(backbone: Backbone, classnames: list[str], templates
 @dataclass
 class ZeroShotConfig(Options):
     owner = "zeroshot"
-    templates: str | list[str] | None = option(
+    templates: list[str] | str | None = option(
         None, "hand-crafted templates with '{}' for the class name, averaged when several; default: the "
               "dataset's template, else 'a photo of a {}.'")
 

@@ -16,11 +16,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from tqdm.auto import tqdm
-
 from vlprompt.engine.config import RunConfig, apply_overrides, expand_preset, load_preset
 from vlprompt.engine.run import harmonic_mean, run_dir_of, run_experiment
 from vlprompt.errors import ConfigError
+from vlprompt.progress import Progress
 from vlprompt.registry import Registry
 
 PROTOCOLS: Registry = Registry("protocol")
@@ -76,7 +75,7 @@ def run_protocol(name: str, request: ProtocolRequest) -> ProtocolResult:
 
 def run_in_order(plans: list["RunPlan"], workers: int = 1) -> list[dict]:
     """The default executor: every plan in this process, one after the other, finished ones skipped."""
-    return [run_experiment(p.config) for p in tqdm(plans, desc="runs", unit="run", disable=None)]
+    return [run_experiment(p.config) for p in Progress(plans, "runs", unit="run")]
 
 
 @dataclass

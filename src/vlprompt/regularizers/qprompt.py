@@ -23,7 +23,7 @@ from torch import nn
 from torch.nn.utils import parametrize
 
 from vlprompt.errors import ConfigError, check_choice
-from vlprompt.learners.artifact import read_config, register_tensor_codec
+from vlprompt.learners.artifact import artifact_file, read_config, register_tensor_codec
 from vlprompt.learners.base import PromptLearner
 from vlprompt.learners.capabilities import Capability
 from vlprompt.options import Options, option
@@ -173,7 +173,7 @@ def storage_report(artifact_dir: str | Path) -> dict:
     for name, entry in config.get("encoded", {}).items():
         if entry["codec"] != CODEC:
             continue
-        data = (directory / entry["file"]).read_bytes()
+        data = artifact_file(directory, entry["file"]).read_bytes()
         bits, shape, rows, header = packed_header(data)
         n = math.prod(shape)
         packed[name] = {"bits": bits, "elements": n, "file_bytes": len(data), "header_bytes": header,

@@ -12,7 +12,7 @@ import logging
 import math
 import random
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -21,33 +21,16 @@ import torch
 import torch.nn.functional as F
 from safetensors.torch import save_file
 from torch.utils.data import DataLoader, Dataset
-from tqdm.auto import tqdm
 
 from vlprompt.backbones.embedded import EMBEDDED_NAME, EMBEDDED_PREPROCESS, token_embedding_init
 from vlprompt.backbones.text_tower import TextTower
 from vlprompt.io import atomic_path, write_json
+from vlprompt.progress import Progress
 from vlprompt.world.captions import caption
 from vlprompt.world.generator import COLOURS, SHAPES, random_scene, render
+from vlprompt.world.pretrain_config import PretrainConfig
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class PretrainConfig:
-    steps: int = 3000
-    batch_size: int = 256
-    lr: float = 1.5e-3
-    weight_decay: float = 0.1
-    warmup_steps: int = 200
-    logit_scale_init: float = math.log(1 / 0.07)
-    logit_scale_max: float = math.log(100.0)
-    logit_scale_lr_mult: float = 10.0  # the temperature barely moves at the matrices' learning rate
-    seed: int = 0
-    checkpoint_every: int = 100
-    workers: int = 1
-    # Scenes come in groups sharing a colour with distinct shapes: colour alone cannot match a caption
-    # to its image, so the encoders must learn shapes (without groups shapes stayed at chance).
-    group_size: int = 4
 
 
 class GeneratedBatches(Dataset):
@@ -146,7 +129,7 @@ def pretrain(config: PretrainConfig, out_dir: str | Path, stop_after: int | None
     loader = DataLoader(_Slice(GeneratedBatches(config, config.steps), start, end), batch_size=None,
                         num_workers=config.workers, prefetch_factor=4 if config.workers else None)
     model.train()
-    bar = tqdm(loader, initial=start, total=config.steps, desc="pretrain", unit="step", disable=None)
+    bar = Progress(loader, "pretrain", total=config.steps, unit="step", initial=start)
     started = time.perf_counter()
     with (out_dir / "log.jsonl").open("a") as logfile:
         for step, (images, texts) in enumerate(bar, start=start):
