@@ -175,7 +175,7 @@ def test_options_and_refusals(tiny_backbone, classnames):
     # checks that need no backbone are made when the options are parsed
     with pytest.raises(ConfigError, match=r"prompt_depth_vision=0 .* at least 1"):
         IVLPConfig(prompt_depth_vision=0)
-    with pytest.raises(ConfigError, match=r"ivlp.n_ctx_text='2' is not valid; expected int"):
+    with pytest.raises(ConfigError, match=r"ivlp.n_ctx_text='2' must be a whole number"):
         IVLPConfig.from_mapping({"n_ctx_text": "2"})
     with pytest.raises(ConfigError, match=r"ivlp has no option prompt_depth; valid options of ivlp: n_ctx_text"):
         IVLPConfig.from_mapping({"prompt_depth": 3})

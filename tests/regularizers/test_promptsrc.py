@@ -166,7 +166,7 @@ def test_refusals(tiny_backbone, classnames):
         PromptSRCConfig(gpa_std=0)
     with pytest.raises(ConfigError, match="text_weight=-1.0 must be non-negative"):
         PromptSRCConfig(text_weight=-1)
-    with pytest.raises(ConfigError, match="promptsrc.templates='imagenet80' is not valid; choose one of"):
+    with pytest.raises(ConfigError, match="promptsrc.templates='imagenet80' must be one of 'promptsrc', 'ensemble'"):
         PromptSRCConfig.from_mapping({"templates": "imagenet80"})
     learner = ZeroShotCLIP(tiny_backbone, classnames)
     with pytest.raises(ConfigError, match="regularizer 'promptsrc' cannot be used with learner 'zeroshot'"):

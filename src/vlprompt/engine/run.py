@@ -71,6 +71,12 @@ class PreparedRun:
     timings: dict[str, float] = field(default_factory=dict)
 
 
+def _lap(run: PreparedRun, stage: str, start: float) -> None:
+    """Record and log how long a stage took."""
+    run.timings[stage] = round(time.perf_counter() - start, 3)
+    log.info("%s took %.1f s", stage, run.timings[stage])
+
+
 def prepare(config: RunConfig) -> PreparedRun:
     """Load the backbone and data, sample the split and build the learner and its regularizers."""
     start = time.perf_counter()
@@ -93,7 +99,7 @@ def prepare(config: RunConfig) -> PreparedRun:
     regularizers = [REGULARIZERS.get(r.name)(r.options) for r in config.regularizers]
     prepared = PreparedRun(config, run_dir_of(config), backbone, data, train_data, learner, regularizers,
                            FeatureCache(Path(config.cache_dir).expanduser() / "features"), counts)
-    prepared.timings["load"] = round(time.perf_counter() - start, 3)
+    _lap(prepared, "load", start)
     return prepared
 
 
@@ -115,11 +121,11 @@ def fit(run: PreparedRun, stop_after_epoch: int | None = None) -> list[dict]:
                                    desc="train features", workers=config.data.workers)
         labels = torch.tensor([r.label for r in data.train])
         batches = FeatureBatches(feats, labels, config.train.batch_size, seed)
-    run.timings["train features"] = round(time.perf_counter() - start, 3)
+    _lap(run, "train features", start)
     start = time.perf_counter()
     history = trainer.fit(batches, checkpoint=run.run_dir / "checkpoint.pt",
                           metrics_path=run.run_dir / "metrics.jsonl", stop_after_epoch=stop_after_epoch)
-    run.timings["train"] = round(time.perf_counter() - start, 3)
+    _lap(run, "train", start)
     return history
 
 
@@ -150,7 +156,7 @@ def evaluate_all(run: PreparedRun) -> dict:
         metrics["harmonic_mean"] = harmonic_mean(metrics["base"]["accuracy"], metrics["new"]["accuracy"])
     if data.eval_datasets:
         metrics["datasets"] = {spec: evaluate(run, resolve_dataset(spec, data.root)) for spec in data.eval_datasets}
-    run.timings["evaluate"] = round(time.perf_counter() - start, 3)
+    _lap(run, "evaluate", start)
     return metrics
 
 

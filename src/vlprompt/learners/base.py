@@ -7,7 +7,6 @@ what composes with it, and whether image features can be cached instead of recom
 
 from __future__ import annotations
 
-import copy
 import functools
 from dataclasses import dataclass
 from typing import ClassVar
@@ -137,7 +136,8 @@ class PromptLearner(nn.Module):
         class-dependent buffers, so evaluation on base, new or another dataset's classes never
         mutates the trained learner.
         """
-        view = copy.copy(self)
+        view = object.__new__(type(self))  # not copy.copy: parametrized modules (QPrompt) refuse to pickle
+        view.__dict__.update(self.__dict__)
         view._parameters = dict(self._parameters)
         view._buffers = dict(self._buffers)
         view._modules = dict(self._modules)
