@@ -45,3 +45,22 @@ def make_image_folder(root, classnames=CLASSNAMES, per_class=6, size=24, splits=
                 pixels = (base + noise).clamp(0, 255).to(torch.uint8).numpy()
                 Image.fromarray(pixels).save(d / f"{i}.png")
     return root
+
+
+@pytest.fixture
+def training_batches(image_folder_factory, tmp_path):
+    """A function giving a learner two training batches of four: images from a tiny folder for learners
+    that prompt the image tower, else seeded random cached features."""
+    from vlprompt.data.records import DatasetSplits, ImageRecord
+    from vlprompt.engine.batches import FeatureBatches, ImageBatches
+
+    def make(learner, backbone, classnames):
+        if learner.uses_image_tower:
+            root = image_folder_factory(tmp_path / "imgs", classnames, per_class=1, splits=("train",))
+            records = [ImageRecord(str(f), k, d.name) for k, d in enumerate(sorted((root / "train").iterdir()))
+                       for f in sorted(d.iterdir())]
+            return ImageBatches(backbone, DatasetSplits("tiny", classnames, records, [], []), records, 4, 0)
+        feats = torch.randn(1, 8, backbone.embed_dim, generator=torch.Generator().manual_seed(0))
+        return FeatureBatches(feats, torch.arange(8) % len(classnames), 4, seed=0)
+
+    return make

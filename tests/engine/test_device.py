@@ -8,8 +8,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from vlprompt.data.records import DatasetSplits, ImageRecord
-from vlprompt.engine.batches import FeatureBatches, ImageBatches
+from vlprompt.engine.batches import FeatureBatches
 from vlprompt.engine.device import resolve_device
 from vlprompt.engine.trainer import TrainConfig, Trainer
 from vlprompt.errors import ConfigError
@@ -30,16 +29,6 @@ METHODS = [(l, None) for l in BUILTIN if l != "zeroshot"] + [
     (l, r) for l in BUILTIN for r in sorted(OPTIONS) if not REGULARIZERS.get(r).requires - LEARNERS.get(l).capabilities]
 
 
-def _batches(learner, backbone, classnames, image_folder_factory, tmp_path):
-    if learner.uses_image_tower:
-        root = image_folder_factory(tmp_path / "imgs", classnames, per_class=1, splits=("train",))
-        records = [ImageRecord(str(f), k, d.name) for k, d in enumerate(sorted((root / "train").iterdir()))
-                   for f in sorted(d.iterdir())]
-        return ImageBatches(backbone, DatasetSplits("tiny", classnames, records, [], []), records, 4, 0)
-    feats = torch.randn(1, 8, backbone.embed_dim, generator=torch.Generator().manual_seed(0))
-    return FeatureBatches(feats, torch.arange(8) % len(classnames), 4, seed=0)
-
-
 def _steps_on_meta_default(trainer, batches):
     for batch in batches.epoch(0):
         with torch.device("meta"):
@@ -51,13 +40,13 @@ def _steps_on_meta_default(trainer, batches):
 
 @pytest.mark.parametrize("learner_name,reg_name", METHODS)
 def test_a_training_step_creates_no_tensor_off_the_backbones_device(
-        tiny_backbone, classnames, image_folder_factory, tmp_path, learner_name, reg_name):
+        tiny_backbone, classnames, training_batches, learner_name, reg_name):
     learner = build_learner(learner_name, tiny_backbone, classnames, "a photo of a {}.",
                             **LEARNER_OPTIONS.get(learner_name, {}))
     regs = [build_regularizer({"name": reg_name, **OPTIONS[reg_name]})] if reg_name else []
     trainer = Trainer(learner, TrainConfig(epochs=1, batch_size=4, lr=0.01), regs,
                       TrainContext(learner=learner, dataset="tiny"))
-    _steps_on_meta_default(trainer, _batches(learner, tiny_backbone, classnames, image_folder_factory, tmp_path))
+    _steps_on_meta_default(trainer, training_batches(learner, tiny_backbone, classnames))
     assert all(p.device.type == "cpu" and torch.isfinite(p).all() for p in trainer.params.values())
 
 

@@ -7,8 +7,6 @@ from __future__ import annotations
 import pytest
 import torch
 
-from vlprompt.data.records import DatasetSplits, ImageRecord
-from vlprompt.engine.batches import FeatureBatches, ImageBatches
 from vlprompt.engine.trainer import TrainConfig, Trainer
 from vlprompt.errors import ConfigError
 from vlprompt.learners.registry import LEARNERS, build_learner
@@ -34,16 +32,6 @@ def test_every_registered_regularizer_is_in_the_matrix():
     assert set(OPTIONS) <= set(REGULARIZERS) and set(BUILTIN_LEARNERS) <= set(LEARNERS)
 
 
-def _batches(learner, backbone, classnames, image_folder_factory, tmp_path):
-    if learner.uses_image_tower:
-        root = image_folder_factory(tmp_path / "imgs", classnames, per_class=1, splits=("train",))
-        records = [ImageRecord(str(f), k, d.name) for k, d in enumerate(sorted((root / "train").iterdir()))
-                   for f in sorted(d.iterdir())]
-        return ImageBatches(backbone, DatasetSplits("tiny", classnames, records, [], []), records, 4, 0)
-    feats = torch.randn(1, 8, backbone.embed_dim, generator=torch.Generator().manual_seed(0))
-    return FeatureBatches(feats, torch.arange(8) % len(classnames), 4, seed=0)
-
-
 def _train(learner_name, regs, backbone, classnames, batches):
     """The history and the trained learner's logits on the first batch (what the prompt predicts)."""
     torch.manual_seed(0)
@@ -60,7 +48,7 @@ def _train(learner_name, regs, backbone, classnames, batches):
 
 @pytest.mark.parametrize("learner_name,reg_name", PAIRS)
 def test_pair_trains_with_its_own_term_or_is_refused_naming_the_missing_capability(
-        tiny_backbone, classnames, image_folder_factory, tmp_path, learner_name, reg_name):
+        tiny_backbone, classnames, training_batches, learner_name, reg_name):
     lcls, rcls = LEARNERS.get(learner_name), REGULARIZERS.get(reg_name)
     missing = rcls.requires - lcls.capabilities
     reg = build_regularizer({"name": reg_name, **OPTIONS[reg_name]})
@@ -77,7 +65,7 @@ def test_pair_trains_with_its_own_term_or_is_refused_naming_the_missing_capabili
         return
     probe = build_learner(learner_name, tiny_backbone, classnames, "a photo of a {}.",
                           **LEARNER_OPTIONS.get(learner_name, {}))
-    batches = _batches(probe, tiny_backbone, classnames, image_folder_factory, tmp_path)
+    batches = training_batches(probe, tiny_backbone, classnames)
     alone_history, alone_logits = _train(learner_name, [], tiny_backbone, classnames, batches)
     history, logits = _train(learner_name, [reg], tiny_backbone, classnames, batches)
     own = sorted({key for record in history for key in record if reg_name in key})
