@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from pathlib import Path
 
@@ -47,6 +48,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--preset", help="a preset name (`vlprompt list presets`) or a YAML file")
     p.add_argument("--lock-timeout", type=float, help="seconds to wait when another process holds the same run "
                    "(default: wait until it finishes)")
+    p.add_argument("--nproc", type=_positive_int, default=1,
+                   help="train this one run in N processes (one per GPU), as torchrun --nproc-per-node N does")
     p.add_argument("overrides", nargs="*", help=OVERRIDE_HELP)
     p.set_defaults(func=cmd_train)
 
@@ -122,8 +125,12 @@ def cmd_train(args) -> int:
     from vlprompt.engine.config import resolve_config
     from vlprompt.engine.run import run_experiment
 
-    config = resolve_config(args.preset, args.overrides)
+    config = resolve_config(args.preset, args.overrides)  # a bad config is refused before processes start
+    if args.nproc > 1 and "WORLD_SIZE" not in os.environ:
+        return _torchrun(args.nproc)
     results = run_experiment(config, lock_timeout=args.lock_timeout)
+    if "rank" in results:  # a process of a multi-process run other than the first: process 0 reports
+        return 0
     if "metrics" not in results:
         print(f"interrupted after epoch {results['interrupted_after_epoch']}; rerun to resume: {results['run_dir']}")
         return 1
@@ -136,6 +143,25 @@ def cmd_train(args) -> int:
         print(f"harmonic mean: {results['metrics']['harmonic_mean']:.2f}")
     print(f"run directory: {results['run_dir']}")
     return 0
+
+
+def _torchrun(nproc: int) -> int:
+    """Rerun this very command as ``torchrun --standalone --nproc-per-node N -m vlprompt ...``."""
+    import subprocess
+
+    argv, skip = [], False
+    for arg in sys.argv[1:]:
+        if skip or arg.startswith("--nproc="):
+            skip = False
+            continue
+        if arg == "--nproc":
+            skip = True
+            continue
+        argv.append(arg)
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}",
+               "-m", "vlprompt", *argv]
+    log.info("starting %d processes: %s", nproc, " ".join(command))
+    return subprocess.call(command)
 
 
 def cmd_eval(args) -> int:

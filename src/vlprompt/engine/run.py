@@ -28,6 +28,7 @@ from vlprompt.engine.batches import FeatureBatches, ImageBatches
 from vlprompt.engine.config import RunConfig
 from vlprompt.engine.datasets import resolve_dataset
 from vlprompt.engine.device import resolve_device
+from vlprompt.engine.distributed import init_from_env, is_main, main_first, world
 from vlprompt.engine.memory import choose_text_chunk
 from vlprompt.engine.run_lock import hold_run
 from vlprompt.engine.split import sample_split, split_hash
@@ -82,9 +83,11 @@ def prepare(config: RunConfig) -> PreparedRun:
     start = time.perf_counter()
     seed = config.train.seed
     seed_everything(seed)
-    backbone = load_backbone(config.backbone.name, config.backbone.pretrained,
-                             device=resolve_device(config.train.device), precision=config.backbone.precision)
-    data, train_data, counts = sample_split(config)
+    device = init_from_env(resolve_device(config.train.device))
+    backbone = load_backbone(config.backbone.name, config.backbone.pretrained, device=device,
+                             precision=config.backbone.precision)
+    with main_first():  # rank 0 samples (and writes) the split; the other processes read it
+        data, train_data, counts = sample_split(config)
     log.info("%s, %s classes: %s; torch threads: %d", config.data.dataset, config.data.subsample,
              train_data.summary(), torch.get_num_threads())
     options = config.learner.options.with_dataset_template(train_data.template)
@@ -117,8 +120,9 @@ def fit(run: PreparedRun, stop_after_epoch: int | None = None) -> list[dict]:
     if learner.uses_image_tower:
         batches = ImageBatches(run.backbone, data, data.train, config.train.batch_size, seed, config.data.workers)
     else:
-        feats = run.cache.features(run.backbone, data, data.train, views=config.train.views, seed=seed,
-                                   desc="train features", workers=config.data.workers)
+        with main_first():  # rank 0 encodes and writes the features; the other processes load them
+            feats = run.cache.features(run.backbone, data, data.train, views=config.train.views, seed=seed,
+                                       desc="train features", workers=config.data.workers)
         labels = torch.tensor([r.label for r in data.train])
         batches = FeatureBatches(feats, labels, config.train.batch_size, seed)
     _lap(run, "train features", start)
@@ -193,6 +197,11 @@ def run_experiment(config: RunConfig, stop_after_epoch: int | None = None, lock_
     if (run_dir / RESULTS_FILE).is_file():
         return _finished(run_dir)
     run = prepare(config)
+    if not is_main():  # another process of the same run (torchrun): trains its share, writes nothing
+        rank, size = world()
+        log.info("process %d of %d trains its share of each batch; process 0 writes %s", rank, size, run_dir)
+        fit(run, stop_after_epoch)
+        return {"rank": rank, "run_dir": str(run_dir)}
     with hold_run(run_dir, timeout=lock_timeout):
         if (run_dir / RESULTS_FILE).is_file():  # another process finished it while this one waited
             return _finished(run_dir)

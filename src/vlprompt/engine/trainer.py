@@ -17,6 +17,7 @@ import torch
 import torch.nn.functional as F
 
 from vlprompt.engine.device import check_device_name, to_device
+from vlprompt.engine.distributed import all_reduce_sum_, is_main, shard, world
 from vlprompt.engine.precision import PRECISIONS, autocast, grad_scaler
 from vlprompt.engine.schedule import lr_at_epoch
 from vlprompt.engine.seeding import capture_rng_state, restore_rng_state
@@ -83,6 +84,9 @@ class Trainer:
             list(self.params.values()), lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay
         )
         self.scaler = grad_scaler(config.precision, learner.backbone.device)
+        if world()[1] > config.batch_size:
+            raise ConfigError(f"train.batch_size={config.batch_size} is smaller than the {world()[1]} processes of this "
+                              "run: every process needs a share of each batch")
         self.history: list[dict] = []
         self.start_epoch = 0
 
@@ -137,9 +141,9 @@ class Trainer:
             per_epoch = (time.perf_counter() - started) / (epoch + 1 - first)
             log.info(_epoch_line(record, cfg.epochs, len(batches), per_epoch * (cfg.epochs - epoch - 1)))
             self.start_epoch = epoch + 1
-            if checkpoint is not None:
+            if checkpoint is not None and is_main():
                 self.save_checkpoint(Path(checkpoint))
-            if metrics_path is not None:
+            if metrics_path is not None and is_main():
                 write_text(metrics_path, "".join(_json_line(r) for r in self.history))
             if stop_after_epoch is not None and epoch + 1 >= stop_after_epoch:
                 break
@@ -161,10 +165,14 @@ class Trainer:
             losses, logits = self._step(batch)
             for name, value in losses.items():
                 sums[name] = sums.get(name, 0.0) + float(value)
-            correct += int((logits.argmax(-1).cpu() == batch["labels"].cpu()).sum())
-            seen += len(batch["labels"])
+            labels = batch["labels"][shard(len(batch["labels"]))]  # this process's share (all of it alone)
+            correct += int((logits.argmax(-1).cpu() == labels.cpu()).sum())
+            seen += len(labels)
             ctx.step += 1
             bar.set_postfix(loss=f"{float(losses['ce']):.3f}")
+        counts = torch.tensor([correct, seen], dtype=torch.float64, device=self.learner.backbone.device)
+        all_reduce_sum_([counts])
+        correct, seen = int(counts[0]), int(counts[1])
         n_batches = max(len(batches), 1)
         record = {"epoch": epoch + 1, "lr": lr, "train_accuracy": 100.0 * correct / max(seen, 1),
                   "seconds": time.perf_counter() - start}
@@ -178,6 +186,11 @@ class Trainer:
     def _step(self, batch: dict) -> tuple[dict, torch.Tensor]:
         ctx = self.context
         batch = to_device(batch, self.learner.backbone.device)
+        size = len(batch["labels"])
+        rows = shard(size)  # several processes: each takes its share, weighted by it
+        weight = (rows.stop - rows.start) / size
+        if weight < 1:
+            batch = {k: v[rows] if isinstance(v, torch.Tensor) and len(v) == size else v for k, v in batch.items()}
         for reg in self.regularizers:
             reg.before_step(ctx, batch)
         with autocast(self.config.precision, self.learner.backbone.device):
@@ -188,9 +201,12 @@ class Trainer:
         grad_reg = next((r for r in self.regularizers if r.wants_loss_gradients), None)
         names = list(self.params)
         tensors = list(self.params.values())
-        scale = self.scaler.scale  # fp16: losses are scaled, and scaler.step unscales (skipping inf/NaN steps)
+        def scale(loss):  # fp16: losses are scaled, and scaler.step unscales (skipping inf/NaN steps)
+            return self.scaler.scale(loss * weight)
+
         if grad_reg is None:
             scale(sum(losses.values())).backward()
+            all_reduce_sum_([t.grad for t in tensors if t.grad is not None])
         else:  # a gradient transform must be equivariant to the common scale (ProGrad's projection is)
             per_loss = {}
             for i, (loss_name, loss) in enumerate(losses.items()):
@@ -198,13 +214,16 @@ class Trainer:
                                             allow_unused=True)
                 per_loss[loss_name] = {n: (g if g is not None else torch.zeros_like(t))
                                        for n, t, g in zip(names, tensors, grads)}
+                all_reduce_sum_(per_loss[loss_name].values())  # the whole batch's gradients, then the transform
             combined = grad_reg.transform_gradients(ctx, per_loss)
             for n, t in zip(names, tensors):
                 t.grad = combined[n]
         self.scaler.step(self.optimizer)
         self.scaler.update()
         self.optimizer.zero_grad(set_to_none=True)
-        return {k: v.detach() for k, v in losses.items()}, outputs.logits.detach()
+        logged = torch.stack([v.detach().float() * weight for v in losses.values()])
+        all_reduce_sum_([logged])  # the whole batch's mean losses
+        return dict(zip(losses, logged)), outputs.logits.detach()
 
 
 def _epoch_line(record: dict, epochs: int, n_batches: int, eta: float) -> str:
