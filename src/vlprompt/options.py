@@ -13,7 +13,7 @@ import dataclasses
 import types
 import typing
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Literal, Union
+from typing import Any, ClassVar, Union
 
 from vlprompt.errors import ConfigError
 from vlprompt.typecheck import describe, fits

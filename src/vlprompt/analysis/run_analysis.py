@@ -8,7 +8,6 @@ feature cache, so they can run after the fact, on any run, as often as wanted.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import torch
