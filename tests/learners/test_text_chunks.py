@@ -9,6 +9,7 @@ import torch
 from vlprompt.engine.memory import FLOATS_PER_TOKEN_LAYER, choose_text_chunk, text_activation_bytes
 from vlprompt.errors import ConfigError
 from vlprompt.learners.coop import CoOp
+from vlprompt.learners.ivlp import IVLP
 from vlprompt.learners.maple import MaPLe
 
 NAMES = [f"thing number {i}" for i in range(23)]
@@ -19,7 +20,8 @@ NAMES = [f"thing number {i}" for i in range(23)]
     lambda b: CoOp(b, NAMES, n_ctx=4, class_token_position="middle"),
     lambda b: CoOp(b, NAMES, n_ctx=4, class_token_position="front"),
     lambda b: MaPLe(b, NAMES, prompt_depth=3),
-], ids=["csc", "middle", "front", "maple"])
+    lambda b: IVLP(b, NAMES, prompt_depth_text=3, prompt_depth_vision=3),
+], ids=["csc", "middle", "front", "maple", "ivlp"])
 def test_chunked_encoding_equals_one_pass(tiny_backbone, make):
     torch.manual_seed(0)
     learner = make(tiny_backbone)

@@ -22,7 +22,7 @@ from vlprompt.backbones.deep_prompts import check_token_vit, encode_image_blocks
 from vlprompt.errors import ConfigError
 from vlprompt.learners.base import PromptLearner
 from vlprompt.learners.capabilities import Capability
-from vlprompt.learners.prompts import ClassPromptTokens, init_context
+from vlprompt.learners.prompts import ClassPromptTokens, encode_in_chunks, init_context
 from vlprompt.learners.registry import register_learner
 from vlprompt.options import Options, option
 
@@ -108,5 +108,7 @@ class IVLP(PromptLearner):
         def hook(j: int, x: torch.Tensor) -> torch.Tensor:
             return replace_tokens(x, 1, self.deep_text[str(j)]) if str(j) in self.deep_text else x
 
-        features = encode_text_blocks(self.backbone.text, self.tokens.assemble(self.ctx), self.tokens.eot, hook)
+        features = encode_in_chunks(
+            lambda a, b: encode_text_blocks(self.backbone.text, self.tokens.assemble(self.ctx, a, b),
+                                            self.tokens.eot[a:b], hook), len(self.tokens), self.text_chunk)
         return F.normalize(features, dim=-1)
