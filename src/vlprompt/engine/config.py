@@ -21,6 +21,7 @@ import yaml
 
 from vlprompt.engine.trainer import TrainConfig
 from vlprompt.errors import ConfigError, check_choice
+from vlprompt.learners.capabilities import Capability
 from vlprompt.learners.registry import LEARNERS, learner_config
 from vlprompt.options import Options
 from vlprompt.regularizers.composition import check_composition
@@ -123,8 +124,6 @@ class RunConfig:
 
     def needed_capabilities(self) -> dict:
         """Capabilities the evaluation plan needs from the learner, with the reason."""
-        from vlprompt.learners.capabilities import Capability
-
         trained_on = self.data.subsample
         other = [s for s in self.data.eval_subsets if s != trained_on]
         if other or self.data.eval_datasets:
