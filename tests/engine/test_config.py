@@ -50,6 +50,26 @@ def test_preset_method_defaults_and_epochs_by_shots():
     assert expand_preset(preset, ["train.epochs=7"])["train"]["epochs"] == 7
 
 
+def test_schedules_per_method_part_with_regularizers_over_learners_and_overrides_over_both():
+    preset = {"train": {"epochs": 200, "batch_size": 32, "lr": 0.002},
+              "schedules": {"coop": {"epochs": 150}, "kgcoop": {"epochs": 100, "batch_size": 128},
+                            "nemesis": {"lr": 0.01}, "nemesis-pan": {"lr": 0.02}},
+              "regularizers_defaults": {"nemesis-pan": {"name": "nemesis", "beta": 0}}}
+
+    def train(regularizers, overrides=()):
+        return expand_preset({**preset, "regularizers": regularizers}, list(overrides))["train"]
+
+    assert train([]) == {"epochs": 150, "batch_size": 32, "lr": 0.002}  # the learner's own schedule
+    assert train([{"name": "kgcoop"}]) == {"epochs": 100, "batch_size": 128, "lr": 0.002}
+    assert train([{"name": "nemesis-pan"}])["lr"] == 0.02  # the variant label over its regularizer's name
+    assert train([{"name": "nemesis"}])["lr"] == 0.01
+    assert train([{"name": "kgcoop"}], ["train.batch_size=8"]) == {"epochs": 100, "batch_size": 8, "lr": 0.002}
+    with pytest.raises(ConfigError, match="schedules.kgcoop must be a mapping"):
+        expand_preset({"schedules": {"kgcoop": 100}})
+    world = resolve_config("world-methods", ["regularizers=[{name: kgcoop}]"])
+    assert (world.train.epochs, world.train.batch_size) == (100, 128)  # KgCoOp's paper schedule (methods.md §6)
+
+
 @pytest.mark.parametrize("name", list_presets())
 def test_every_shipped_preset_resolves(name):
     config = resolve_config(name)

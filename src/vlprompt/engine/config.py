@@ -216,8 +216,10 @@ def expand_preset(d: dict, overrides: list[str] = ()) -> dict:
 
     Besides ``RunConfig`` fields a preset may hold ``learners`` (options per learner name),
     ``regularizers_defaults`` (options per regularizer name or variant label), ``epochs_by_shots``
-    (epochs per shot count, CoOp's schedule) and ``methods`` (a protocol's default method list);
-    explicit options and overrides win over these defaults.
+    (epochs per shot count, CoOp's schedule), ``schedules`` (train settings per learner, regularizer or
+    variant label: each method trains at its own paper's schedule, a regularizer's over its learner's)
+    and ``methods`` (a protocol's default method list); explicit options and ``train.*`` overrides win
+    over these defaults.
     """
     d = apply_overrides(d, list(overrides))
     _check_shapes(d)
@@ -225,6 +227,7 @@ def expand_preset(d: dict, overrides: list[str] = ()) -> dict:
     learners = d.pop("learners", None) or {}
     reg_defaults = d.pop("regularizers_defaults", None) or {}
     epochs_by_shots = d.pop("epochs_by_shots", None) or {}
+    schedules = d.pop("schedules", None) or {}
     learner = d.setdefault("learner", {})
     if not isinstance(learner, dict):
         raise ConfigError(f"learner must be a mapping such as {{name: coop, options: {{n_ctx: 4}}}}; got {learner!r}")
@@ -240,20 +243,28 @@ def expand_preset(d: dict, overrides: list[str] = ()) -> dict:
     if not isinstance(regularizers, list) or not all(isinstance(r, dict) for r in regularizers):
         raise ConfigError(f"regularizers must be a list of mappings, each with a 'name'; got {regularizers!r}")
     d["regularizers"] = [_with_defaults(r, reg_defaults) for r in regularizers]
+    overridden = {o.split("=", 1)[0].strip() for o in overrides}
     shots = (d.get("data") or {}).get("shots", DataConfig.shots)
-    epochs_overridden = any(o.split("=", 1)[0].strip() == "train.epochs" for o in overrides)
-    if isinstance(shots, int) and shots in epochs_by_shots and not epochs_overridden:  # other types: refused later
+    # shots of another type are refused when the config is parsed
+    if isinstance(shots, int) and shots in epochs_by_shots and "train.epochs" not in overridden:
         d.setdefault("train", {})["epochs"] = epochs_by_shots[shots]
+    parts = [name]  # the learner's schedule, then each regularizer's name, then its variant label
+    for spec in regularizers:
+        parts += [_with_defaults(spec, reg_defaults)["name"], spec["name"]]
+    for part in dict.fromkeys(parts):
+        for key, value in (schedules.get(part) or {}).items():
+            if f"train.{key}" not in overridden:
+                d.setdefault("train", {})[key] = value
     return d
 
 
 def _check_shapes(d: dict) -> None:
     """The sections ``expand_preset`` reads must be mappings (and ``regularizers`` a list of them)."""
-    mappings = ["learner", "data", "train", "learners", "regularizers_defaults", "epochs_by_shots"]
+    mappings = ["learner", "data", "train", "learners", "regularizers_defaults", "epochs_by_shots", "schedules"]
     for key in mappings:
         if d.get(key) is not None and not isinstance(d[key], dict):
             raise ConfigError(f"{key} must be a mapping, got {d[key]!r}")
-    for section in ("learners", "regularizers_defaults"):
+    for section in ("learners", "regularizers_defaults", "schedules"):
         for name, value in (d.get(section) or {}).items():
             if not isinstance(value, dict):
                 raise ConfigError(f"{section}.{name} must be a mapping of options, got {value!r}")

@@ -123,8 +123,8 @@ def method_config(method: str, preset: dict, overrides: list[str], **sections) -
             config.setdefault(section, {}).update(values)
         else:
             config[section] = values
-    epochs_override = [o for o in overrides if o.split("=", 1)[0].strip() == "train.epochs"]
-    return RunConfig.from_dict(expand_preset(config, epochs_override))
+    train_overrides = [o for o in overrides if o.split("=", 1)[0].strip().startswith("train.")]
+    return RunConfig.from_dict(expand_preset(config, train_overrides))
 
 
 def default_datasets(preset: dict) -> list[str]:
