@@ -9,12 +9,12 @@ import pytest
 import torch
 
 from vlprompt.data.folder import read_image_folder
-from vlprompt.data.sampling import subsample_classes
+from vlprompt.data.sampling import few_shot, subsample_classes
 from vlprompt.errors import ConfigError
 from vlprompt.world.captions import caption
 from vlprompt.world.generator import COLOURS, SHAPES, random_scene, render
 from vlprompt.world.pretrain import PretrainConfig, export_weights, hard_negative_scenes, pretrain
-from vlprompt.world.tasks import TASKS, export_image_folder, load_task
+from vlprompt.world.tasks import TASKS, export_image_folder, load_task, scene_of
 
 
 def test_same_seed_same_pixels_and_captions():
@@ -52,6 +52,28 @@ def test_task_sizes_names_and_base_new_split():
     assert load_task("objects_noise").classnames == objects.classnames
     with pytest.raises(ConfigError, match="objects"):
         load_task("object")
+
+
+def test_noisy_base_task_splits_shapes_and_shifts_only_the_base_half():
+    data = load_task("objects_noisy_base", train_per_class=1, test_per_class=1)
+    base, new = subsample_classes(data, "base"), subsample_classes(data, "new")
+    assert len(base.classnames) == len(new.classnames) == 60
+    base_shapes, new_shapes = ({c.split()[1] for c in half.classnames} for half in (base, new))
+    assert len(base_shapes) == len(new_shapes) == 6 and not base_shapes & new_shapes  # unseen shape words
+    for half in (base, new):
+        assert {c.split()[0] for c in half.classnames} == set(COLOURS)
+    # the base half's pixels are the clean rendering plus camera noise (sigma 45); the new half's are clean
+    for record, noisy in ((data.test[0], True), (data.test[60], False)):
+        scene = scene_of("objects_noisy_base", "test", int(record.path.split("/")[-1].split("?")[0]), 0)
+        clean = np.asarray(render(scene)).astype(float)
+        residual = np.asarray(data.load_image(record)).astype(float) - clean
+        assert (residual.std() > 30) == noisy, (record.classname, residual.std())
+
+
+def test_default_training_split_lets_seeds_sample_different_images():
+    data = load_task("objects_noisy_base")
+    first, second = ({r.path for r in few_shot(data, 16, seed).train} for seed in (1, 2))
+    assert len(first) == len(second) == 16 * 120 and len(first & second) < len(first) / 2
 
 
 def test_images_are_generated_from_their_key():
