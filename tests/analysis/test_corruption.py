@@ -72,14 +72,18 @@ def test_sweep_table_has_positions_x_settings_rows_and_exact_accuracies(tiny_bac
 
 
 def test_frequency_counts_norm_reducing_improvements():
-    rows = [
-        {"position": 0, "corruption": "replace", "factor": 0.0, "accuracy_change": 2.0, "norm_reduced": True, "improved": True},
-        {"position": 0, "corruption": "rescale", "factor": 2.0, "accuracy_change": 1.0, "norm_reduced": False, "improved": True},
-        {"position": 1, "corruption": "replace", "factor": 0.0, "accuracy_change": 0.0, "norm_reduced": True, "improved": False},
-        {"position": 1, "corruption": "rescale", "factor": 2.0, "accuracy_change": 3.0, "norm_reduced": True, "improved": True},
-    ]
+    def row(position, kind, factor, change, before, after):
+        return {"position": position, "corruption": kind, "factor": factor, "accuracy": 50.0 + change, "accuracy_change": change,
+                "norm_before": before, "norm_after": after, "norm_reduced": after < before, "improved": change > 0}
+
+    rows = [row(0, "replace", 0.0, 2.0, 1.0, 0.0), row(0, "rescale", 2.0, 1.0, 1.0, 2.0),
+            row(1, "replace", 0.0, 0.0, 1.0, 0.0), row(1, "rescale", 2.0, 3.0, 3.0, 0.5)]
     table = CorruptionTable(50.0, [Setting("replace", 0.0), Setting("rescale", 2.0)], 2, rows)
     assert table.low_norm_frequency == 2
+    # lowered: positions 0 and 1 by replace (one improved) and position 1 by "rescale" (improved); raised: one
+    assert table.norm_direction_counts() == {"lowered": (2, 3), "raised": (1, 1)}
+    assert "Accuracy rose in 2 of 3 settings that lowered a position's norm and in 1 of 1 that raised it" in (
+        table.to_markdown())
     assert table.change_matrix().tolist() == [[2.0, 1.0], [0.0, 3.0]]
 
 

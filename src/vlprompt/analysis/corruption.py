@@ -81,6 +81,15 @@ class CorruptionTable:
         """Number of (position, setting) pairs whose norm-reducing corruption improved accuracy."""
         return sum(1 for r in self.rows if r["norm_reduced"] and r["improved"])
 
+    def norm_direction_counts(self) -> dict[str, tuple[int, int]]:
+        """(settings that raised accuracy, settings) among those that lowered and those that raised the
+        norm at their position: the Low-Norm Effect is the first rate being the higher one."""
+        counts = {}
+        for direction, lowered in (("lowered", True), ("raised", False)):
+            mine = [r for r in self.rows if r["norm_reduced"] == lowered and r["norm_after"] != r["norm_before"]]
+            counts[direction] = (sum(1 for r in mine if r["improved"]), len(mine))
+        return counts
+
     def change_matrix(self) -> torch.Tensor:
         """Accuracy change in points, (positions, settings)."""
         out = torch.zeros(self.n_positions, len(self.settings))
@@ -96,8 +105,11 @@ class CorruptionTable:
         return buf.getvalue()
 
     def to_markdown(self) -> str:
+        counts = self.norm_direction_counts()
         lines = [f"Original accuracy: {self.baseline_accuracy:.2f}%  ",
-                 f"Low-Norm Effect frequency: {self.low_norm_frequency} of {len(self.rows)} settings", "",
+                 f"Low-Norm Effect frequency: {self.low_norm_frequency} of {len(self.rows)} settings  ",
+                 f"Accuracy rose in {counts['lowered'][0]} of {counts['lowered'][1]} settings that lowered a "
+                 f"position's norm and in {counts['raised'][0]} of {counts['raised'][1]} that raised it", "",
                  "| position | corruption | accuracy | change | norm before | norm after |", "|---|---|---|---|---|---|"]
         for r in self.rows:
             label = Setting(r["corruption"], r["factor"]).label

@@ -23,6 +23,8 @@ def register(subparsers) -> None:
     p.add_argument("--prompt", required=True, help="a prompt directory written by train")
     p.add_argument("--dataset", required=True, help="world:TASK, folder:PATH, csv:PATH or a standard name")
     p.add_argument("--root", help="folder holding the standard datasets")
+    p.add_argument("--subset", default="all", choices=("all", "base", "new"),
+                   help="classes to test on: all, or the base or new half (a base-to-new prompt: base)")
     p.add_argument("--replace", type=_floats, default=[],
                    help="extra REPLACE standard deviations σ, comma-separated (σ=0 is always included)")
     p.add_argument("--rescale", type=_floats, default=[],
@@ -47,10 +49,11 @@ def cmd_corruption(args) -> int:
 
     from vlprompt.analysis.corruption import corruption_sweep
     from vlprompt.data.feature_cache import encode_records
+    from vlprompt.data.sampling import subsample_classes
     from vlprompt.engine.datasets import resolve_dataset
     from vlprompt.learners.artifact import from_pretrained
 
-    data = resolve_dataset(args.dataset, args.root)
+    data = subsample_classes(resolve_dataset(args.dataset, args.root), args.subset)
     learner = from_pretrained(args.prompt, classnames=data.classnames)
     if not data.test:
         raise ConfigError(f"dataset {args.dataset!r} has no test images to evaluate on")
@@ -58,8 +61,11 @@ def cmd_corruption(args) -> int:
     labels = torch.tensor([r.label for r in data.test])
     table = corruption_sweep(learner, feats, labels, replace=args.replace, rescale=args.rescale, seed=args.seed)
     paths = table.write(args.out)
+    counts = table.norm_direction_counts()
     print(f"original accuracy {table.baseline_accuracy:.2f}%; Low-Norm Effect frequency "
-          f"{table.low_norm_frequency} of {len(table.rows)} (position, corruption) settings")
+          f"{table.low_norm_frequency} of {len(table.rows)} (position, corruption) settings; accuracy rose in "
+          f"{counts['lowered'][0]} of {counts['lowered'][1]} norm-lowering and {counts['raised'][0]} of "
+          f"{counts['raised'][1]} norm-raising settings")
     for kind, path in paths.items():
         print(f"{kind}: {path}")
     return 0
