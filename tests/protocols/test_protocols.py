@@ -101,3 +101,42 @@ def test_killed_sweep_completes_only_the_missing_runs(tmp_path, images):
     assert [r["Method"] for r in rows] == ["coop"] and set(rows[0]) >= {"1 shots", "2 shots"}
     with Image.open(out / "few_shot.png") as figure:
         assert figure.format == "PNG" and figure.width > 300
+
+
+def test_imbalanced_writes_neural_collapse_beside_accuracies(tmp_path, images):
+    """One block per ratio; the NC table's numbers are the metrics of each run's saved prompt on the
+    base classes' test images, recomputed here from the artifact and the image features."""
+    import torch
+
+    from vlprompt.analysis.neural_collapse import neural_collapse_metrics
+    from vlprompt.data.feature_cache import encode_records
+    from vlprompt.data.folder import read_image_folder
+    from vlprompt.data.sampling import subsample_classes
+    from vlprompt.learners.artifact import from_pretrained
+
+    out = tmp_path / "imb"
+    done = run_protocol("imbalanced", out, images, "--ratios", "1,0.5", methods="coop", seeds="1")
+    assert done.returncode == 0, done.stderr[-3000:]
+    rows = list(csv.DictReader((out / "imbalanced.csv").open()))
+    assert [(r["Ratio"], r["Method"]) for r in rows] == [("1", "coop"), ("0.5", "coop")]
+    table = (out / "imbalanced_neural_collapse.md").read_text().splitlines()
+    assert table[0].split("|")[1:-1] == [" Ratio ", " Method ", " Base ", " NC1 ", " image equiangularity ",
+                                         " text equiangularity ", " self-duality ", " Seeds "]
+    base = subsample_classes(read_image_folder(images), "base")
+    labels = torch.tensor([r.label for r in base.test])
+    runs = {}
+    for path in (out / "runs").glob("*/results.json"):
+        config = (path.parent / "config.yaml").read_text()
+        runs[1.0 if "imbalance_ratio: 1.0" in config else 0.5] = json.loads(path.read_text())
+    assert len(runs) == 2
+    for line in table[2:]:
+        ratio, method, accuracy, nc1, image_angles, text_angles, duality, seeds = [c.strip() for c in line.split("|")[1:-1]]
+        run = runs[float(ratio)]
+        classifier = from_pretrained(Path(run["run_dir"]) / "prompt", classnames=base.classnames)
+        feats = encode_records(classifier.backbone, base, base.test, views=1, seed=0)[0]
+        with torch.no_grad():
+            expected = neural_collapse_metrics(feats, labels, classifier.text_features())
+        assert accuracy == f"{run['metrics']['base']['accuracy']:.2f} ± 0.00" and seeds == "1"
+        assert nc1 == f"{expected['nc1']:.3f} ± 0.000"
+        assert text_angles == f"{expected['text_equiangularity']:.3f} ± 0.000"
+        assert duality == f"{expected['self_duality']:.3f} ± 0.000"
