@@ -102,13 +102,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_run)
 
     p = sub.add_parser("demo", help="the main job: base-to-new comparison on the embedded world")
-    p.add_argument("--preset", default="world-demo", help="preset of the runs (default: world-demo)")
-    p.add_argument("--methods", default="zeroshot,coop", help="comma-separated methods, e.g. zeroshot,coop")
-    p.add_argument("--datasets", default="world:objects,world:objects_noise",
-                   help="comma-separated datasets (default: the clean objects task, which the shipped model "
-                   "already solves zero-shot, and the same classes under heavy sensor noise, where the "
-                   "prompt has to adapt)")
+    p.add_argument("--preset", default="world-methods",
+                   help="preset of the runs (default: world-methods, each method at its paper's schedule)")
+    p.add_argument("--methods", default="zeroshot,coop,coop+kgcoop",
+                   help="comma-separated methods (default: zero-shot CLIP, CoOp, and KgCoOp, which keeps more "
+                   "of the zero-shot accuracy on new classes)")
+    p.add_argument("--datasets", default="world:objects_noisy_base",
+                   help="comma-separated datasets (default: the world's base-to-new task, whose base classes "
+                   "come from a noisy camera and whose new classes, of other shapes, are clean)")
     p.add_argument("--seeds", type=_numbers(int), default="1", help="comma-separated seeds")
+    p.add_argument("--workers", type=_positive_int, default=2, help="runs in parallel (local process pool)")
     p.add_argument("--out", default="runs/demo", help="output folder (tables and run directories)")
     p.add_argument("overrides", nargs="*", help=OVERRIDE_HELP)
     p.set_defaults(func=cmd_demo)
@@ -332,7 +335,8 @@ def cmd_demo(args) -> int:
 
     start = time.perf_counter()
     request = ProtocolRequest(_csv(args.methods), args.seeds, args.preset, datasets=_csv(args.datasets),
-                              overrides=args.overrides, out_dir=Path(args.out), executor=protocol_executor)
+                              overrides=args.overrides, out_dir=Path(args.out), workers=args.workers,
+                              executor=protocol_executor)
     table = write_protocol_result(run_protocol("base_to_new", request), args.out)
     print(table)
     print(f"total {time.perf_counter() - start:.1f} s; tables and run directories in {args.out}")
