@@ -111,7 +111,8 @@ def render_key(key: str) -> Image.Image:
     seed = int(parse_qs(url.query).get("seed", ["0"])[0])
     scene = scene_of(task, split, int(index), seed)
     image = render(scene)
-    kind = task_spec(task).shifted(int(index) % len(task_spec(task).classnames))
+    spec = task_spec(task)
+    kind = spec.shifted(int(index) % len(spec.classnames))
     return shift(image, kind, scene.seed) if kind else image
 
 
