@@ -97,8 +97,17 @@ def test_written_outputs(tmp_path, tiny_backbone, classnames):
     text = paths["markdown"].read_text()
     assert f"Low-Norm Effect frequency: {table.low_norm_frequency} of 4" in text and "rescale α=0.001" in text
     assert paths["heatmap"].read_bytes().startswith(PNG_MAGIC)
+    lowered = [r for r in rows if float(r["norm_after"]) < float(r["norm_before"])]
+    raised = [r for r in rows if float(r["norm_after"]) > float(r["norm_before"])]
+    summary = json.loads(paths["summary"].read_text())
+    assert summary == {"baseline_accuracy": table.baseline_accuracy, "settings": 4,
+                       "low_norm_frequency": sum(float(r["accuracy_change"]) > 0 for r in lowered),
+                       "lowered": {"improved": sum(float(r["accuracy_change"]) > 0 for r in lowered),
+                                   "settings": len(lowered)},
+                       "raised": {"improved": sum(float(r["accuracy_change"]) > 0 for r in raised),
+                                  "settings": len(raised)}}
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [
-        "corruption.csv", "corruption.md", "corruption_heatmap.png"]
+        "corruption.csv", "corruption.json", "corruption.md", "corruption_heatmap.png"]
 
 
 def test_cocoop_path_matches_its_forward(tiny_backbone, classnames):

@@ -1,5 +1,5 @@
 """The HTML report of a real sweep: tables against numbers computed here from the registry, CSV downloads,
-run pages (curves, prompt norms, neural collapse, storage, errors), and the page in headless Chromium."""
+run pages (curves, prompt norms, neural collapse, corruption sweep, storage, errors), and the page in headless Chromium."""
 
 from __future__ import annotations
 
@@ -36,6 +36,10 @@ def sweep(tmp_path_factory, image_folder_factory):
     broken = write_spec(root / "broken.yaml", **{**common, "datasets": [f"folder:{root / 'missing'}"]},
                         methods=["coop"], seeds=[1])
     assert vlprompt("sweep", "run", broken).returncode == 1  # one failed run in the same registry
+    coop = next(r for r in registry(out) if r["method"] == "coop" and r["seed"] == 1)
+    analysed = vlprompt("analyze", "corruption", "--prompt", Path(coop["run_dir"]) / "prompt",
+                        "--dataset", f"folder:{images}", "--subset", "base", "--rescale", "0.5,2")
+    assert analysed.returncode == 0, analysed.stderr[-3000:]  # written into the run directory: no --out
     report = vlprompt("report", out, "--out", root / "report")
     assert report.returncode == 0, report.stderr[-3000:]
     assert f"report: {root / 'report' / 'index.html'}" in report.stdout
@@ -142,6 +146,21 @@ def test_run_pages_show_curves_norms_collapse_storage_and_errors(sweep):
     nc1 = collapse[0].index("nc1")
     written = json.loads((Path(rows["coop"]["run_dir"]) / "neural_collapse.json").read_text())
     assert [r[nc1] for r in collapse[1:]] == [f"{written[s]['nc1']:.4f}" for s in ("base", "new")]
+    with open(Path(rows["coop"]["run_dir"]) / "corruption" / "corruption.csv") as f:
+        sweep_rows = list(csv.DictReader(f))
+    moved = [r for r in sweep_rows if float(r["norm_after"]) != float(r["norm_before"])]
+    lowered = [r for r in moved if float(r["norm_after"]) < float(r["norm_before"])]
+    raised = [r for r in moved if float(r["norm_after"]) > float(r["norm_before"])]
+    rose = [sum(float(r["accuracy_change"]) > 0 for r in group) for group in (lowered, raised)]
+    baseline = float(sweep_rows[0]["accuracy"]) - float(sweep_rows[0]["accuracy_change"])
+    corruption = next(t for t in coop.tables if t[0][0] == "original accuracy (%)")
+    assert corruption == [["original accuracy (%)", f"{baseline:.2f}"],
+                          ["Low-Norm Effect frequency", f"{rose[0]} of {len(sweep_rows)}"],
+                          ["accuracy rose where the norm was lowered", f"{rose[0]} of {len(lowered)}"],
+                          ["accuracy rose where the norm was raised", f"{rose[1]} of {len(raised)}"]]
+    assert len(sweep_rows) == 4 * 4 and len(raised) == 4  # 4 positions x (σ=0, α=0.001, 0.5, 2); α=2 raises
+    assert any(src.endswith("_corruption.png") for src in coop.images)
+    assert not any(src.endswith("_corruption.png") for src in nemesis.images)
     epochs = len((Path(rows["coop"]["run_dir"]) / "metrics.jsonl").read_text().splitlines())
     assert epochs == 2 and any(src.endswith("_metrics.png") for src in coop.images)
     for page in (nemesis, qprompt, coop):

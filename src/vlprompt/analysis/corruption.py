@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -30,6 +31,11 @@ from vlprompt.learners.capabilities import Capability, require
 SWEEP_NEEDS = frozenset({Capability.CONTEXT, Capability.FIXED_IMAGE_FEATURES})
 OFFICIAL_REPLACE = (0.0,)
 OFFICIAL_RESCALE = (0.001,)
+#: the folder, inside a prompt's run directory, that ``vlprompt analyze corruption`` writes by default and
+#: where the report finds the sweep of that run
+RUN_SUBDIR = "corruption"
+SUMMARY_FILE = "corruption.json"
+HEATMAP_FILE = "corruption_heatmap.png"
 COLUMNS = ("position", "corruption", "factor", "accuracy", "accuracy_change", "norm_before", "norm_after",
            "norm_reduced", "improved")
 
@@ -90,6 +96,14 @@ class CorruptionTable:
             counts[direction] = (sum(1 for r in mine if r["improved"]), len(mine))
         return counts
 
+    def summary(self) -> dict:
+        """The sweep's headline numbers: the original accuracy, the Low-Norm Effect frequency, the counts."""
+        counts = self.norm_direction_counts()
+        return {"baseline_accuracy": self.baseline_accuracy, "settings": len(self.rows),
+                "low_norm_frequency": self.low_norm_frequency,
+                "lowered": {"improved": counts["lowered"][0], "settings": counts["lowered"][1]},
+                "raised": {"improved": counts["raised"][0], "settings": counts["raised"][1]}}
+
     def change_matrix(self) -> torch.Tensor:
         """Accuracy change in points, (positions, settings)."""
         out = torch.zeros(self.n_positions, len(self.settings))
@@ -118,12 +132,13 @@ class CorruptionTable:
         return "\n".join(lines) + "\n"
 
     def write(self, out_dir: str | Path) -> dict[str, Path]:
-        """Write corruption.csv, corruption.md and corruption_heatmap.png into ``out_dir``."""
+        """Write corruption.csv, corruption.md, corruption.json (the summary) and the heatmap into ``out_dir``."""
         out_dir = Path(out_dir)
         paths = {"csv": out_dir / "corruption.csv", "markdown": out_dir / "corruption.md",
-                 "heatmap": out_dir / "corruption_heatmap.png"}
+                 "summary": out_dir / SUMMARY_FILE, "heatmap": out_dir / HEATMAP_FILE}
         write_text(paths["csv"], self.to_csv())
         write_text(paths["markdown"], self.to_markdown())
+        write_text(paths["summary"], json.dumps(self.summary(), indent=1) + "\n")
         self.plot(paths["heatmap"])
         return paths
 

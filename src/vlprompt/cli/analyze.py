@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 from vlprompt.errors import ConfigError
 
@@ -30,7 +31,8 @@ def register(subparsers) -> None:
     p.add_argument("--rescale", type=_floats, default=[],
                    help="extra RESCALE factors α, comma-separated (α=0.001 is always included)")
     p.add_argument("--seed", type=int, default=0, help="seed of the REPLACE noise")
-    p.add_argument("--out", required=True, help="output folder for corruption.csv, .md and the heatmap")
+    p.add_argument("--out", help="output folder for corruption.csv, .md, .json and the heatmap (default: "
+                                 "corruption/ in the prompt's run directory, where `vlprompt report` shows it)")
     p.set_defaults(func=cmd_corruption)
 
     p = sub.add_parser("run", help="neural-collapse metrics and prompt-norm curves of finished runs, into their "
@@ -47,7 +49,7 @@ def register(subparsers) -> None:
 def cmd_corruption(args) -> int:
     import torch
 
-    from vlprompt.analysis.corruption import corruption_sweep
+    from vlprompt.analysis.corruption import RUN_SUBDIR, corruption_sweep
     from vlprompt.data.feature_cache import encode_records
     from vlprompt.data.sampling import subsample_classes
     from vlprompt.engine.datasets import resolve_dataset
@@ -60,7 +62,7 @@ def cmd_corruption(args) -> int:
     feats = encode_records(learner.backbone, data, data.test, views=1, seed=0, desc="test features")[0]
     labels = torch.tensor([r.label for r in data.test])
     table = corruption_sweep(learner, feats, labels, replace=args.replace, rescale=args.rescale, seed=args.seed)
-    paths = table.write(args.out)
+    paths = table.write(args.out or Path(args.prompt).parent / RUN_SUBDIR)
     counts = table.norm_direction_counts()
     print(f"original accuracy {table.baseline_accuracy:.2f}%; Low-Norm Effect frequency "
           f"{table.low_norm_frequency} of {len(table.rows)} (position, corruption) settings; accuracy rose in "

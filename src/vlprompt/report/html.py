@@ -3,7 +3,8 @@
 ``index.html`` holds the protocols' tables (sortable; average rows stay last) with their figures and
 CSV downloads, the per-dataset raw numbers as CSV files, and the failed runs with their errors;
 ``runs/SPEC.html`` is one page per run: its state, results, per-epoch metric curves, prompt norms
-(Nemesis), neural-collapse metrics, the artifact's storage (QPrompt's encoded tensors) and config.
+(Nemesis), neural-collapse metrics, its corruption sweep (Low-Norm Effect), the artifact's storage
+(QPrompt's encoded tensors) and config.
 The report folder is written whole or not at all.
 """
 
@@ -11,11 +12,13 @@ from __future__ import annotations
 
 import datetime
 import json
+import shutil
 from html import escape
 from pathlib import Path
 
 import yaml
 
+from vlprompt.analysis.corruption import HEATMAP_FILE, RUN_SUBDIR, SUMMARY_FILE
 from vlprompt.analysis.prompt_norms import plot_norm_history
 from vlprompt.analysis.run_analysis import NEURAL_COLLAPSE_FILE, analyze_run
 from vlprompt.errors import ConfigError
@@ -197,6 +200,7 @@ def _run_page(row: Row, img_dir: Path) -> str:
     if row.state == "done" and (run_dir / "prompt").is_dir() and not (run_dir / NEURAL_COLLAPSE_FILE).is_file():
         analyze_run(run_dir)  # runs of a sweep or protocol are analysed when first reported
     parts += _neural_collapse(run_dir / NEURAL_COLLAPSE_FILE)
+    parts += _corruption(run_dir / RUN_SUBDIR, img_dir / f"{row.spec_id}_corruption.png")
     parts += _storage(run_dir / "prompt" / "config.json")
     parts.append("<h2>Config</h2><pre>" + escape(yaml.safe_dump(row.config, sort_keys=False)) + "</pre>")
     return _page(row.spec_id, "\n".join(parts))
@@ -249,6 +253,21 @@ def _neural_collapse(path: Path) -> list[str]:
     names = unique(k for nc in found.values() for k in nc)
     rows = [[s, *(f"{nc[k]:.4f}" if k in nc else "" for k in names)] for s, nc in found.items()]
     return ["<h2>Neural-collapse metrics</h2>", _table(["Evaluated on", *names], rows)]
+
+
+def _corruption(sweep_dir: Path, heatmap: Path) -> list[str]:
+    """The run's corruption sweep (``vlprompt analyze corruption`` without ``--out``): counts and heatmap."""
+    summary_path, source = sweep_dir / SUMMARY_FILE, sweep_dir / HEATMAP_FILE
+    if not (summary_path.is_file() and source.is_file()):
+        return []
+    summary = json.loads(summary_path.read_text())
+    shutil.copyfile(source, heatmap)
+    rows = [["original accuracy (%)", f"{summary['baseline_accuracy']:.2f}"],
+            ["Low-Norm Effect frequency", f"{summary['low_norm_frequency']} of {summary['settings']}"],
+            *([f"accuracy rose where the norm was {d}", f"{summary[d]['improved']} of {summary[d]['settings']}"]
+              for d in ("lowered", "raised"))]
+    return ["<h2>Corruption analysis (Low-Norm Effect)</h2>", _table(None, rows, sortable=False),
+            f"<p><img src=\"../img/{escape(heatmap.name)}\" alt=\"accuracy change per corrupted position\"></p>"]
 
 
 def _storage(config_path: Path) -> list[str]:
