@@ -115,10 +115,11 @@ def test_imbalanced_writes_neural_collapse_beside_accuracies(tmp_path, images):
     from vlprompt.learners.artifact import from_pretrained
 
     out = tmp_path / "imb"
-    done = run_protocol("imbalanced", out, images, "--ratios", "1,0.5", methods="coop", seeds="1")
+    done = run_protocol("imbalanced", out, images, "--ratios", "1,0.5", methods="coop,coop+kgcoop", seeds="1")
     assert done.returncode == 0, done.stderr[-3000:]
     rows = list(csv.DictReader((out / "imbalanced.csv").open()))
-    assert [(r["Ratio"], r["Method"]) for r in rows] == [("1", "coop"), ("0.5", "coop")]
+    order = [("1", "coop"), ("1", "coop+kgcoop"), ("0.5", "coop"), ("0.5", "coop+kgcoop")]
+    assert [(r["Ratio"], r["Method"]) for r in rows] == order
     table = (out / "imbalanced_neural_collapse.md").read_text().splitlines()
     assert table[0].split("|")[1:-1] == [" Ratio ", " Method ", " Base ", " NC1 ", " image equiangularity ",
                                          " text equiangularity ", " self-duality ", " Seeds "]
@@ -127,11 +128,14 @@ def test_imbalanced_writes_neural_collapse_beside_accuracies(tmp_path, images):
     runs = {}
     for path in (out / "runs").glob("*/results.json"):
         config = (path.parent / "config.yaml").read_text()
-        runs[1.0 if "imbalance_ratio: 1.0" in config else 0.5] = json.loads(path.read_text())
-    assert len(runs) == 2
+        result = json.loads(path.read_text())
+        label = "+".join([result["method"], *result["regularizers"]])
+        runs["1" if "imbalance_ratio: 1.0" in config else "0.5", label] = result
+    assert len(runs) == 4
+    assert [tuple(c.strip() for c in line.split("|")[1:3]) for line in table[2:]] == order
     for line in table[2:]:
         ratio, method, accuracy, nc1, image_angles, text_angles, duality, seeds = [c.strip() for c in line.split("|")[1:-1]]
-        run = runs[float(ratio)]
+        run = runs[ratio, method]
         classifier = from_pretrained(Path(run["run_dir"]) / "prompt", classnames=base.classnames)
         feats = encode_records(classifier.backbone, base, base.test, views=1, seed=0)[0]
         with torch.no_grad():

@@ -63,6 +63,7 @@ class ProtocolResult:
     panels: dict = field(default_factory=dict)
     shots: list[int] = field(default_factory=list)
     results: list[dict] = field(default_factory=list)
+    plans: list[RunPlan] = field(default_factory=list)  # the plan of each result, in the same order
 
 
 def list_protocols() -> list[str]:

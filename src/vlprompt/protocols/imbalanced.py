@@ -13,12 +13,13 @@ def run_imbalanced(request: ProtocolRequest) -> ProtocolResult:
     if not request.ratios:
         raise ConfigError("give at least one imbalance ratio, e.g. --ratios 1,0.25,0.0625")
     methods, datasets = request.methods, request.datasets
-    header, rows, all_results = [], [], []
+    header, rows, all_plans, all_results = [], [], [], []
     for ratio in request.ratios:
         plans = plan_base_to_new(methods, datasets, request.seeds, request.preset_dict, request.overrides,
                                  request.out_dir, imbalance_ratio=ratio)
         results = execute(plans, request)
+        all_plans += plans
         all_results += results
         header, block = base_to_new_table(base_new_accuracies(plans, results, methods, datasets), methods, datasets)
         rows += [[f"{ratio:g}"] + r for r in block]
-    return ProtocolResult("imbalanced", ["Ratio"] + header, rows, results=all_results)
+    return ProtocolResult("imbalanced", ["Ratio"] + header, rows, results=all_results, plans=all_plans)

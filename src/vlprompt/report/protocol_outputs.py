@@ -4,8 +4,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import yaml
-
 from vlprompt.analysis.run_analysis import run_neural_collapse
 from vlprompt.io import write_text
 from vlprompt.protocols.common import ProtocolResult, mean_std
@@ -25,7 +23,7 @@ def write_protocol_result(result: ProtocolResult, out_dir: str | Path) -> str:
     elif result.figure == "few_shot":
         plot_few_shot(result.panels, result.shots, out_dir / f"{result.name}.png")
     if result.name == "imbalanced":
-        write_text(out_dir / "imbalanced_neural_collapse.md", markdown_table(*imbalance_collapse_table(result.results)))
+        write_text(out_dir / "imbalanced_neural_collapse.md", markdown_table(*imbalance_collapse_table(result)))
     return table
 
 
@@ -33,21 +31,20 @@ COLLAPSE_COLUMNS = {"nc1": "NC1", "image_equiangularity": "image equiangularity"
                     "text_equiangularity": "text equiangularity", "self_duality": "self-duality"}
 
 
-def imbalance_collapse_table(results: list[dict]) -> tuple[list[str], list[list[str]]]:
+def imbalance_collapse_table(result: ProtocolResult) -> tuple[list[str], list[list[str]]]:
     """Per ratio and method: base accuracy and the neural-collapse metrics of the final prompt on the base
     (trained, imbalanced) classes' test images, mean ± std over seeds (NPT's claim: the anchored prompt
     keeps the class features closer to a simplex ETF as the imbalance grows)."""
     groups: dict[tuple[float, str], list[dict]] = {}
-    for r in results:
-        config = yaml.safe_load((Path(r["run_dir"]) / "config.yaml").read_text())
+    for plan, r in zip(result.plans, result.results):
         metrics = run_neural_collapse(r["run_dir"]).get("base")
         if metrics is None:  # per-image prompts (CoCoOp) have no class features to measure
             continue
-        ratio = config["data"].get("imbalance_ratio") or 1.0
-        groups.setdefault((ratio, r["method"]), []).append({"base": r["metrics"]["base"]["accuracy"], **metrics})
+        groups.setdefault((plan.keys["ratio"], plan.method), []).append({"base": r["metrics"]["base"]["accuracy"],
+                                                                          **metrics})
     header = ["Ratio", "Method", "Base", *COLLAPSE_COLUMNS.values(), "Seeds"]
     rows = []
-    for (ratio, method), runs in sorted(groups.items(), key=lambda kv: (-kv[0][0], kv[0][1])):
+    for (ratio, method), runs in groups.items():  # ratios and methods in the protocol's order
         cells = [mean_std([run[key] for run in runs]) for key in ("base", *COLLAPSE_COLUMNS)]
         rows.append([f"{ratio:g}", method, *(f"{m:.2f} ± {s:.2f}" if k == 0 else f"{m:.3f} ± {s:.3f}"
                                               for k, (m, s) in enumerate(cells)), str(len(runs))])
