@@ -24,7 +24,7 @@ test: $(STAMP)
 	$(VENV)/bin/pytest
 
 ## Base-to-new of every method on the embedded world's objects_noisy_base task, each at its paper's
-## schedule, 3 seeds, two runs at a time (about 85 minutes on 2 cores); the table and its bars go into
+## schedule, 3 seeds, two runs at a time (about 80 minutes on 2 cores); the table and its bars go into
 ## the docs beside the reading of them in docs/results/world_base_to_new.md, with a screenshot of its
 ## HTML report (when chromium is installed).
 experiment: $(STAMP)
@@ -41,19 +41,21 @@ experiment: $(STAMP)
 			file://$(CURDIR)/runs/world-methods/report/index.html && \
 		mv docs/results/world_report.png.tmp.png docs/results/world_report.png; fi
 
-## The phenomena the other papers rest on, on the same task (seed 1; about 30 minutes on 2 cores, after
-## `make experiment`, whose CoOp prompt the corruption analysis reads): the Low-Norm Effect, NPT under
-## class imbalance with neural-collapse metrics, QPrompt's accuracy against bits.
+## The phenomena the other papers rest on, on the same task (about 30 minutes on 2 cores, after
+## `make experiment`, whose seed-1 CoOp prompt the corruption analysis reads and whose 1-bit QPrompt runs
+## the bits table reuses): the Low-Norm Effect on base and new classes, NPT under class imbalance (3 seeds)
+## with neural-collapse metrics, QPrompt's accuracy against bits (3 seeds).
 phenomena: $(STAMP)
-	$(VENV)/bin/vlprompt analyze corruption --prompt $$(ls -d runs/world-methods/runs/coop_world-objects_noisy_base_seed1_*)/prompt \
-		--dataset world:objects_noisy_base --subset base --replace 0.01,0.1,0.5,1 --rescale 0.25,0.5,2,4 \
-		--out runs/world-corruption
-	cp runs/world-corruption/corruption_heatmap.png docs/results/world_corruption_heatmap.png.tmp
-	mv docs/results/world_corruption_heatmap.png.tmp docs/results/world_corruption_heatmap.png
+	for subset in base new; do \
+		$(VENV)/bin/vlprompt analyze corruption --prompt $$(ls -d runs/world-methods/runs/coop_world-objects_noisy_base_seed1_*)/prompt \
+			--dataset world:objects_noisy_base --subset $$subset --replace 0.01,0.1,0.5,1 --rescale 0.25,0.5,2,4 \
+			--out runs/world-corruption-$$subset && \
+		cp runs/world-corruption-$$subset/corruption_heatmap.png docs/results/world_corruption_heatmap_$$subset.png.tmp && \
+		mv docs/results/world_corruption_heatmap_$$subset.png.tmp docs/results/world_corruption_heatmap_$$subset.png || exit 1; done
 	$(VENV)/bin/vlprompt run imbalanced --preset world-methods --methods coop,coop+npt --ratios 1,0.25,0.06 \
-		--seeds 1 --out runs/world-imbalanced --workers 2
+		--seeds 1,2,3 --out runs/world-imbalanced --workers 2
 	for b in 2 4 8; do $(VENV)/bin/vlprompt run base_to_new --preset world-methods --methods coop+qprompt \
-		--seeds 1 --out runs/world-qprompt-bits/$$b regularizers_defaults.qprompt.bits=$$b || exit 1; done
+		--seeds 1,2,3 --out runs/world-qprompt-bits/$$b --workers 2 regularizers_defaults.qprompt.bits=$$b || exit 1; done
 
 ## Benchmarks (slow; run by hand).
 bench: $(STAMP)
