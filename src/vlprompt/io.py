@@ -17,6 +17,9 @@ import tempfile
 import time
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Callable
+
+from vlprompt.errors import VlpromptError
 
 
 def _umask() -> int:
@@ -97,22 +100,62 @@ def write_json(path: str | os.PathLike, obj) -> None:
     write_text(path, json.dumps(obj, indent=2, sort_keys=True) + "\n")
 
 
+class OutputExistsError(VlpromptError, FileExistsError):
+    """An output folder already holds something that this kind of output does not own."""
+
+
+def _foreign_folder(path: Path, is_own: Callable[[Path], bool]) -> bool:
+    if not os.path.lexists(path):
+        return False
+    if path.is_symlink() or not path.is_dir():
+        return True
+    return any(path.iterdir()) and not is_own(path)
+
+
+def has_format(folder: Path, file: str, family: str) -> bool:
+    """Whether ``folder/file`` is a JSON object whose ``format`` is of ``family`` (any version): how an
+    output folder recognises an earlier output of its own kind."""
+    try:
+        fmt = json.loads((folder / file).read_text()).get("format")
+    except (OSError, UnicodeDecodeError, ValueError, AttributeError):
+        return False
+    return isinstance(fmt, str) and fmt.split("/")[0] == family
+
+
 @contextmanager
-def atomic_dir(path: str | os.PathLike):
-    """Yield a temporary directory; it replaces ``path`` only if the block succeeds."""
-    path = Path(path)
+def atomic_dir(path: str | os.PathLike, is_own: Callable[[Path], bool], what: str = "output"):
+    """Yield a temporary directory; it replaces ``path`` only if the block succeeds.
+
+    An existing ``path`` is replaced only when it is an empty folder or ``is_own(path)`` recognises
+    an earlier output of the same kind; anything else (a user's folder, a file, ``.``) is refused
+    with ``OutputExistsError`` before anything is written or removed.
+    """
+    path = Path(os.path.abspath(path))
+    if _foreign_folder(path, is_own):
+        raise OutputExistsError(f"{path} already exists and is not a vlprompt {what}; nothing in it was "
+                                "changed. Choose a new or empty folder (an earlier output of the same kind is "
+                                "replaced)")
     path.parent.mkdir(parents=True, exist_ok=True)
     remove_stale_temporaries(path)
     tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=_temp_prefix(path), suffix=".tmp"))
     os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp makes 0700; the finished directory gets the usual permissions
+    old = None
     try:
         yield tmp
-        if path.exists():
-            shutil.rmtree(path)
-        os.replace(tmp, path)
+        if path.exists():  # the earlier output moves aside and comes back if the new one cannot take its place
+            old = Path(tempfile.mkdtemp(dir=path.parent, prefix=_temp_prefix(path), suffix=".tmp"))
+            os.replace(path, old / "previous")
+            try:
+                os.replace(tmp, path)
+            except OSError:
+                os.replace(old / "previous", path)
+                raise
+        else:
+            os.replace(tmp, path)
     finally:
-        if tmp.exists():
-            shutil.rmtree(tmp)
+        for leftover in (tmp, old):
+            if leftover is not None and leftover.exists():
+                shutil.rmtree(leftover)
 
 
 def pyplot():

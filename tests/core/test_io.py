@@ -21,7 +21,7 @@ def temporaries(folder: Path) -> list[str]:
 def die_while_writing(target: Path, kind: str) -> None:
     """A real process that starts an atomic write of ``target`` and dies inside it (no cleanup runs)."""
     body = ("with atomic_path(target) as tmp:\n    tmp.write_text('half')\n    os._exit(1)\n" if kind == "file" else
-            "with atomic_dir(target) as tmp:\n    (tmp / 'part').write_text('half')\n    os._exit(1)\n")
+            "with atomic_dir(target, lambda d: False) as tmp:\n    (tmp / 'part').write_text('half')\n    os._exit(1)\n")
     script = f"import os\nfrom pathlib import Path\nfrom vlprompt.io import atomic_dir, atomic_path\ntarget = Path({str(target)!r})\n{body}"
     assert subprocess.run([sys.executable, "-c", script], timeout=60).returncode == 1
 
@@ -38,7 +38,7 @@ def test_next_write_removes_what_an_interrupted_write_left(tmp_path, kind):
         write_text(target, "whole")
         assert target.read_text() == "whole"
     else:
-        with atomic_dir(target) as tmp:
+        with atomic_dir(target, lambda d: False) as tmp:
             (tmp / "part").write_text("whole")
         assert (target / "part").read_text() == "whole"
     assert temporaries(target.parent) == []

@@ -28,7 +28,7 @@ from safetensors.torch import load, save
 from vlprompt.version import __version__
 from vlprompt.backbones import Backbone, BackboneIdentity, load_backbone
 from vlprompt.errors import ArtifactError, BackboneError, ConfigError
-from vlprompt.io import atomic_dir
+from vlprompt.io import atomic_dir, has_format
 from vlprompt.learners.base import PromptLearner
 from vlprompt.learners.registry import build_learner
 
@@ -96,7 +96,7 @@ def save_pretrained(learner: PromptLearner, directory: str | Path, metadata: dic
             files[file] = data
             config["encoded"][name] = {"codec": codec, "file": file, "bytes": len(data)}
     config["sha256"] = {file: hashlib.sha256(data).hexdigest() for file, data in files.items()}
-    with atomic_dir(directory) as tmp:
+    with atomic_dir(directory, lambda d: has_format(d, CONFIG_FILE, FORMAT.split("/")[0]), "saved prompt") as tmp:
         for file, data in files.items():
             (tmp / file).write_bytes(data)
         (tmp / CONFIG_FILE).write_text(json.dumps(config, indent=2) + "\n")

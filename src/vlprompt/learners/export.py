@@ -15,7 +15,7 @@ import torch
 from safetensors.torch import save_file
 
 from vlprompt.version import __version__
-from vlprompt.io import atomic_dir
+from vlprompt.io import atomic_dir, has_format
 from vlprompt.learners.base import PromptLearner
 from vlprompt.learners.capabilities import Capability, require
 
@@ -25,7 +25,9 @@ CONFIG_FILE = "classifier.json"
 
 
 def export_classifier(learner: PromptLearner, directory: str | Path, classnames: list[str] | None = None) -> Path:
-    """Write the classifier of ``classnames`` (default: the learner's own classes) atomically."""
+    """Write the classifier of ``classnames`` (default: the learner's own classes) atomically.
+
+    ``directory`` must be new, empty or an earlier export; any other folder is refused untouched."""
     require("export", frozenset({Capability.CLASS_CLASSIFIER}), learner.name, learner.offers,
             " (its text features depend on each image, so no fixed classifier exists)")
     classifier = learner.for_classes(classnames) if classnames else learner
@@ -42,7 +44,8 @@ def export_classifier(learner: PromptLearner, directory: str | Path, classnames:
         "usage": "logits = logit_scale * normalize(model.encode_image(images), dim=-1) @ text_features.T",
     }
     directory = Path(directory)
-    with atomic_dir(directory) as tmp:
+    with atomic_dir(directory, lambda d: has_format(d, CONFIG_FILE, FORMAT.split("/")[0]),
+                    "exported classifier") as tmp:
         save_file({"text_features": weights}, str(tmp / TENSORS_FILE))
         (tmp / CONFIG_FILE).write_text(json.dumps(meta, indent=2) + "\n")
     return directory

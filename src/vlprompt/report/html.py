@@ -21,7 +21,6 @@ import yaml
 from vlprompt.analysis.corruption import HEATMAP_FILE, RUN_SUBDIR, SUMMARY_FILE
 from vlprompt.analysis.prompt_norms import plot_norm_history
 from vlprompt.analysis.run_analysis import NEURAL_COLLAPSE_FILE, analyze_run
-from vlprompt.errors import ConfigError
 from vlprompt.io import atomic_dir, pyplot, save_figure
 from vlprompt.learners.artifact import TENSORS_FILE
 from vlprompt.report.protocol_tables import Table, protocol_tables, unique
@@ -69,10 +68,7 @@ def write_report(where: str | Path, out_dir: str | Path) -> Path:
     """Write the report of the runs at ``where`` (a registry or a runs folder) into ``out_dir``."""
     rows = load_rows(where)
     out_dir = Path(out_dir)
-    if out_dir.exists() and any(out_dir.iterdir()) and not (out_dir / MARKER).exists():
-        raise ConfigError(f"report folder {out_dir} exists and is not a vlprompt report; choose an empty or new "
-                          "folder with --out")
-    with atomic_dir(out_dir) as tmp:
+    with atomic_dir(out_dir, lambda d: (d / MARKER).is_file(), "report") as tmp:
         (tmp / MARKER).write_text("written by vlprompt report; the next report replaces this folder\n")
         for sub in ("img", "csv", "runs"):
             (tmp / sub).mkdir()
