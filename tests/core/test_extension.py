@@ -23,6 +23,8 @@ from vlprompt.options import Options, option
 from vlprompt.regularizers.base import Regularizer
 from vlprompt.regularizers.registry import REGULARIZERS, register_regularizer
 
+import method_matrix
+
 
 @dataclass
 class ShiftConfig(Options):
@@ -96,3 +98,25 @@ def test_toy_learner_and_regularizer_train_through_the_run_path(registered, tmp_
 def test_a_toy_regularizer_is_refused_by_capability(registered):
     with pytest.raises(ConfigError, match="'toy_pull' cannot be used with learner 'zeroshot': it needs learned_prompts"):
         resolve_config(None, ["learner.name=zeroshot", "regularizers=[{name: toy_pull}]"])
+
+
+def test_a_toy_method_enters_every_shared_matrix_with_no_list_edited(registered, tiny_backbone, classnames,
+                                                                    training_batches):
+    assert "toy_shift" in method_matrix.trained_learners()
+    toy_pairs = [pair for pair in method_matrix.all_pairs() if "toy_shift" in pair or "toy_pull" in pair]
+    assert ("toy_shift", "toy_pull") in toy_pairs and ("coop", "toy_pull") in toy_pairs
+    assert ("toy_shift", "kgcoop") in method_matrix.composing_pairs(method_matrix.DEVICE_OPTIONS)
+    assert ("toy_shift", "nemesis") not in method_matrix.composing_pairs(method_matrix.DEVICE_OPTIONS)
+    for lname, rname in toy_pairs:
+        if lname == "toy_shift" or rname == "toy_pull" and lname in ("zeroshot", "coop"):
+            method_matrix.check_composition(lname, rname, tiny_backbone, classnames, training_batches)
+    method_matrix.check_device("toy_shift", "toy_pull", tiny_backbone, classnames, training_batches)
+    method_matrix.check_precision("toy_shift", "bf16", "fp32")
+
+
+def test_option_tables_name_only_registered_methods(monkeypatch):
+    assert method_matrix.stale_option_entries() == []
+    monkeypatch.setitem(method_matrix.LEARNER_OPTIONS, "renamed_learner", {})
+    monkeypatch.setitem(method_matrix.DEVICE_OPTIONS, "renamed_regularizer", {})
+    assert method_matrix.stale_option_entries() == ["learner 'renamed_learner'",
+                                                    "regularizer (device) 'renamed_regularizer'"]

@@ -6,6 +6,7 @@ import pytest
 
 from vlprompt.engine.config import RunConfig, apply_overrides, expand_preset, list_presets, load_preset, resolve_config
 from vlprompt.errors import ConfigError
+from vlprompt.learners.registry import LEARNERS
 
 
 def test_overrides_parse_yaml_values_into_nested_sections():
@@ -73,7 +74,8 @@ def test_schedules_per_method_part_with_regularizers_over_learners_and_overrides
 @pytest.mark.parametrize("name", list_presets())
 def test_every_shipped_preset_resolves(name):
     config = resolve_config(name)
-    assert config.learner.name in ("zeroshot", "coop", "cocoop", "maple", "ivlp")
+    explicit = (load_preset(name).get("learner") or {}).get("name")
+    assert config.learner.name in LEARNERS and explicit in (None, config.learner.name)
 
 
 def test_regularizer_variant_labels_and_default_method_list():

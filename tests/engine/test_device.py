@@ -12,42 +12,19 @@ from vlprompt.engine.batches import FeatureBatches
 from vlprompt.engine.device import resolve_device
 from vlprompt.engine.trainer import TrainConfig, Trainer
 from vlprompt.errors import ConfigError
-from vlprompt.learners.registry import LEARNERS, build_learner
+from vlprompt.learners.registry import build_learner
 from vlprompt.regularizers.base import Regularizer, TrainContext
-from vlprompt.regularizers.registry import REGULARIZERS, build_regularizer
 
-OPTIONS = {
-    "prograd": {}, "kgcoop": {},
-    "nemesis": {"beta": 0, "omega": 1.0},  # PAN: the pre-inference path with its own tensors
-    "npt": {"lambda_lmc": 0.1, "lambda_mmi": 0.1, "lmc_form": "anchor", "align": True},
-    "promptsrc": {},
-    "qprompt": {"bits": 2, "kmeans_init": "kmeans++", "kmeans_iters": 3, "cac_interval": 1, "cac_kl_threshold": 0.0},
-}
-BUILTIN = ("zeroshot", "coop", "cocoop", "maple", "ivlp")
-LEARNER_OPTIONS = {"maple": {"prompt_depth": 3}, "ivlp": {"prompt_depth_text": 3, "prompt_depth_vision": 3}}
-METHODS = [(l, None) for l in BUILTIN if l != "zeroshot"] + [
-    (l, r) for l in BUILTIN for r in sorted(OPTIONS) if not REGULARIZERS.get(r).requires - LEARNERS.get(l).capabilities]
+import method_matrix
 
-
-def _steps_on_meta_default(trainer, batches):
-    for batch in batches.epoch(0):
-        with torch.device("meta"):
-            trainer._step(batch)
-    with torch.device("meta"):
-        for reg in trainer.regularizers:
-            reg.on_epoch_end(trainer.context)
+METHODS = [(lname, None) for lname in method_matrix.trained_learners()] + method_matrix.composing_pairs(
+    method_matrix.DEVICE_OPTIONS)
 
 
 @pytest.mark.parametrize("learner_name,reg_name", METHODS)
 def test_a_training_step_creates_no_tensor_off_the_backbones_device(
         tiny_backbone, classnames, training_batches, learner_name, reg_name):
-    learner = build_learner(learner_name, tiny_backbone, classnames, "a photo of a {}.",
-                            **LEARNER_OPTIONS.get(learner_name, {}))
-    regs = [build_regularizer({"name": reg_name, **OPTIONS[reg_name]})] if reg_name else []
-    trainer = Trainer(learner, TrainConfig(epochs=1, batch_size=4, lr=0.01), regs,
-                      TrainContext(learner=learner, dataset="tiny"))
-    _steps_on_meta_default(trainer, training_batches(learner, tiny_backbone, classnames))
-    assert all(p.device.type == "cpu" and torch.isfinite(p).all() for p in trainer.params.values())
+    method_matrix.check_device(learner_name, reg_name, tiny_backbone, classnames, training_batches)
 
 
 class StrayTensor(Regularizer):
@@ -64,7 +41,7 @@ def test_the_check_catches_a_tensor_created_without_a_device(tiny_backbone, clas
     trainer = Trainer(learner, TrainConfig(epochs=1, batch_size=4), [StrayTensor()], TrainContext(learner=learner))
     batches = FeatureBatches(torch.randn(1, 8, tiny_backbone.embed_dim), torch.arange(8) % 5, 4, seed=0)
     with pytest.raises(RuntimeError, match="meta"):
-        _steps_on_meta_default(trainer, batches)
+        method_matrix.steps_on_meta_default(trainer, batches)
 
 
 def test_device_settings_are_validated():

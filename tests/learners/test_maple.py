@@ -87,7 +87,7 @@ def test_vision_prompts_are_appended_before_ln_pre_and_replaced_before_each_bloc
     seen, handles = block_inputs(visual.transformer.resblocks)
     with torch.no_grad():
         shallow_prompt = learner.vision_prompts()[0]
-        shallow = F.normalize(encode_image_blocks(visual, image, shallow_prompt), dim=-1)
+        shallow = encode_image_blocks(visual, image, shallow_prompt)
         for h in handles:
             h.remove()
         # block 0 receives open_clip's own tokens (class, patches; through ln_pre) followed by ln_pre(F_0(P_0))

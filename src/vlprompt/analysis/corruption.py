@@ -24,7 +24,7 @@ from vlprompt.analysis.prompt_norms import position_norms
 from vlprompt.engine.evaluate import classification_metrics
 from vlprompt.errors import ConfigError
 from vlprompt.io import pyplot, save_figure, write_text
-from vlprompt.learners.base import PromptLearner, clip_logits
+from vlprompt.learners.base import PromptLearner
 from vlprompt.learners.capabilities import Capability, require
 
 #: what a learner must offer: context vectors to corrupt, and image features that the prompts leave fixed
@@ -170,8 +170,8 @@ def context_logits(learner: PromptLearner, ctx: torch.Tensor, features: torch.Te
     others (CoCoOp) run their forward pass per batch of images.
     """
     if Capability.ENCODE_CONTEXT in learner.offers:
-        text = F.normalize(learner.encode_context(ctx), dim=-1)
-        return clip_logits(F.normalize(features, dim=-1), text, learner.backbone.logit_scale)
+        with learner.fixed_classifier(F.normalize(learner.encode_context(ctx), dim=-1)):
+            return learner(features=features).logits
     if parametrize.is_parametrized(learner, "ctx"):
         raise ConfigError("the learner's ctx is parametrized; analyse a reloaded artifact (from_pretrained) instead")
     out = [functional_call(learner, {"ctx": ctx}, kwargs={"features": features[i : i + batch_size]}).logits

@@ -52,7 +52,8 @@ def run_neural_collapse(run_dir: str | Path) -> dict:
         labels = torch.tensor([r.label for r in part.test])
         if labels.unique().numel() > 1:
             with torch.no_grad():
-                found[key] = neural_collapse_metrics(feats, labels, classifier.text_features())
+                found[key] = neural_collapse_metrics(classifier.adapt_image_features(feats.to(learner.backbone.device)),
+                                                     labels, classifier.text_features())
     return found
 
 

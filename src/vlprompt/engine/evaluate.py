@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 
 from vlprompt.data.loading import RecordImages, chunks, load_batches
 from vlprompt.data.transforms import eval_transform
 from vlprompt.engine.precision import autocast
-from vlprompt.learners.base import PromptLearner, clip_logits
+from vlprompt.learners.base import PromptLearner
 from vlprompt.progress import Progress
 
 
@@ -35,20 +34,16 @@ def classification_metrics(pred: torch.Tensor, labels: torch.Tensor, num_classes
 @torch.no_grad()
 def predict_logits(learner: PromptLearner, features: torch.Tensor, batch_size: int = 100,
                    precision: str = "fp32", desc: str = "evaluate") -> torch.Tensor:
-    """Logits for cached (unnormalised) image features, in batches."""
+    """Logits for the image tower's (unnormalised) features, in batches, through the learner's own
+    forward; class text features that do not depend on the image are computed once."""
     if features.dim() != 2:
         raise ValueError(f"expected features of shape (N, D), got {tuple(features.shape)}")
     learner.eval()
     out = []
-    with autocast(precision, learner.backbone.device):
-        # class text features that do not depend on the image are computed once, not per batch
-        text = None if learner.image_conditioned else learner.text_features()
+    with autocast(precision, learner.backbone.device), learner.fixed_classifier():
         for start in Progress(range(0, len(features), batch_size), desc, unit="batch", log_every=0.25):
             chunk = features[start : start + batch_size].to(learner.backbone.device, non_blocking=True)
-            if text is None:
-                out.append(learner(features=chunk).logits.float())
-            else:
-                out.append(clip_logits(F.normalize(chunk, dim=-1), text, learner.backbone.logit_scale).float())
+            out.append(learner(features=chunk).logits.float())
     return torch.cat(out) if out else torch.empty(0, len(learner.classnames))
 
 
@@ -60,8 +55,9 @@ def evaluate_features(learner: PromptLearner, features: torch.Tensor, labels: to
 @torch.no_grad()
 def encode_with_learner(learner: PromptLearner, data, records, batch_size: int = 100, precision: str = "fp32",
                         desc: str = "encode", workers: int = 0) -> torch.Tensor:
-    """Normalised image features through the learner's own image path (for learners that change the
-    image tower, so no feature cache applies); ``workers`` processes decode the images."""
+    """Image features (unnormalised, as a cache holds them) through the learner's own image path (for
+    learners that change the image tower, so no feature cache applies); ``workers`` processes decode
+    the images."""
     device = learner.backbone.device
     learner.eval()
     out = []

@@ -8,6 +8,7 @@ what composes with it, and whether image features can be cached instead of recom
 from __future__ import annotations
 
 import functools
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import ClassVar
 
@@ -91,6 +92,7 @@ class PromptLearner(nn.Module):
         #: classes per checkpointed chunk where class prompts are encoded one sequence each (an execution
         #: choice like the shared prefix: same numbers, less memory; set from train.text_chunk)
         self.text_chunk: int | None = None
+        self._fixed_text: torch.Tensor | None = None  # set only inside ``fixed_classifier``
 
     @classmethod
     def capabilities_of(cls, config: Options) -> frozenset[Capability]:
@@ -141,21 +143,42 @@ class PromptLearner(nn.Module):
         view._parameters = dict(self._parameters)
         view._buffers = dict(self._buffers)
         view._modules = dict(self._modules)
+        view._fixed_text = None
         view.set_classnames(classnames)
         return view
 
     def encode_images(self, images: torch.Tensor) -> torch.Tensor:
-        return F.normalize(self.backbone.encode_image(images), dim=-1)
+        """The image tower's output for ``images``, unnormalised: what a feature cache holds for
+        learners that leave the tower frozen (learners that prompt the tower override this)."""
+        return self.backbone.encode_image(images)
+
+    def adapt_image_features(self, features: torch.Tensor) -> torch.Tensor:
+        """The normalised image features the class scores use, from the tower's output: CLIP's
+        normalisation; a learner that transforms the frozen features (an adapter) overrides this."""
+        return F.normalize(features, dim=-1)
+
+    @contextmanager
+    def fixed_classifier(self, text_features: torch.Tensor | None = None):
+        """Inside this block every forward reuses one set of class text features: computed once here
+        (evaluation, predict, export) or the given ones (a corrupted context's). Learners whose text
+        features depend on the image compute them per batch as usual."""
+        if text_features is None and not self.image_conditioned:
+            text_features = self.text_features()
+        previous, self._fixed_text = self._fixed_text, text_features
+        try:
+            yield self
+        finally:
+            self._fixed_text = previous
 
     def forward(self, images: torch.Tensor | None = None, features: torch.Tensor | None = None) -> LearnerOutput:
-        """Logits for a batch given either images or precomputed (unnormalised) image features."""
+        """Logits for a batch given either images or the image tower's (unnormalised) features: the one
+        path from images to class scores that training, evaluation, predict and export share."""
         if features is None:
             if images is None:
                 raise ValueError("pass images or features")
-            image_features = self.encode_images(images)
-        else:
-            image_features = F.normalize(features, dim=-1)
-        text = self.text_features(image_features)
+            features = self.encode_images(images)
+        image_features = self.adapt_image_features(features)
+        text = self.text_features(image_features) if self._fixed_text is None else self._fixed_text
         return LearnerOutput(logits=clip_logits(image_features, text, self.backbone.logit_scale),
                              image_features=image_features, text_features=text)
 

@@ -41,7 +41,8 @@ DESCRIPTIONS = {
     Capability.PROMPTED_IMAGE_TOWER: "the prompts change the image tower, so image features are trained",
     Capability.FIXED_IMAGE_FEATURES: "the image features are the frozen backbone's (they can be cached)",
     Capability.ENCODE_CONTEXT: "encode_context(ctx) gives the class text features of any context tensor",
-    Capability.CLASS_CLASSIFIER: "one (K, D) text classifier serves every image of a class list",
+    Capability.CLASS_CLASSIFIER: "the logits are logit_scale * normalize(image feature) @ W.T with one (K, D) "
+                                 "class matrix W for every image",
     Capability.NEW_CLASSES: "the learned prompts serve class lists other than the training classes",
 }
 

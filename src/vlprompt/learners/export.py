@@ -22,14 +22,16 @@ from vlprompt.learners.capabilities import Capability, require
 FORMAT = "vlprompt-classifier/1"
 TENSORS_FILE = "classifier.safetensors"
 CONFIG_FILE = "classifier.json"
+#: the plain formula reproduces the learner's logits exactly when both hold
+EXPORT_NEEDS = frozenset({Capability.CLASS_CLASSIFIER, Capability.FIXED_IMAGE_FEATURES})
 
 
 def export_classifier(learner: PromptLearner, directory: str | Path, classnames: list[str] | None = None) -> Path:
     """Write the classifier of ``classnames`` (default: the learner's own classes) atomically.
 
     ``directory`` must be new, empty or an earlier export; any other folder is refused untouched."""
-    require("export", frozenset({Capability.CLASS_CLASSIFIER}), learner.name, learner.offers,
-            " (its text features depend on each image, so no fixed classifier exists)")
+    require("export", EXPORT_NEEDS, learner.name, learner.offers,
+            " (plain open_clip code scores an image by its frozen image feature and one class matrix)")
     classifier = learner.for_classes(classnames) if classnames else learner
     classifier.eval()
     with torch.no_grad():

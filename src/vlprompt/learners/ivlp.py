@@ -102,7 +102,7 @@ class IVLP(PromptLearner):
         def hook(j: int, x: torch.Tensor) -> torch.Tensor:
             return replace_tokens(x, x.shape[1] - n, self.deep_vision[str(j)]) if str(j) in self.deep_vision else x
 
-        return F.normalize(encode_image_blocks(self.backbone.visual, images, self.vision_ctx, hook), dim=-1)
+        return encode_image_blocks(self.backbone.visual, images, self.vision_ctx, hook)
 
     def text_features(self, image_features: torch.Tensor | None = None) -> torch.Tensor:
         def hook(j: int, x: torch.Tensor) -> torch.Tensor:

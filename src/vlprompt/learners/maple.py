@@ -97,7 +97,7 @@ class MaPLe(PromptLearner):
         def hook(j: int, x: torch.Tensor) -> torch.Tensor:
             return replace_tokens(x, x.shape[1] - self.n_ctx, prompts[j]) if 1 <= j < len(prompts) else x
 
-        return F.normalize(encode_image_blocks(self.backbone.visual, images, prompts[0], hook), dim=-1)
+        return encode_image_blocks(self.backbone.visual, images, prompts[0], hook)
 
     def text_features(self, image_features: torch.Tensor | None = None) -> torch.Tensor:
         prompts = self.text_prompts()

@@ -1,0 +1,63 @@
+"""Import one file of an official implementation without its framework (Dassl, OpenAI's clip package).
+
+Parity scripts need the official module's classes and functions, not its trainer registry, dataset
+managers or model downloads. The names that a module imports from those frameworks at import time are
+given as inert stand-ins, so the official code itself runs unchanged on the inputs a script gives it.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+import types
+from pathlib import Path
+
+
+class _Registry:
+    """Stands in for Dassl's TRAINER_REGISTRY: registration leaves the class as it is."""
+
+    def register(self, *args, **kwargs):
+        return lambda cls: cls
+
+
+class _Inert:
+    """Stands in for a class the official module only names or subclasses (TrainerX, SimpleTokenizer)."""
+
+    def __init__(self, *args, **kwargs):
+        pass
+
+
+def _not_provided(name: str):
+    def call(*args, **kwargs):
+        raise RuntimeError(f"the official code called {name}, which the parity script does not provide")
+    return call
+
+
+FRAMEWORK_NAMES = {
+    "dassl": [], "dassl.engine": ["TrainerX", "SimpleTrainer"], "dassl.metrics": ["compute_accuracy"],
+    "dassl.utils": ["load_pretrained_weights", "load_checkpoint", "AverageMeter", "MetricMeter", "mkdir_if_missing"],
+    "dassl.optim": ["build_optimizer", "build_lr_scheduler"], "dassl.data": ["DataManager"],
+    "clip": [], "clip.clip": [], "clip.simple_tokenizer": ["SimpleTokenizer"], "clip.model": [],
+}
+
+
+def install_framework_stand_ins() -> None:
+    for name, attributes in FRAMEWORK_NAMES.items():
+        module = sys.modules.setdefault(name, types.ModuleType(name))
+        for attribute in attributes:
+            stand_in = type(attribute, (_Inert,), {}) if attribute[0].isupper() else _not_provided(attribute)
+            setattr(module, attribute, stand_in)
+    sys.modules["dassl.engine"].TRAINER_REGISTRY = _Registry()
+    sys.modules["clip"].clip = sys.modules["clip.clip"]
+
+
+def import_official(path: str | Path, name: str = "official"):
+    """The official file at ``path`` as a module, its framework imports served by stand-ins."""
+    path = Path(path)
+    if not path.is_file():
+        raise SystemExit(f"{path} not found: pass the official repository's folder with --reference")
+    install_framework_stand_ins()
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
