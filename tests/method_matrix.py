@@ -22,6 +22,10 @@ from vlprompt.regularizers.registry import REGULARIZERS, build_regularizer
 TEMPLATE = "a photo of a {}."
 #: the tiny towers have 4 layers, fewer than the papers' prompt depths
 LEARNER_OPTIONS = {"maple": {"prompt_depth": 3}, "ivlp": {"prompt_depth_text": 3, "prompt_depth_vision": 3}}
+#: learning rates of the composition check where 0.01 cannot show a term in 4 steps: zslp's prototypes
+#: are raw text features (norm about 10 on the tiny towers), so a step turns them a tenth as far as a
+#: prompt's, and the terms that pull them back start at zero (CLAP trains them at 0.1 for 300 epochs)
+COMPOSITION_LR = {"zslp": 1.0}
 #: options the composition check needs: a term with a gradient on any data, where the paper gives no default
 COMPOSITION_OPTIONS = {
     "nemesis": {"beta": 1, "omega": 1.0},  # PUN (PAN: test_nemesis.py)
@@ -34,14 +38,15 @@ DEVICE_OPTIONS = {
     "npt": {"lambda_lmc": 0.1, "lambda_mmi": 0.1, "lmc_form": "anchor", "align": True},
     "qprompt": {"bits": 2, "kmeans_init": "kmeans++", "kmeans_iters": 3, "cac_interval": 1, "cac_kl_threshold": 0.0},
 }
-OPTION_TABLES = {"learner": LEARNER_OPTIONS, "regularizer (composition)": COMPOSITION_OPTIONS,
+OPTION_TABLES = {"learner": LEARNER_OPTIONS, "learner (composition lr)": COMPOSITION_LR,
+                 "regularizer (composition)": COMPOSITION_OPTIONS,
                  "regularizer (device)": DEVICE_OPTIONS}
 
 
 def stale_option_entries() -> list[str]:
     """Entries of the option tables that name no registered method (a renamed or removed one)."""
     return [f"{kind} {name!r}" for kind, table in OPTION_TABLES.items() for name in table
-            if name not in (LEARNERS if kind == "learner" else REGULARIZERS)]
+            if name not in (LEARNERS if kind.startswith("learner") else REGULARIZERS)]
 
 
 def trained_learners() -> list[str]:
@@ -90,7 +95,9 @@ def check_device(lname: str, rname: str | None, backbone, classnames, make_batch
     learner = build(lname, backbone, classnames)
     trainer = Trainer(learner, TrainConfig(epochs=1, batch_size=4, lr=0.01), regularizer(rname, DEVICE_OPTIONS),
                       TrainContext(learner=learner, dataset="tiny"))
-    steps_on_meta_default(trainer, make_batches(learner, backbone, classnames))
+    batches = make_batches(learner, backbone, classnames)
+    trainer.start(batches)
+    steps_on_meta_default(trainer, batches)
     assert all(p.device.type == "cpu" and torch.isfinite(p).all() for p in trainer.params.values())
 
 
@@ -104,11 +111,14 @@ def _train_in_precision(backbone, lname, precision, images, labels, regs):
     trainer = Trainer(learner, TrainConfig(epochs=2, batch_size=4, lr=0.01, precision=precision),
                       [build_regularizer(r) for r in regs], TrainContext(learner=learner))
     if learner.uses_image_tower:
+        trainer.start(None)
         batches = [{"images": images, "labels": labels}]
     else:
         with torch.no_grad():
             feats = backbone.encode_image(images).float()
-        batches = list(FeatureBatches(feats[None], labels, 4, seed=0).epoch(0))
+        cached = FeatureBatches(feats[None], labels, 4, seed=0)
+        trainer.start(cached)
+        batches = list(cached.epoch(0))
     for _ in range(3):
         for batch in batches:
             scale = trainer.scaler.get_scale() if trainer.scaler.is_enabled() else 1.0
@@ -140,7 +150,7 @@ def _train_for_composition(lname, regs, backbone, classnames, batches):
     """The history and the trained learner's logits on the first batch (what the method predicts)."""
     torch.manual_seed(0)
     learner = build(lname, backbone, classnames)
-    trainer = Trainer(learner, TrainConfig(epochs=2, batch_size=4, lr=0.01), regs,
+    trainer = Trainer(learner, TrainConfig(epochs=2, batch_size=4, lr=COMPOSITION_LR.get(lname, 0.01)), regs,
                       TrainContext(learner=learner, dataset="tiny"))
     history = trainer.fit(batches)
     probe = next(iter(batches.epoch(0)))

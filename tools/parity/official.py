@@ -51,13 +51,24 @@ def install_framework_stand_ins() -> None:
     sys.modules["clip"].clip = sys.modules["clip.clip"]
 
 
-def import_official(path: str | Path, name: str = "official"):
-    """The official file at ``path`` as a module, its framework imports served by stand-ins."""
-    path = Path(path)
+def _load(name: str, path: Path):
     if not path.is_file():
         raise SystemExit(f"{path} not found: pass the official repository's folder with --reference")
-    install_framework_stand_ins()
     spec = importlib.util.spec_from_file_location(name, path)
     module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
     spec.loader.exec_module(module)
     return module
+
+
+def import_official(path: str | Path, name: str = "official", helpers: dict[str, Path] | None = None):
+    """The official file at ``path`` as a module, its framework imports served by stand-ins; ``helpers``
+    maps the dotted names of the repository's own modules it imports (templates, say) to their files,
+    loaded on their own so that their packages' __init__ (dataset registries) never runs."""
+    install_framework_stand_ins()
+    for dotted, file in (helpers or {}).items():
+        parent = dotted.rpartition(".")[0]
+        if parent:
+            sys.modules.setdefault(parent, types.ModuleType(parent))
+        _load(dotted, Path(file))
+    return _load(name, Path(path))

@@ -133,6 +133,7 @@ class Trainer:
         """Train from the checkpoint if one exists; ``stop_after_epoch`` ends early (for interruption tests)."""
         if checkpoint is not None and Path(checkpoint).is_file():
             self.load_checkpoint(Path(checkpoint))
+        self.start(batches)
         cfg = self.config
         started, first = time.perf_counter(), self.start_epoch
         for epoch in range(self.start_epoch, cfg.epochs):
@@ -148,6 +149,13 @@ class Trainer:
             if stop_after_epoch is not None and epoch + 1 >= stop_after_epoch:
                 break
         return self.history
+
+    def start(self, batches) -> None:
+        """Give the regularizers the training data (cached features, where the learner uses them)."""
+        self.context.train_features = getattr(batches, "features", None)
+        self.context.train_labels = getattr(batches, "labels", None) if self.context.train_features is not None else None
+        for reg in self.regularizers:
+            reg.on_fit_start(self.context)
 
     def _run_epoch(self, batches, epoch: int) -> dict:
         cfg, ctx = self.config, self.context

@@ -216,7 +216,7 @@ def from_pretrained(
             f"the prompt in {directory} was trained on {wanted.describe()} but the backbone given is "
             f"{backbone.identity.describe()}; load it with the backbone it was trained on"
         )
-    learner = build_learner(config["learner"], backbone, classnames or config["classnames"], **config["options"])
+    learner = build_learner(config["learner"], backbone, config["classnames"], **config["options"])
     try:
         missing = learner.load_state_dict(state, strict=False).missing_keys
     except RuntimeError as exc:  # a shape that does not fit the learner its options build
@@ -225,4 +225,6 @@ def from_pretrained(
     absent = [k for k in learner.learnable_tensors() if k in missing]
     if absent:
         raise ArtifactError(f"the artifact in {directory} lacks the tensors {absent}; {_RESAVE}")
+    if classnames is not None and list(classnames) != config["classnames"]:
+        learner = learner.for_classes(classnames)  # the learned tensors fit the saved classes, in their order
     return learner.eval()

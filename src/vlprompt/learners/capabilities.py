@@ -25,6 +25,7 @@ class Capability(str, Enum):
     ENCODE_CONTEXT = "encode_context"
     CLASS_CLASSIFIER = "class_classifier"
     NEW_CLASSES = "transfers_to_new_classes"
+    CLASS_PROTOTYPES = "class_prototypes"
 
     @property
     def description(self) -> str:
@@ -44,6 +45,8 @@ DESCRIPTIONS = {
     Capability.CLASS_CLASSIFIER: "the logits are logit_scale * normalize(image feature) @ W.T with one (K, D) "
                                  "class matrix W for every image",
     Capability.NEW_CLASSES: "the learned prompts serve class lists other than the training classes",
+    Capability.CLASS_PROTOTYPES: "the classifier is a trained (K, D) tensor `prototypes` that starts from the frozen "
+                                 "model's class text features `zero_shot_prototypes`",
 }
 
 

@@ -32,6 +32,10 @@ class TrainContext:
     epoch: int = 0
     max_epochs: int = 1
     step: int = 0
+    #: the cached frozen training features (views, N, D) and labels (N,), set when training starts;
+    #: None for learners that prompt the image tower
+    train_features: torch.Tensor | None = None
+    train_labels: torch.Tensor | None = None
     _zero_shot: dict = field(default_factory=dict, repr=False)
 
     def templates_of(self, kind: str) -> list[str]:
@@ -74,6 +78,9 @@ class Regularizer:
 
     def setup(self, ctx: TrainContext) -> None:
         """Prepare before training (register parametrizations, fetch shared needs)."""
+
+    def on_fit_start(self, ctx: TrainContext) -> None:
+        """Called when training (or a resumed training) starts, with the training data in the context."""
 
     def before_step(self, ctx: TrainContext, batch: dict) -> None:
         """Called before each training step's forward pass (e.g. to refit a quantizer's codebook)."""
