@@ -94,3 +94,35 @@ def test_pool_workers_exit_when_their_driver_is_killed(tmp_path):
         for pid in workers:  # left over only when the test fails
             if alive(pid):
                 os.kill(pid, signal.SIGKILL)
+
+
+def test_status_shows_a_finished_run_of_a_killed_driver_as_done(tmp_path):
+    """Item 3: a row left running by a dead driver whose results.json exists is done, not "process is gone"."""
+    out = tmp_path / "out"
+    spec = write_spec(tmp_path / "sweep.yaml", out=str(out), preset="world-demo", methods=["zeroshot", "coop"],
+                      datasets=["world:objects"], shots=[1], seeds=[1],
+                      overrides=TINY + [f"cache_dir={tmp_path / 'cache'}"])
+    first = vlprompt("sweep", "run", spec)
+    assert first.returncode == 0, first.stderr[-3000:]
+    finished = registry_rows(out)
+    # as a driver killed between its workers' last results.json and their record leaves the registry
+    # (the second run has not even started: its results are gone too)
+    gone = dead_pid()
+    Path(finished[1]["run_dir"], "results.json").unlink()
+    with sqlite3.connect(out / "registry.sqlite") as db:
+        db.execute("UPDATE runs SET state='running', results=NULL, version=NULL, split_hash=NULL, ended=NULL, "
+                   "pid=?, pid_start=NULL", (gone,))
+    status = vlprompt("sweep", "status", out)
+    assert status.returncode == 0, status.stderr
+    lines = status.stdout.splitlines()
+    assert lines[0].startswith(f"done     {finished[0]['spec_id']}  attempts 1")
+    assert lines[1].startswith(f"running  {finished[1]['spec_id']}") and "that process is gone" in lines[1]
+    assert "1 pending" not in status.stdout and "0 pending, 1 running, 1 done, 0 failed" in status.stdout
+    now = registry_rows(out)
+    on_disk = json.loads(Path(finished[0]["run_dir"], "results.json").read_text())
+    assert now[0]["state"] == "done" and json.loads(now[0]["results"]) == on_disk
+    assert now[0]["split_hash"] == finished[0]["split_hash"] and now[0]["version"] == finished[0]["version"]
+    assert now[1]["state"] == "running"
+    again = vlprompt("sweep", "run", spec)  # reruns only the run that never finished
+    assert again.returncode == 0 and "2 runs: 2 done" in again.stdout
+    assert [r["attempts"] for r in registry_rows(out)] == [1, 2]

@@ -8,6 +8,7 @@ that died are claimed again, and finished runs are never repeated unless asked (
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 import traceback
@@ -16,6 +17,7 @@ from pathlib import Path
 
 from vlprompt.engine.config import RunConfig
 from vlprompt.engine.datasets import resolve_dataset
+from vlprompt.engine.run import RESULTS_FILE
 from vlprompt.engine.split import sample_split, split_hash
 from vlprompt.errors import VlpromptError
 from vlprompt.sweep.executors import make_executor
@@ -58,6 +60,25 @@ def stale_rows(registry: Registry, spec_ids: list[str] | None = None) -> dict[st
     return found
 
 
+def finished_run(row: Row) -> tuple[dict, float] | None:
+    """(results, end time) when the row's run directory holds the results of its config, else None."""
+    path = Path(row.run_dir) / RESULTS_FILE
+    try:
+        results = json.loads(path.read_text())
+        ended = path.stat().st_mtime
+    except (OSError, ValueError):
+        return None
+    return (results, ended) if isinstance(results, dict) and results.get("run_id") == row.config_hash else None
+
+
+def record_orphans(registry: Registry) -> list[str]:
+    """Rows left running by a dead process whose run finished become done (the process's results)."""
+    done = registry.finish_orphans(finished_run)
+    for spec_id in done:
+        log.info("run %s finished before the process that ran it died; recorded as done", spec_id)
+    return done
+
+
 def run_sweep(plans, executor=None, workers: int = 1, registry: str | Path | None = None,
               rerun_stale: bool = False, retry_failed: bool = False, poll_s: float = 1.0) -> list[Row]:
     """Run every plan that is not finished; return the registry rows in plan order."""
@@ -66,6 +87,7 @@ def run_sweep(plans, executor=None, workers: int = 1, registry: str | Path | Non
     reg = Registry(registry or registry_of(plans))
     try:
         reg.add(plans)
+        record_orphans(reg)
         ids = [p.spec_id for p in plans]
         again = []
         if retry_failed:
