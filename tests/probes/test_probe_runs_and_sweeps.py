@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import signal
 import sqlite3
 import subprocess
@@ -126,3 +127,49 @@ def test_status_shows_a_finished_run_of_a_killed_driver_as_done(tmp_path):
     again = vlprompt("sweep", "run", spec)  # reruns only the run that never finished
     assert again.returncode == 0 and "2 runs: 2 done" in again.stdout
     assert [r["attempts"] for r in registry_rows(out)] == [1, 2]
+
+
+FOUR = ["thing a", "thing b", "thing c", "thing d"]
+
+
+def test_own_data_keeps_all_classes_in_sweeps_and_protocols_and_a_changed_folder_is_stale(
+        tmp_path, image_folder_factory):
+    """Item 22: world-demo's base/new split stays with the world; an image added to a folder makes its runs stale."""
+    images = image_folder_factory(tmp_path / "images", classnames=FOUR, per_class=3)
+    out = tmp_path / "out"
+    spec = write_spec(tmp_path / "grid.yaml", out=str(out), preset="world-demo", methods=["coop"],
+                      datasets=[f"folder:{images}"], shots=[1], seeds=[1],
+                      overrides=TINY + [f"cache_dir={tmp_path / 'cache'}"])
+    done = vlprompt("sweep", "run", spec)
+    assert done.returncode == 0, done.stderr[-3000:]
+    (row,) = registry_rows(out)
+    results = json.loads(Path(row["run_dir"], "results.json").read_text())
+    assert sorted(results["metrics"]) == ["all"]  # no "new" classes scored: every class is trained on
+    assert results["metrics"]["all"]["classnames"] == FOUR and results["metrics"]["all"]["num_samples"] == 12
+    assert json.loads(Path(row["run_dir"], "prompt", "config.json").read_text())["classnames"] == FOUR
+    # a protocol run on the same folder, through `vlprompt run`, keeps them all too
+    protocol = vlprompt("run", "few_shot", "--methods", "coop", "--datasets", f"folder:{images}", "--shots", "1",
+                        "--seeds", "1", "--out", tmp_path / "fs", *TINY, f"cache_dir={tmp_path / 'cache'}")
+    assert protocol.returncode == 0, protocol.stderr[-3000:]
+    (fs_row,) = registry_rows(tmp_path / "fs")
+    assert json.loads(fs_row["results"])["metrics"]["all"]["classnames"] == FOUR
+    # asked for, a base/new split of the folder is given
+    b2n = write_spec(tmp_path / "b2n.yaml", out=str(tmp_path / "b2n"), preset="world-demo", methods=["coop"],
+                     datasets=[f"folder:{images}"], shots=[1], seeds=[1],
+                     overrides=TINY + ["data.subsample=base", "data.eval_subsets=[base,new]",
+                                       f"cache_dir={tmp_path / 'cache'}"])
+    assert vlprompt("sweep", "run", b2n).returncode == 0
+    split = json.loads(registry_rows(tmp_path / "b2n")[0]["results"])["metrics"]
+    assert (split["base"]["classnames"], split["new"]["classnames"]) == (FOUR[:2], FOUR[2:])
+
+    assert "0 stale (of 1 runs)" in vlprompt("sweep", "status", out).stdout
+    # one more test image of the last class: the recorded accuracy no longer stands for this folder
+    shutil.copyfile(images / "test" / "thing d" / "0.png", images / "test" / "thing d" / "extra.png")
+    status = vlprompt("sweep", "status", out)
+    assert f"stale    {row['spec_id']}" in status.stdout and "its data changed" in status.stdout
+    assert "1 stale (of 1 runs)" in status.stdout
+    rerun = vlprompt("sweep", "run", spec, "--rerun-stale")
+    assert rerun.returncode == 0, rerun.stderr[-3000:]
+    (after,) = registry_rows(out)
+    assert after["attempts"] == 2 and json.loads(after["results"])["metrics"]["all"]["num_samples"] == 13
+    assert "0 stale (of 1 runs)" in vlprompt("sweep", "status", out).stdout

@@ -31,7 +31,7 @@ from vlprompt.engine.device import resolve_device
 from vlprompt.engine.distributed import init_from_env, is_main, main_first, world
 from vlprompt.engine.memory import choose_text_chunk
 from vlprompt.engine.run_lock import hold_run
-from vlprompt.engine.split import sample_split, split_hash
+from vlprompt.engine.split import sample_split, split_hash, tested_data
 from vlprompt.engine.evaluate import encode_with_learner, evaluate_features
 from vlprompt.engine.seeding import seed_everything
 from vlprompt.engine.trainer import Trainer
@@ -179,7 +179,7 @@ def record(run: PreparedRun, metrics: dict, history: list[dict]) -> dict:
         "metrics": metrics,
         "final_epoch": history[-1] if history else None,
         "per_class_train_counts": run.per_class_train_counts,
-        "split_hash": split_hash(run.train_data),
+        "split_hash": split_hash(run.train_data, tested_data(config, run.data)),
         "timings_s": run.timings,
         "run_dir": str(run.run_dir),
     }

@@ -5,8 +5,8 @@ write lock), so two ``sweep run`` processes on one registry never claim the same
 who runs it (host, pid and the process's start time, so a reused pid is not mistaken for it); a
 running row whose process is gone (checked on its own host) may be claimed again, or is recorded as
 done when its run finished before the process died. A finished row records the code version and the
-hash of the sampled training split; when either differs from the current one the row is *stale*:
-reported, and rerun only on request.
+hash of its data (``engine.split.split_hash``); when either differs from the current one the row is
+*stale*: reported, and rerun only on request.
 WAL mode lets readers (``sweep status``, the report) read while a sweep writes.
 """
 
@@ -252,5 +252,5 @@ def stale_reason(row: Row, current_split_hash: str | None) -> str | None:
     if row.version != __version__:
         return f"recorded with vlprompt {row.version}, now {__version__}"
     if row.split_hash != current_split_hash:
-        return "the sampled training split changed"
+        return "its data changed (the sampled training split, the test images or the class names)"
     return None

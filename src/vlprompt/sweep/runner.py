@@ -18,7 +18,7 @@ from pathlib import Path
 from vlprompt.engine.config import RunConfig
 from vlprompt.engine.datasets import resolve_dataset
 from vlprompt.engine.run import RESULTS_FILE
-from vlprompt.engine.split import sample_split, split_hash
+from vlprompt.engine.split import sample_split, split_hash, tested_data
 from vlprompt.errors import VlpromptError
 from vlprompt.sweep.executors import make_executor
 from vlprompt.sweep.registry import REGISTRY_FILE, Registry, Row, stale_reason
@@ -42,19 +42,23 @@ def registry_of(plans) -> Path:
 
 
 def stale_rows(registry: Registry, spec_ids: list[str] | None = None) -> dict[str, str]:
-    """spec id -> why its finished row is stale (code version, or the split it would sample now)."""
+    """spec id -> why its finished row is stale (code version, or the data it would see now)."""
     found = {}
     datasets = {}  # each dataset is read once, however many runs use it
+
+    def dataset(spec: str, root: str | None):
+        if (spec, root) not in datasets:
+            datasets[spec, root] = resolve_dataset(spec, root)
+        return datasets[spec, root]
+
     for row in registry.rows():
         if row.state == "done" and (spec_ids is None or row.spec_id in spec_ids):
             config = RunConfig.from_dict(row.config)
-            key = (config.data.dataset, config.data.root)
             try:
-                if key not in datasets:
-                    datasets[key] = resolve_dataset(*key)
-                reason = stale_reason(row, split_hash(sample_split(config, datasets[key])[1]))
+                data, train_data, _ = sample_split(config, dataset(config.data.dataset, config.data.root))
+                reason = stale_reason(row, split_hash(train_data, tested_data(config, data, dataset)))
             except VlpromptError as exc:
-                reason = f"its training split cannot be sampled now ({exc})"
+                reason = f"its data cannot be read or sampled now ({exc})"
             if reason:
                 found[row.spec_id] = reason
     return found
