@@ -16,6 +16,7 @@ import sqlite3
 import subprocess
 import sys
 import time
+import unicodedata
 from pathlib import Path
 
 import pytest
@@ -173,3 +174,17 @@ def test_own_data_keeps_all_classes_in_sweeps_and_protocols_and_a_changed_folder
     (after,) = registry_rows(out)
     assert after["attempts"] == 2 and json.loads(after["results"])["metrics"]["all"]["num_samples"] == 13
     assert "0 stale (of 1 runs)" in vlprompt("sweep", "status", out).stdout
+
+
+def test_run_folders_are_named_readably_from_a_long_unicode_dataset_path(tmp_path, image_folder_factory):
+    """Item 23: the dataset's part of a run folder's name is its folder's name, cut after a whole word."""
+    # the folder's name as macOS writes it (decomposed accents), deep below other folders
+    name = unicodedata.normalize("NFD", "Ölgemälde der Großeltern aus dem Nachlass von 1923")
+    images = image_folder_factory(tmp_path / "Fotos" / "Familie" / name, classnames=["Bild a", "Bild b"],
+                                  per_class=3)
+    done = vlprompt("train", "--preset", "world-demo", "learner.name=coop", *TINY, f"data.dataset=folder:{images}",
+                    f"output_dir={tmp_path / 'runs'}", f"cache_dir={tmp_path / 'cache'}")
+    assert done.returncode == 0, done.stderr[-3000:]
+    (run_dir,) = (tmp_path / "runs").iterdir()
+    assert re.fullmatch("coop_folder-Ölgemälde_der_Großeltern_aus_dem_seed1_[0-9a-f]{12}", run_dir.name), run_dir.name
+    assert json.loads((run_dir / "results.json").read_text())["run_dir"] == str(run_dir)
