@@ -101,8 +101,8 @@ def test_pool_workers_exit_when_their_driver_is_killed(tmp_path):
 def test_status_shows_a_finished_run_of_a_killed_driver_as_done(tmp_path):
     """Item 3: a row left running by a dead driver whose results.json exists is done, not "process is gone"."""
     out = tmp_path / "out"
-    spec = write_spec(tmp_path / "sweep.yaml", out=str(out), preset="world-demo", methods=["zeroshot", "coop"],
-                      datasets=["world:objects"], shots=[1], seeds=[1],
+    spec = write_spec(tmp_path / "sweep.yaml", out=str(out), preset="world-demo", methods=["zeroshot"],
+                      datasets=["world:objects"], shots=[1], seeds=[1, 2],
                       overrides=TINY + [f"cache_dir={tmp_path / 'cache'}"])
     first = vlprompt("sweep", "run", spec)
     assert first.returncode == 0, first.stderr[-3000:]
