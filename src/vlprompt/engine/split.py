@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Sequence
 from pathlib import Path
 
 from vlprompt.data.records import DatasetSplits
@@ -39,7 +40,7 @@ def tested_data(config: RunConfig, data: DatasetSplits, resolve=resolve_dataset)
     return [data] + [resolve(spec, config.data.root) for spec in config.data.eval_datasets]
 
 
-def split_hash(train_data: DatasetSplits, tested: list[DatasetSplits] = ()) -> str:
+def split_hash(train_data: DatasetSplits, tested: Sequence[DatasetSplits] = ()) -> str:
     """Hash of the training split's classes and records, then of each tested dataset's classes and test records."""
     h = hashlib.sha256()
     for data, records in [(train_data, train_data.train)] + [(d, d.test) for d in tested]:
