@@ -140,7 +140,7 @@ def test_changed_split_or_version_marks_runs_stale_and_reruns_them_on_request(tm
     split["train"][0] = [spare, label]
     split_file.write_text(json.dumps(split))
     status = vlprompt("sweep", "status", out)
-    assert f"stale    {rows[1]['spec_id']}" in status.stdout and "the sampled training split changed" in status.stdout
+    assert f"stale    {rows[1]['spec_id']}" in status.stdout and "its data changed (the sampled training split" in status.stdout
     assert f"done     {rows[2]['spec_id']}" in status.stdout and "1 stale" in status.stdout
     stamps = result_stamps(out)
     assert vlprompt("sweep", "run", spec).returncode == 0

@@ -75,10 +75,11 @@ def cmd_run(args) -> int:
 
 def cmd_status(args) -> int:
     from vlprompt.sweep.registry import Registry, process_alive
-    from vlprompt.sweep.runner import stale_rows
+    from vlprompt.sweep.runner import record_orphans, stale_rows
 
     registry = Registry(_registry_of(args.where), create=False)
     try:
+        record_orphans(registry)
         rows = registry.rows()
         stale = stale_rows(registry)
     finally:

@@ -312,6 +312,7 @@ def own_data_uses_all_classes(preset: dict, d: dict, overrides: list[str] = ()) 
     folder or CSV in its place, training keeps all of the user's classes; a base/new split is asked
     for with ``data.subsample=base`` (and ``data.eval_subsets=[base,new]``). A preset that names no
     dataset (the paper presets) is chosen for its protocol, and its split applies to any dataset.
+    ``overrides`` are the ``key=value`` items (or bare keys) chosen explicitly, which are kept.
     """
     preset_data = preset.get("data") or {}
     data = d.get("data") or {}

@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import time
+import unicodedata
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -31,7 +33,7 @@ from vlprompt.engine.device import resolve_device
 from vlprompt.engine.distributed import init_from_env, is_main, main_first, world
 from vlprompt.engine.memory import choose_text_chunk
 from vlprompt.engine.run_lock import hold_run
-from vlprompt.engine.split import sample_split, split_hash
+from vlprompt.engine.split import sample_split, split_hash, tested_data
 from vlprompt.engine.evaluate import encode_with_learner, evaluate_features
 from vlprompt.engine.seeding import seed_everything
 from vlprompt.engine.trainer import Trainer
@@ -47,9 +49,33 @@ log = logging.getLogger(__name__)
 RESULTS_FILE = "results.json"
 
 
+DATASET_LABEL_CHARS = 40
+
+
+def dataset_label(spec: str) -> str:
+    """The dataset's part of a run folder's name: ``world-objects``, ``folder-my_images``, ``csv-labels``.
+
+    A user's folder or CSV is named by its last path part (the hash in the name tells paths apart), in
+    NFC so that accents stay whole; a long name is cut after its last whole word (only one overlong
+    word is cut inside).
+    """
+    kind, _, arg = spec.partition(":")
+    if kind in ("folder", "csv") and arg:
+        parts = [p for p in re.split(r"[\\/]+", arg) if p not in ("", ".", "..")]
+        name = parts[-1] if parts else ""
+        spec = f"{kind}-{Path(name).stem if kind == 'csv' else name}"
+    label = re.sub(r"[^\w.+-]+", "_", unicodedata.normalize("NFC", spec.replace(":", "-"))).strip("_.-")
+    if len(label) > DATASET_LABEL_CHARS:
+        cut = label[:DATASET_LABEL_CHARS + 1]
+        words = re.match(r"(.*\w)[_.+-]", cut)  # the longest prefix that ends a word; one long word is cut
+        label = words.group(1) if words and len(words.group(1)) > DATASET_LABEL_CHARS // 2 else cut[:-1]
+    return label or "data"
+
+
 def run_dir_of(config: RunConfig) -> Path:
-    dataset = config.data.dataset.replace(":", "-").replace("/", "_")[-40:]
-    return Path(config.output_dir).expanduser() / f"{config.method()}_{dataset}_seed{config.train.seed}_{config.run_id()}"
+    """OUTPUT_DIR/METHOD_DATASET_seedS_HASH: readable, and unique by the config's hash."""
+    name = f"{config.method()}_{dataset_label(config.data.dataset)}_seed{config.train.seed}_{config.run_id()}"
+    return Path(config.output_dir).expanduser() / name
 
 
 def harmonic_mean(a: float, b: float) -> float:
@@ -179,7 +205,7 @@ def record(run: PreparedRun, metrics: dict, history: list[dict]) -> dict:
         "metrics": metrics,
         "final_epoch": history[-1] if history else None,
         "per_class_train_counts": run.per_class_train_counts,
-        "split_hash": split_hash(run.train_data),
+        "split_hash": split_hash(run.train_data, tested_data(config, run.data)),
         "timings_s": run.timings,
         "run_dir": str(run.run_dir),
     }

@@ -1,12 +1,16 @@
 """The training split of a run: the dataset after few-shot sampling, class imbalance and the class subset.
 
-Its hash (over the (path, label) list of the training records it trains on) is recorded with the
-results, so a registry can tell when a rerun would see other images than the recorded run did.
+A hash of the data a result depends on (the training records it trains on, and the class names and
+test records of every dataset it is tested on) is recorded with the results, so a registry can tell
+when a rerun would see other images or classes than the recorded run did: an image added to a
+folder, a replaced few-shot split file, a renamed class.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
+from collections.abc import Sequence
 from pathlib import Path
 
 from vlprompt.data.records import DatasetSplits
@@ -31,9 +35,18 @@ def sample_split(config: RunConfig, dataset: DatasetSplits | None = None
     return data, subsample_classes(data, config.data.subsample), counts
 
 
-def split_hash(train_data: DatasetSplits) -> str:
+def tested_data(config: RunConfig, data: DatasetSplits, resolve=resolve_dataset) -> list[DatasetSplits]:
+    """The datasets a run is tested on: its own (every class subset is part of it), then data.eval_datasets."""
+    return [data] + [resolve(spec, config.data.root) for spec in config.data.eval_datasets]
+
+
+def split_hash(train_data: DatasetSplits, tested: Sequence[DatasetSplits] = ()) -> str:
+    """Hash of the training split's classes and records, then of each tested dataset's classes and test records."""
     h = hashlib.sha256()
-    for r in train_data.train:
-        h.update(f"{r.label}\t{r.path}\n".encode())
+    for data, records in [(train_data, train_data.train)] + [(d, d.test) for d in tested]:
+        h.update(json.dumps(data.classnames).encode())
+        for r in records:
+            h.update(f"{r.label}\t{r.path}\n".encode())
+        h.update(b"\0")
     return h.hexdigest()[:16]
 

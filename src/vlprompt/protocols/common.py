@@ -16,7 +16,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from vlprompt.engine.config import RunConfig, apply_overrides, expand_preset, load_preset
+from vlprompt.engine.config import (RunConfig, apply_overrides, expand_preset, load_preset,
+                                   own_data_uses_all_classes)
 from vlprompt.engine.run import harmonic_mean, run_dir_of, run_experiment
 from vlprompt.errors import ConfigError
 from vlprompt.progress import Progress
@@ -104,7 +105,9 @@ def method_config(method: str, preset: dict, overrides: list[str], **sections) -
     """A run config for ``method``: the preset, then the user's overrides, then the protocol's settings.
 
     The protocol's own settings (dataset, shots, subsets, seed, output folder) come last, and an
-    override of one of them is refused: it would otherwise be dropped without a word.
+    override of one of them is refused: it would otherwise be dropped without a word. The own-data
+    rule of ``vlprompt train`` holds here too: a folder or CSV does not inherit the class split of the
+    dataset the preset names, unless the protocol or the user sets it.
     """
     learner, *regs = method.split("+")
     if not learner:
@@ -125,7 +128,8 @@ def method_config(method: str, preset: dict, overrides: list[str], **sections) -
         else:
             config[section] = values
     train_overrides = [o for o in overrides if o.split("=", 1)[0].strip().startswith("train.")]
-    return RunConfig.from_dict(expand_preset(config, train_overrides))
+    explicit = list(overrides) + sorted(owned)  # keys the user or the protocol chose
+    return RunConfig.from_dict(own_data_uses_all_classes(preset, expand_preset(config, train_overrides), explicit))
 
 
 def default_datasets(preset: dict) -> list[str]:

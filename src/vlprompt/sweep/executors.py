@@ -3,18 +3,22 @@
 An executor turns a run config into a ``concurrent.futures.Future`` of its results and says how
 many runs it can hold at once (``slots``); the sweep loop claims that many specs from the registry
 and records each outcome. Every run sets its torch/OpenMP thread count first, so parallel runs
-share the cores instead of each taking all of them.
+share the cores instead of each taking all of them. A pool worker exits when its driver dies: nobody
+would record its run, and it would otherwise wait forever for the next one.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import threading
+import time
 from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 
 from vlprompt.engine.config import RunConfig
 from vlprompt.errors import ConfigError
+from vlprompt.sweep.registry import host_name, process_alive, process_start
 
 log = logging.getLogger(__name__)
 
@@ -37,6 +41,22 @@ def threads_per_worker(workers: int) -> int:
     """The cores (or the OMP_NUM_THREADS the user set) divided among ``workers`` runs, at least 1."""
     total = int(os.environ.get("OMP_NUM_THREADS") or 0) or os.cpu_count() or 1
     return max(1, total // workers)
+
+
+def exit_with_driver(driver_pid: int, driver_start: int | None, poll_s: float = 0.5) -> None:
+    """Pool worker initializer: a thread that ends this process once the driver is gone.
+
+    A worker blocked on the pool's queue never learns of a SIGKILLed driver (its siblings hold the
+    queue open), so it polls the driver's pid and start time; an interrupted run resumes from its
+    checkpoint, and the kernel drops its run lock.
+    """
+    def watch() -> None:
+        while process_alive(host_name(), driver_pid, driver_start):
+            time.sleep(poll_s)
+        log.warning("process %d: its sweep driver (pid %d) is gone; exiting", os.getpid(), driver_pid)
+        os._exit(1)
+
+    threading.Thread(target=watch, name="vlprompt-driver-watch", daemon=True).start()
 
 
 class InProcess:
@@ -64,13 +84,17 @@ class LocalPool:
             raise ConfigError(f"--workers {workers} must be at least 1")
         self.slots = workers
         self.threads = threads_per_worker(workers)
-        self.pool = ProcessPoolExecutor(max_workers=workers)
+        self.pool = self._new_pool()
+
+    def _new_pool(self) -> ProcessPoolExecutor:
+        return ProcessPoolExecutor(max_workers=self.slots, initializer=exit_with_driver,
+                                   initargs=(os.getpid(), process_start(os.getpid())))
 
     def submit(self, config: RunConfig) -> Future:
         try:
             return self.pool.submit(run_spec, config.to_dict(), self.threads)
         except BrokenProcessPool:  # a worker died (its runs are recorded failed); start a fresh pool
-            self.pool = ProcessPoolExecutor(max_workers=self.slots)
+            self.pool = self._new_pool()
             return self.pool.submit(run_spec, config.to_dict(), self.threads)
 
     def shutdown(self) -> None:

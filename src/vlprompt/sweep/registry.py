@@ -3,8 +3,10 @@
 Every state change is one transaction, and a spec is claimed inside ``BEGIN IMMEDIATE`` (SQLite's
 write lock), so two ``sweep run`` processes on one registry never claim the same spec. A row holds
 who runs it (host, pid and the process's start time, so a reused pid is not mistaken for it); a
-running row whose process is gone (checked on its own host) may be claimed again. A finished row records the code version and the hash of the sampled training split;
-when either differs from the current one the row is *stale*: reported, and rerun only on request.
+running row whose process is gone (checked on its own host) may be claimed again, or is recorded as
+done when its run finished before the process died. A finished row records the code version and the
+hash of its data (``engine.split.split_hash``); when either differs from the current one the row is
+*stale*: reported, and rerun only on request.
 WAL mode lets readers (``sweep status``, the report) read while a sweep writes.
 """
 
@@ -184,10 +186,33 @@ class Registry:
         return self.get(claimed) if claimed else None
 
     def finish(self, spec_id: str, results: dict) -> None:
-        self._transaction(lambda: self.db.execute(
+        self._transaction(lambda: self._finish(spec_id, results, time.time()))
+
+    def _finish(self, spec_id: str, results: dict, ended: float) -> None:
+        self.db.execute(
             "UPDATE runs SET state='done', results=?, split_hash=?, version=?, ended=?, error=NULL WHERE spec_id=?",
-            (json.dumps(results, sort_keys=True), results.get("split_hash"), __version__, time.time(),
-             spec_id)))
+            (json.dumps(results, sort_keys=True), results.get("split_hash"), __version__, ended, spec_id))
+
+    def finish_orphans(self, finished) -> list[str]:
+        """Record as done the running rows whose process died after their run finished.
+
+        ``finished(row)`` gives (results, end time) of a finished run, else None. A driver killed
+        between a run's end and its record would otherwise leave the row "running" for ever.
+        """
+        def orphans() -> list[Row]:
+            rows = self.db.execute("SELECT * FROM runs WHERE state='running'").fetchall()
+            return [row for row in map(_decode, rows) if not process_alive(row.host, row.pid, row.pid_start)]
+
+        def work() -> list[str]:
+            done = []
+            for row in orphans():  # again under the write lock: another process may have claimed it meanwhile
+                found = finished(row)
+                if found is not None:
+                    self._finish(row.spec_id, *found)
+                    done.append(row.spec_id)
+            return done
+
+        return self._transaction(work) if orphans() else []
 
     def fail(self, spec_id: str, error: str) -> None:
         self._transaction(lambda: self.db.execute(
@@ -227,5 +252,5 @@ def stale_reason(row: Row, current_split_hash: str | None) -> str | None:
     if row.version != __version__:
         return f"recorded with vlprompt {row.version}, now {__version__}"
     if row.split_hash != current_split_hash:
-        return "the sampled training split changed"
+        return "its data changed (the sampled training split, the test images or the class names)"
     return None

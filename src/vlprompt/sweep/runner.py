@@ -8,6 +8,7 @@ that died are claimed again, and finished runs are never repeated unless asked (
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 import traceback
@@ -16,7 +17,8 @@ from pathlib import Path
 
 from vlprompt.engine.config import RunConfig
 from vlprompt.engine.datasets import resolve_dataset
-from vlprompt.engine.split import sample_split, split_hash
+from vlprompt.engine.run import RESULTS_FILE
+from vlprompt.engine.split import sample_split, split_hash, tested_data
 from vlprompt.errors import VlpromptError
 from vlprompt.sweep.executors import make_executor
 from vlprompt.sweep.registry import REGISTRY_FILE, Registry, Row, stale_reason
@@ -40,22 +42,45 @@ def registry_of(plans) -> Path:
 
 
 def stale_rows(registry: Registry, spec_ids: list[str] | None = None) -> dict[str, str]:
-    """spec id -> why its finished row is stale (code version, or the split it would sample now)."""
+    """spec id -> why its finished row is stale (code version, or the data it would see now)."""
     found = {}
     datasets = {}  # each dataset is read once, however many runs use it
+
+    def dataset(spec: str, root: str | None):
+        if (spec, root) not in datasets:
+            datasets[spec, root] = resolve_dataset(spec, root)
+        return datasets[spec, root]
+
     for row in registry.rows():
         if row.state == "done" and (spec_ids is None or row.spec_id in spec_ids):
             config = RunConfig.from_dict(row.config)
-            key = (config.data.dataset, config.data.root)
             try:
-                if key not in datasets:
-                    datasets[key] = resolve_dataset(*key)
-                reason = stale_reason(row, split_hash(sample_split(config, datasets[key])[1]))
+                data, train_data, _ = sample_split(config, dataset(config.data.dataset, config.data.root))
+                reason = stale_reason(row, split_hash(train_data, tested_data(config, data, dataset)))
             except VlpromptError as exc:
-                reason = f"its training split cannot be sampled now ({exc})"
+                reason = f"its data cannot be read or sampled now ({exc})"
             if reason:
                 found[row.spec_id] = reason
     return found
+
+
+def finished_run(row: Row) -> tuple[dict, float] | None:
+    """(results, end time) when the row's run directory holds the results of its config, else None."""
+    path = Path(row.run_dir) / RESULTS_FILE
+    try:
+        results = json.loads(path.read_text())
+        ended = path.stat().st_mtime
+    except (OSError, ValueError):
+        return None
+    return (results, ended) if isinstance(results, dict) and results.get("run_id") == row.config_hash else None
+
+
+def record_orphans(registry: Registry) -> list[str]:
+    """Rows left running by a dead process whose run finished become done (the process's results)."""
+    done = registry.finish_orphans(finished_run)
+    for spec_id in done:
+        log.info("run %s finished before the process that ran it died; recorded as done", spec_id)
+    return done
 
 
 def run_sweep(plans, executor=None, workers: int = 1, registry: str | Path | None = None,
@@ -66,6 +91,7 @@ def run_sweep(plans, executor=None, workers: int = 1, registry: str | Path | Non
     reg = Registry(registry or registry_of(plans))
     try:
         reg.add(plans)
+        record_orphans(reg)
         ids = [p.spec_id for p in plans]
         again = []
         if retry_failed:
