@@ -3,4 +3,4 @@
 Importing the package registers every built-in regularizer by name.
 """
 
-from vlprompt.regularizers import clap, kgcoop, nemesis, npt, prograd, promptsrc, qprompt  # noqa: F401  (registration)
+from vlprompt.regularizers import clap, dekg, kgcoop, nemesis, npt, prograd, promptsrc, qprompt  # noqa: F401  (registration)
