@@ -50,10 +50,11 @@ def register_tensor_codec(name: str, decode: Callable[[bytes], torch.Tensor]) ->
 
 
 def _learned_tensors(learner: PromptLearner) -> tuple[dict[str, torch.Tensor], dict[str, tuple[str, bytes]]]:
-    """(plain tensors, {name: (codec, bytes)}) under the names a learner without parametrizations uses."""
+    """(plain tensors, {name: (codec, bytes)}) under the names a learner without parametrizations uses:
+    the learned tensors and those fitted to the training set (a cache model's)."""
     plain, encoded = {}, {}
     with torch.no_grad():
-        for key, tensor in learner.learnable_tensors().items():
+        for key, tensor in {**learner.learnable_tensors(), **learner.fitted_tensors()}.items():
             match = _PARAMETRIZED.fullmatch(key)
             if match is None:
                 plain[key] = tensor.detach().cpu().contiguous()
@@ -222,7 +223,7 @@ def from_pretrained(
     except RuntimeError as exc:  # a shape that does not fit the learner its options build
         raise ArtifactError(f"the tensors in {directory} do not fit a {config['learner']} learner with options "
                             f"{config['options']} ({exc}); {_RESAVE}") from None
-    absent = [k for k in learner.learnable_tensors() if k in missing]
+    absent = [k for k in {**learner.learnable_tensors(), **learner.fitted_tensors()} if k in missing]
     if absent:
         raise ArtifactError(f"the artifact in {directory} lacks the tensors {absent}; {_RESAVE}")
     if classnames is not None and list(classnames) != config["classnames"]:

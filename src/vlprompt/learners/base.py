@@ -126,6 +126,20 @@ class PromptLearner(nn.Module):
         """Normalised class text features (K, D); per-image learners return (B, K, D)."""
         raise NotImplementedError
 
+    def fitted_tensors(self) -> dict[str, torch.Tensor]:
+        """Tensors computed from the training set rather than trained (a cache model's keys and labels,
+        hyper-parameters chosen on validation data): saved in artifacts beside the learned ones."""
+        return {}
+
+    def build_from_training_set(self, features: torch.Tensor, labels: torch.Tensor) -> None:
+        """Learners with capability ``cache_model`` build their cache here, before training, from the
+        cached training features (views, N, D) and labels (N,)."""
+
+    def select_on_validation(self, features: torch.Tensor, labels: torch.Tensor) -> dict:
+        """Learners with capability ``validation_search`` choose their hyper-parameters on the validation
+        features (N, D) after training; returns the chosen values, which results.json records."""
+        return {}
+
     def learnable_tensors(self) -> dict[str, nn.Parameter]:
         """Trained tensors by name: what is saved, optimised and seen by regularizers."""
         return {n: p for n, p in self.named_parameters() if p.requires_grad and not n.startswith("backbone.")}
@@ -170,6 +184,11 @@ class PromptLearner(nn.Module):
         finally:
             self._fixed_text = previous
 
+    def scores(self, image_features: torch.Tensor, text_features: torch.Tensor) -> torch.Tensor:
+        """Class scores from the normalised image and class text features: CLIP's logits; a learner that
+        adds to them (a cache model) overrides this."""
+        return clip_logits(image_features, text_features, self.backbone.logit_scale)
+
     def forward(self, images: torch.Tensor | None = None, features: torch.Tensor | None = None) -> LearnerOutput:
         """Logits for a batch given either images or the image tower's (unnormalised) features: the one
         path from images to class scores that training, evaluation, predict and export share."""
@@ -179,7 +198,7 @@ class PromptLearner(nn.Module):
             features = self.encode_images(images)
         image_features = self.adapt_image_features(features)
         text = self.text_features(image_features) if self._fixed_text is None else self._fixed_text
-        return LearnerOutput(logits=clip_logits(image_features, text, self.backbone.logit_scale),
+        return LearnerOutput(logits=self.scores(image_features, text),
                              image_features=image_features, text_features=text)
 
     def train(self, mode: bool = True):

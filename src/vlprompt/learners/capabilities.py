@@ -26,6 +26,8 @@ class Capability(str, Enum):
     CLASS_CLASSIFIER = "class_classifier"
     NEW_CLASSES = "transfers_to_new_classes"
     CLASS_PROTOTYPES = "class_prototypes"
+    CACHE_MODEL = "cache_model"
+    VALIDATION_SEARCH = "validation_search"
 
     @property
     def description(self) -> str:
@@ -47,6 +49,9 @@ DESCRIPTIONS = {
     Capability.NEW_CLASSES: "the learned prompts serve class lists other than the training classes",
     Capability.CLASS_PROTOTYPES: "the classifier is a trained (K, D) tensor `prototypes` that starts from the frozen "
                                  "model's class text features `zero_shot_prototypes`",
+    Capability.CACHE_MODEL: "the classifier holds a cache of the training set's features and labels, built "
+                            "before training",
+    Capability.VALIDATION_SEARCH: "hyper-parameters are chosen on the validation split after training",
 }
 
 
