@@ -77,3 +77,24 @@ def test_head_reads_the_first_line_of_a_listing(tmp_path):
     done = subprocess.run(f"{sys.executable} -m vlprompt list backbones | head -1", shell=True, cwd=tmp_path,
                           capture_output=True, text=True, timeout=300)
     assert done.returncode == 0 and done.stdout == "vlprompt-tiny  world\n" and done.stderr == ""
+
+
+# 20. `load_backbone("vlprompt-tiny")` silently gave random weights.
+
+def test_the_embedded_models_name_alone_loads_its_shipped_weights():
+    from safetensors.torch import load_file
+
+    from vlprompt import load_backbone
+    from vlprompt.backbones.embedded import WEIGHTS_PATH
+    from vlprompt.errors import BackboneError
+
+    by_name = load_backbone("vlprompt-tiny")
+    shipped = load_file(str(WEIGHTS_PATH))
+    loaded = by_name.model.state_dict()
+    assert by_name.identity.pretrained == "world"
+    assert all(torch.equal(loaded[key], shipped[key].float()) for key in shipped if key in loaded)
+    assert {"visual.conv1.weight", "text_projection"} <= shipped.keys() & loaded.keys()
+    random = load_backbone("vlprompt-tiny", None, seed=0)  # random weights only when asked for
+    assert random.identity.pretrained == "random" and random.identity.sha256 != by_name.identity.sha256
+    with pytest.raises(BackboneError, match="ViT-B-32 has no default weights.*'openai'.*None for random weights"):
+        load_backbone("ViT-B-32")

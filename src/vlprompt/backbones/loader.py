@@ -26,6 +26,8 @@ from vlprompt.errors import BackboneError
 log = logging.getLogger(__name__)
 
 RANDOM_TAGS = (None, "", "none", "random")
+#: ``pretrained``'s default: the weights a model's name stands for (the embedded model's shipped ones)
+DEFAULT_WEIGHTS = "default"
 BACKBONE_DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 OPENAI_ONLY_KEYS = ("input_resolution", "context_length", "vocab_size")
 
@@ -153,7 +155,7 @@ def list_backbones() -> list[tuple[str, str]]:
 
 def load_backbone(
     name: str,
-    pretrained: str | os.PathLike | None = None,
+    pretrained: str | os.PathLike | None = DEFAULT_WEIGHTS,
     *,
     device: str | torch.device = "cpu",
     precision: str = "fp32",
@@ -163,8 +165,9 @@ def load_backbone(
     """Build a frozen backbone.
 
     ``pretrained`` is an open_clip tag (e.g. ``"openai"``, downloaded when online), a local checkpoint
-    file in open_clip or OpenAI state-dict format, or ``None`` for weights drawn from ``seed``.
-    For the embedded model ``vlprompt-tiny`` the tag ``"world"`` is the shipped weights.
+    file in open_clip or OpenAI state-dict format, or ``None`` (or ``"random"``) for weights drawn from
+    ``seed``. Left out, it is the weights the name stands for: the embedded ``vlprompt-tiny`` loads its
+    shipped weights (tag ``"world"``); an open_clip name, which has several, is refused naming its tags.
     ``precision`` (fp32, fp16 or bf16) is the storage precision of the frozen towers; the identity
     hashes the weights as loaded, so a prompt trained at one precision loads at any other.
     """
@@ -177,6 +180,8 @@ def load_backbone(
             f"unknown backbone {name!r}; run `vlprompt list backbones` to see the names "
             f"(e.g. {EMBEDDED_NAME}, ViT-B-16, RN50)"
         )
+    if isinstance(pretrained, str) and pretrained == DEFAULT_WEIGHTS:
+        pretrained = _default_weights(name)
     tag = None if pretrained in RANDOM_TAGS else str(pretrained)
     with torch.random.fork_rng(devices=[]), _quiet_open_clip():
         torch.manual_seed(seed)
@@ -196,6 +201,17 @@ def load_backbone(
         tokenizer = open_clip.get_tokenizer(name)
     backbone = Backbone(model.float(), tokenizer, preprocess, identity)
     return backbone.to(device=device, dtype=BACKBONE_DTYPES[precision])
+
+
+def _default_weights(name: str) -> str:
+    """The tag a name alone loads; a model without one is refused rather than silently left random."""
+    shipped = BACKBONES.get(name) if name in BACKBONES else None
+    if shipped and shipped.default:
+        return shipped.default
+    tags = open_clip.list_pretrained_tags_by_model(name)
+    choices = f"a tag ({', '.join(repr(t) for t in tags)}), " if tags else ""
+    raise BackboneError(f"{name} has no default weights; pass pretrained as {choices}the path of a local "
+                        "checkpoint file, or None for random weights")
 
 
 def _preprocess_of(model: nn.Module) -> dict:
