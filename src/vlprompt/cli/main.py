@@ -220,8 +220,8 @@ def cmd_predict(args) -> int:
     from vlprompt.data.transforms import eval_transform
     from vlprompt.learners.artifact import from_pretrained
 
-    paths = _image_paths(args.images)  # before the prompt loads: a wrong path is reported at once
     learner = from_pretrained(args.prompt, classnames=None if args.classes is None else _class_names(args.classes))
+    paths = _image_paths(args.images)
     transform = eval_transform(learner.backbone)
     k = min(args.top_k, len(learner.classnames))
     for start in range(0, len(paths), PREDICT_BATCH):  # a folder of many images never sits in memory at once
