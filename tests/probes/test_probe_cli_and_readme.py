@@ -98,3 +98,106 @@ def test_the_embedded_models_name_alone_loads_its_shipped_weights():
     assert random.identity.pretrained == "random" and random.identity.sha256 != by_name.identity.sha256
     with pytest.raises(BackboneError, match="ViT-B-32 has no default weights.*'openai'.*None for random weights"):
         load_backbone("ViT-B-32")
+
+
+# 19. Offline, `backbone.name=ViT-B-16 backbone.pretrained=openai` retried for 50 s with 44 warning lines, and a
+# paper preset with no data on disk tried the download before it noticed that the data was missing.
+
+def offline_env(tmp_path: Path, endpoint: str) -> dict:
+    """Empty caches, and the hub at ``endpoint`` on this machine, without proxies: nothing reaches the network."""
+    env = {k: v for k, v in os.environ.items() if not k.lower().endswith("_proxy")}
+    return dict(env, HF_HOME=str(tmp_path / "hf"), XDG_CACHE_HOME=str(tmp_path / "xdg"), HF_ENDPOINT=endpoint,
+                HF_HUB_OFFLINE="0", OMP_NUM_THREADS="1")
+
+
+@pytest.fixture
+def local_port():
+    """A listening socket on this machine: its port takes connections, and counts them."""
+    import socket
+
+    with socket.create_server(("127.0.0.1", 0)) as server:
+        server.settimeout(0)
+        yield server
+
+
+def connections(server) -> int:
+    count = 0
+    while True:
+        try:
+            server.accept()[0].close()
+            count += 1
+        except BlockingIOError:
+            return count
+
+
+def test_an_offline_machine_is_told_at_once_how_to_use_a_local_checkpoint(tmp_path):
+    import socket
+
+    with socket.socket() as unused:  # bound, never listening: a connection to it is refused, as offline
+        unused.bind(("127.0.0.1", 0))
+        env = offline_env(tmp_path, f"http://127.0.0.1:{unused.getsockname()[1]}")
+        done = vlprompt_cli("train", "backbone.name=ViT-B-16", "backbone.pretrained=openai",
+                            f"output_dir={tmp_path / 'runs'}", f"cache_dir={tmp_path / 'cache'}", cwd=tmp_path,
+                            env=env, timeout=120)
+    assert done.returncode == 2 and "Traceback" not in done.stderr, done.stderr[-3000:]
+    error = [line for line in done.stderr.splitlines() if line.startswith("error:")]
+    assert len(error) == 1 and "this machine looks offline" in error[0]
+    assert "pretrained=/path/to/weights.pt" in error[0] and "backbone.pretrained=" in error[0]
+    assert "Retrying" not in done.stderr and "WARNING" not in done.stderr
+    assert not (tmp_path / "runs").exists()
+
+
+def test_a_missing_dataset_is_reported_before_any_download(tmp_path, local_port):
+    empty = tmp_path / "data"
+    empty.mkdir()
+    env = offline_env(tmp_path, f"http://127.0.0.1:{local_port.getsockname()[1]}")
+    done = vlprompt_cli("train", "--preset", "coop-b2n-vitb16", "data.dataset=oxford_pets", f"data.root={empty}",
+                        f"output_dir={tmp_path / 'runs'}", f"cache_dir={tmp_path / 'cache'}", cwd=tmp_path, env=env,
+                        timeout=120)
+    assert done.returncode == 2 and "Traceback" not in done.stderr, done.stderr[-3000:]
+    assert "oxford_pets" in done.stderr and str(empty) in done.stderr
+    assert connections(local_port) == 0  # the weights' host was never asked
+
+
+CACHED_TAG = r"""
+import json, sys
+from pathlib import Path
+import open_clip, torch
+from open_clip.pretrained import _PRETRAINED, _pcfg
+from safetensors.torch import save_file
+
+# a small architecture with a hub tag, as open_clip lists its own models
+work = Path(sys.argv[1])
+config = json.loads(Path(sys.argv[2]).read_text())
+(work / "probe-tiny.json").write_text(json.dumps(config))
+open_clip.add_model_config(work / "probe-tiny.json")
+_PRETRAINED["probe-tiny"] = {"hubtest": _pcfg(hf_hub="probe/tiny/", mean=(0.1, 0.2, 0.3), std=(0.5, 0.5, 0.5))}
+# the file the hub would have given, in the Hugging Face cache's layout
+snapshot = work / "hf" / "hub" / "models--probe--tiny" / "snapshots" / "0123abcd"
+snapshot.mkdir(parents=True)
+(snapshot.parents[1] / "refs").mkdir()
+(snapshot.parents[1] / "refs" / "main").write_text("0123abcd")
+torch.manual_seed(7)
+weights = open_clip.create_model("probe-tiny").state_dict()
+save_file({k: v.contiguous() for k, v in weights.items()}, str(snapshot / "open_clip_model.safetensors"))
+
+from vlprompt.backbones import load_backbone
+backbone = load_backbone("probe-tiny", "hubtest")
+same = all(torch.equal(v, weights[k]) for k, v in backbone.model.state_dict().items())
+print(json.dumps({"same": same, "mean": list(backbone.mean), "pretrained": backbone.identity.pretrained}))
+"""
+
+
+def test_weights_in_the_local_cache_load_offline_without_asking_the_hub(tmp_path, local_port):
+    import json
+
+    from vlprompt.backbones.embedded import CONFIG_DIR
+
+    env = offline_env(tmp_path, f"http://127.0.0.1:{local_port.getsockname()[1]}")
+    done = subprocess.run([sys.executable, "-c", CACHED_TAG, str(tmp_path), str(CONFIG_DIR / "vlprompt-tiny.json")],
+                          capture_output=True, text=True, env=env, timeout=120)
+    assert done.returncode == 0, done.stderr[-3000:]
+    loaded = json.loads(done.stdout.splitlines()[-1])
+    assert loaded["same"] and loaded["pretrained"] == "hubtest"
+    assert loaded["mean"] == pytest.approx([0.1, 0.2, 0.3])  # the tag's preprocessing, as open_clip gives it
+    assert connections(local_port) == 0

@@ -19,6 +19,7 @@ import torch
 from open_clip.model import build_model_from_openai_state_dict, convert_to_custom_text_state_dict
 from torch import nn
 
+from vlprompt.backbones.download import checkpoint_of_tag
 from vlprompt.backbones.embedded import BACKBONES, CONFIG_DIR, EMBEDDED_NAME, ShippedBackbone
 from vlprompt.backbones.text_tower import TextTower
 from vlprompt.errors import BackboneError
@@ -261,14 +262,17 @@ def _load_tag(name: str, tag: str, cache_dir: str | None) -> tuple[nn.Module, di
         )
     # OpenAI's weights were trained with QuickGELU: building them with GELU silently changes outputs.
     quick = bool(cfg.get("quick_gelu", False)) or tag == "openai"
+    hint = (f"pass the checkpoint file as pretrained=/path/to/weights.pt (open_clip or OpenAI format; "
+            f"backbone.pretrained=... on the command line), or use the embedded model {EMBEDDED_NAME!r}")
+    checkpoint = checkpoint_of_tag(name, tag, cfg, cache_dir, hint)
+    # the file open_clip would download for the tag, with the tag's preprocessing: the same model, no hub call
+    preprocess = {k: cfg[k] for k in ("mean", "std", "interpolation", "resize_mode") if k in cfg}
     try:
-        model = open_clip.create_model(name, pretrained=tag, cache_dir=cache_dir, force_quick_gelu=quick)
-    except Exception as exc:  # network, hub and file errors all surface here
-        raise BackboneError(
-            f"could not get the weights of {name} ({tag}): {exc}. Offline? Download them elsewhere and pass "
-            f"the checkpoint file as pretrained=/path/to/weights.pt (open_clip or OpenAI format), or use "
-            f"the embedded model {EMBEDDED_NAME!r}"
-        ) from exc
+        model = open_clip.create_model(name, pretrained=checkpoint, force_quick_gelu=quick,
+                                       force_preprocess_cfg=preprocess)
+    except Exception as exc:
+        raise BackboneError(f"the weights of {name} ({tag}) in {checkpoint} do not load: {exc}. Delete the file "
+                            "to download it again") from exc
     return model, _preprocess_of(model)
 
 
