@@ -201,3 +201,45 @@ def test_weights_in_the_local_cache_load_offline_without_asking_the_hub(tmp_path
     assert loaded["same"] and loaded["pretrained"] == "hubtest"
     assert loaded["mean"] == pytest.approx([0.1, 0.2, 0.3])  # the tag's preprocessing, as open_clip gives it
     assert connections(local_port) == 0
+
+
+# 24. `vlprompt list methods` took 4.1 s: it imported torch to read the capabilities.
+
+LIST_WITHOUT_TORCH = r"""
+import contextlib, io, json, sys
+from vlprompt.cli.main import main
+
+outputs = {}
+for what in ("methods", "learners", "regularizers"):
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        assert main(["list", what]) == 0
+    outputs[what] = out.getvalue()
+heavy = sorted(m for m in sys.modules if m.split(".")[0] in ("torch", "open_clip", "torchvision", "numpy"))
+print(json.dumps({"heavy": heavy, "outputs": outputs}))
+"""
+
+
+def test_list_methods_answers_without_importing_torch():
+    import json
+
+    from vlprompt.api import list_methods
+
+    done = subprocess.run([sys.executable, "-c", LIST_WITHOUT_TORCH], capture_output=True, text=True, timeout=120,
+                          env=dict(os.environ, OMP_NUM_THREADS="1"))
+    assert done.returncode == 0, done.stderr[-3000:]
+    listed = json.loads(done.stdout)
+    assert listed["heavy"] == []
+    # the same answers as the classes give when they are imported
+    cells, section = {}, None
+    for line in listed["outputs"]["methods"].splitlines():
+        if line.endswith(":") and not line.startswith(" "):
+            section = line[:-1]
+        elif line.startswith("  "):
+            learner, cell = line.split(None, 1)
+            cells[learner, section] = cell
+    expected = {key: "yes" if not missing else "no: needs " + ", ".join(c.value for c in missing)
+                for key, missing in list_methods().items()}
+    assert cells == expected
+    assert "coop  M learnable context vectors" in listed["outputs"]["learners"]
+    assert "kgcoop  Pull the learned class text features" in listed["outputs"]["regularizers"]

@@ -277,11 +277,10 @@ def cmd_list(args) -> int:
         for name, tag in list_backbones():
             print(f"{name}  {tag}")
     elif args.what in ("learners", "regularizers"):
-        from vlprompt.learners.registry import LEARNERS
-        from vlprompt.regularizers.registry import REGULARIZERS
+        from vlprompt.cli import catalog  # the methods as data: no torch to import
 
-        for name, cls in (LEARNERS if args.what == "learners" else REGULARIZERS).items():
-            print(f"{name}  {(cls.__doc__ or '').strip().splitlines()[0] if cls.__doc__ else ''}".rstrip())
+        for name, entry in (catalog.LEARNERS if args.what == "learners" else catalog.REGULARIZERS).items():
+            print(f"{name}  {entry['summary']}".rstrip())
         print("(`vlprompt describe NAME` lists the options of one)")
     elif args.what == "datasets":
         from vlprompt.engine.datasets import list_datasets
@@ -298,14 +297,20 @@ def cmd_list(args) -> int:
 
 
 def methods_matrix() -> str:
-    """The learner x regularizer table computed from capabilities: "yes" or the missing capabilities."""
-    from vlprompt.api import list_methods
+    """The learner x regularizer table from the catalog's capabilities, without importing torch."""
+    from vlprompt.cli import catalog
 
-    matrix = list_methods()
+    return render_matrix({(lname, rname): sorted(set(reg["requires"]) - set(learner["offers"]))
+                          for lname, learner in catalog.LEARNERS.items()
+                          for rname, reg in catalog.REGULARIZERS.items()})
+
+
+def render_matrix(matrix: dict[tuple[str, str], list[str]]) -> str:
+    """(learner, regularizer) -> missing capability values, as `vlprompt list methods` prints it:
+    "yes" or the missing capabilities, per regularizer."""
     learners = sorted({lname for lname, _ in matrix})
     regularizers = sorted({rname for _, rname in matrix})
-    cells = {key: "yes" if not missing else "no: needs " + ", ".join(c.value for c in missing)
-             for key, missing in matrix.items()}
+    cells = {key: "yes" if not missing else "no: needs " + ", ".join(missing) for key, missing in matrix.items()}
     width = max(len(name) for name in learners) + 2
     lines = []
     for r in regularizers:
