@@ -243,3 +243,46 @@ def test_list_methods_answers_without_importing_torch():
     assert cells == expected
     assert "coop  M learnable context vectors" in listed["outputs"]["learners"]
     assert "kgcoop  Pull the learned class text features" in listed["outputs"]["regularizers"]
+
+
+# 21. The README's plain-open_clip snippet failed for the tiny model and never defined `image`.
+
+def readme_block_after(marker: str) -> str:
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    after = readme[readme.index(marker):]
+    return after.split("```python\n", 1)[1].split("```", 1)[0]
+
+
+RUN_WITHOUT_VLPROMPT = r"""
+import json, sys
+sys.modules["vlprompt"] = None  # any import of vlprompt fails: the snippet is plain open_clip
+exec(open("snippet.py").read())
+print(json.dumps(logits.tolist()))
+"""
+
+
+def test_the_readme_open_clip_snippet_runs_as_written(classnames, tmp_path):
+    import json
+
+    from PIL import Image
+
+    from vlprompt import export_classifier, load_backbone
+    from vlprompt.data.transforms import eval_transform
+
+    snippet = readme_block_after("With plain open_clip")
+    backbone = load_backbone("vlprompt-tiny")  # what a README user trains on: the shipped weights
+    torch.manual_seed(1)
+    learner = CoOp(backbone, classnames, n_ctx=2)
+    with torch.no_grad():
+        learner.ctx.normal_(0, 0.5)
+    export_classifier(learner, tmp_path / "clf")
+    Image.fromarray(torch.randint(0, 256, (60, 80, 3), dtype=torch.uint8).numpy()).save(tmp_path / "photo.jpg")
+    (tmp_path / "snippet.py").write_text(snippet)
+    done = subprocess.run([sys.executable, "-c", RUN_WITHOUT_VLPROMPT], cwd=tmp_path, capture_output=True, text=True,
+                          timeout=300, env=dict(os.environ, OMP_NUM_THREADS="1"))
+    assert done.returncode == 0, done.stderr[-3000:]
+    printed, plain = done.stdout.splitlines()[-2], torch.tensor(json.loads(done.stdout.splitlines()[-1]))
+    with torch.no_grad():  # what vlprompt computes for the same image
+        ours = learner(images=eval_transform(backbone)(Image.open(tmp_path / "photo.jpg").convert("RGB"))[None]).logits
+    assert torch.allclose(plain, ours, atol=1e-3), (plain, ours)
+    assert printed == classnames[int(ours.argmax())]

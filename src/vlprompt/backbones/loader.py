@@ -8,6 +8,7 @@ a model it was not trained for.
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import os
 from contextlib import contextmanager
@@ -146,6 +147,41 @@ class Backbone(nn.Module):
         """Unnormalised text features of plain strings, through the same path prompt learners use."""
         ids = self.tokenize(texts)
         return self.text(self.text.embed(ids), self.text.eot_positions(ids))
+
+
+OPEN_CLIP_DIR_CONFIG = "open_clip_config.json"
+OPEN_CLIP_DIR_WEIGHTS = "open_clip_model.safetensors"
+
+
+def open_clip_knows(identity: BackboneIdentity) -> bool:
+    """Whether plain open_clip builds this backbone from its name and tag (or checkpoint file) alone;
+    a model that vlprompt ships (its config registered by vlprompt, its weights in vlprompt's format)
+    it does not."""
+    return identity.name not in BACKBONES
+
+
+def save_open_clip_dir(backbone: Backbone, directory: str | os.PathLike) -> Path:
+    """Write ``backbone`` in open_clip's ``local-dir`` format, for code without vlprompt:
+    ``open_clip.create_model_and_transforms("local-dir:DIRECTORY")`` (open_clip 3.0 or later) builds it
+    with the same weights (fp32) and image preprocessing."""
+    from safetensors.torch import save_file
+
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    with _quiet_open_clip():
+        model_cfg = open_clip.get_model_config(backbone.identity.name)
+    if model_cfg is None:
+        raise BackboneError(f"open_clip has no configuration of {backbone.identity.name}")
+    acts = {type(m).__name__ for m in backbone.model.modules()}
+    if "QuickGELU" in acts:
+        model_cfg["quick_gelu"] = True
+    preprocess = {"size": backbone.image_size, "mean": list(backbone.mean), "std": list(backbone.std),
+                  "interpolation": backbone.interpolation, "resize_mode": "shortest"}
+    state = {k: v.detach().float().cpu().contiguous() for k, v in backbone.model.state_dict().items()}
+    save_file(state, str(directory / OPEN_CLIP_DIR_WEIGHTS))
+    config = {"model_cfg": model_cfg, "preprocess_cfg": preprocess, "vlprompt_backbone": backbone.identity.to_dict()}
+    (directory / OPEN_CLIP_DIR_CONFIG).write_text(json.dumps(config, indent=2) + "\n")
+    return directory
 
 
 def list_backbones() -> list[tuple[str, str]]:

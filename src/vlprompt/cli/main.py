@@ -118,7 +118,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("export", help="write a saved prompt's text classifier for plain open_clip code")
     p.add_argument("--prompt", required=True, help="a prompt directory written by train")
     p.add_argument("--classes", help="comma-separated class names (default: the classes it was trained on)")
-    p.add_argument("--out", required=True, help="the folder to write classifier.safetensors and .json into")
+    p.add_argument("--out", required=True, help="the folder to write classifier.safetensors and .json into (and "
+                   "backbone/, in open_clip's local-dir format, for the embedded model)")
     p.set_defaults(func=cmd_export)
 
     p = sub.add_parser("run", help="run a protocol: many runs, then a table (mean ± std over seeds)")
