@@ -210,12 +210,12 @@ import contextlib, io, json, sys
 from vlprompt.cli.main import main
 
 outputs = {}
-for what in ("methods", "learners", "regularizers"):
+for what in ("methods", "learners", "regularizers", "datasets"):
     out = io.StringIO()
     with contextlib.redirect_stdout(out):
         assert main(["list", what]) == 0
     outputs[what] = out.getvalue()
-heavy = sorted(m for m in sys.modules if m.split(".")[0] in ("torch", "open_clip", "torchvision", "numpy"))
+heavy = sorted(m for m in sys.modules if m.split(".")[0] in ("torch", "open_clip", "torchvision"))
 print(json.dumps({"heavy": heavy, "outputs": outputs}))
 """
 

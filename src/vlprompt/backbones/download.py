@@ -100,5 +100,5 @@ def _unreachable(url: str) -> str | None:
 
     thread = threading.Thread(target=attempt, daemon=True)
     thread.start()
-    thread.join(REACH_TIMEOUT_S + 1)
+    thread.join(REACH_TIMEOUT_S)
     return outcome[0] if outcome else f"no answer within {REACH_TIMEOUT_S:g} s"
