@@ -30,8 +30,8 @@ def checkpoint_of_tag(name: str, tag: str, cfg: dict, cache_dir: str | None, off
         return cached
     url = f"{_hf_endpoint()}/{hub[0]}/resolve/main/{hub[1][0]}" if hub else cfg["url"]
     if hub and _hf_offline():
-        raise BackboneError(f"the weights of {name} ({tag}) are not in the local cache and HF_HUB_OFFLINE is set. "
-                            f"{offline_hint}")
+        raise BackboneError(f"the weights of {name} ({tag}) are not in the local cache and HF_HUB_OFFLINE is set; "
+                            f"download {url} elsewhere, then {offline_hint}")
     reason = _unreachable(url)
     if reason:
         raise BackboneError(f"cannot download the weights of {name} ({tag}): {urlsplit(url).hostname} cannot be "
@@ -40,8 +40,8 @@ def checkpoint_of_tag(name: str, tag: str, cfg: dict, cache_dir: str | None, off
     try:
         return download_pretrained(cfg, cache_dir=cache_dir)
     except Exception as exc:  # hub and file errors
-        raise BackboneError(f"could not download the weights of {name} ({tag}) from {url}: {exc}. "
-                            f"{offline_hint}") from exc
+        raise BackboneError(f"could not download the weights of {name} ({tag}) from {url}: {exc}; download the "
+                            f"file elsewhere, then {offline_hint}") from exc
 
 
 def _hub_source(cfg: dict) -> tuple[str, list[str]] | None:
