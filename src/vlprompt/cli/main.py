@@ -225,17 +225,19 @@ def cmd_predict(args) -> int:
     paths = _image_paths(args.images)
     transform = eval_transform(learner.backbone)
     k = min(args.top_k, len(learner.classnames))
-    for start in range(0, len(paths), PREDICT_BATCH):  # a folder of many images never sits in memory at once
-        batch = paths[start:start + PREDICT_BATCH]
-        images = torch.stack([transform(load_image_file(ImageRecord(str(p), -1, "?"))) for p in batch])
-        with torch.no_grad():
-            probs = learner(images=images).logits.softmax(-1)
-        for path, row in zip(batch, probs):
-            top = row.topk(k)
-            ranked = ", ".join(f"{learner.classnames[i]} {p:.1%}"
-                               for p, i in zip(top.values.tolist(), top.indices.tolist()))
-            print(f"{path}: {ranked}")
+    with torch.no_grad(), learner.fixed_classifier():  # the class text features once, for every batch
+        for start in range(0, len(paths), PREDICT_BATCH):  # a folder of many images never sits in memory at once
+            batch = paths[start:start + PREDICT_BATCH]
+            images = torch.stack([transform(load_image_file(ImageRecord(str(p), -1, "?"))) for p in batch])
+            _print_ranked(batch, learner(images=images).logits.softmax(-1), learner.classnames, k)
     return 0
+
+
+def _print_ranked(paths: list[Path], probs, classnames: list[str], k: int) -> None:
+    for path, row in zip(paths, probs):
+        top = row.topk(k)
+        ranked = ", ".join(f"{classnames[i]} {p:.1%}" for p, i in zip(top.values.tolist(), top.indices.tolist()))
+        print(f"{path}: {ranked}")
 
 
 PREDICT_BATCH = 64
