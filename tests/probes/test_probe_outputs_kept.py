@@ -66,7 +66,9 @@ def test_export_replaces_its_own_earlier_export_and_writes_into_an_empty_folder(
     done = vlprompt_cli("export", "--prompt", str(prompt), "--classes", "red circle,yellow star", "--out", str(out),
                         cwd=tmp_path)
     assert done.returncode == 0, done.stderr
-    assert sorted(snapshot(out)) == sorted(first) == ["classifier.json", "classifier.safetensors"]
+    assert sorted(snapshot(out)) == sorted(first) == [  # the embedded backbone travels with its classifier
+        "backbone", "backbone/open_clip_config.json", "backbone/open_clip_model.safetensors", "classifier.json",
+        "classifier.safetensors"]
     assert snapshot(out) != first  # two classes now, not five
     assert [p.name for p in tmp_path.iterdir() if p.name.endswith(".tmp")] == []
 

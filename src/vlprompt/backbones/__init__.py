@@ -1,7 +1,8 @@
 """Backbones: the only package that touches open_clip internals."""
 
 from vlprompt.backbones.embedded import BACKBONES, EMBEDDED_NAME, EMBEDDED_TAG, ShippedBackbone, register_backbone
-from vlprompt.backbones.loader import Backbone, BackboneIdentity, list_backbones, load_backbone
+from vlprompt.backbones.loader import (Backbone, BackboneIdentity, list_backbones, load_backbone, open_clip_knows,
+                                      save_open_clip_dir)
 from vlprompt.backbones.text_tower import TextTower
 
 __all__ = [
@@ -14,5 +15,7 @@ __all__ = [
     "TextTower",
     "list_backbones",
     "load_backbone",
+    "open_clip_knows",
     "register_backbone",
+    "save_open_clip_dir",
 ]

@@ -65,13 +65,15 @@ def is_embedded_weights_file(path: str | Path) -> bool:
 @dataclass(frozen=True)
 class ShippedBackbone:
     """A model that vlprompt ships itself: an open_clip config in ``model_configs/`` plus weights in a
-    format of its own, reachable by tag (``weights``) or as a file that ``is_weights_file`` recognises."""
+    format of its own, reachable by tag (``weights``) or as a file that ``is_weights_file`` recognises;
+    ``default`` is the tag its name alone loads."""
 
     name: str
     weights: dict[str, Path]
     preprocess: dict
     load_state_dict: Callable[[Path], dict]
     is_weights_file: Callable[[str | Path], bool]
+    default: str | None = None
 
 
 #: backbones beyond open_clip's pretrained tags, by model name
@@ -79,4 +81,4 @@ BACKBONES: Registry[ShippedBackbone] = Registry("backbone")
 register_backbone = BACKBONES.register()
 
 register_backbone(ShippedBackbone(EMBEDDED_NAME, {EMBEDDED_TAG: WEIGHTS_PATH}, EMBEDDED_PREPROCESS,
-                                  load_embedded_state_dict, is_embedded_weights_file))
+                                  load_embedded_state_dict, is_embedded_weights_file, default=EMBEDDED_TAG))

@@ -8,6 +8,7 @@ a model it was not trained for.
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import os
 from contextlib import contextmanager
@@ -19,6 +20,7 @@ import torch
 from open_clip.model import build_model_from_openai_state_dict, convert_to_custom_text_state_dict
 from torch import nn
 
+from vlprompt.backbones.download import checkpoint_of_tag
 from vlprompt.backbones.embedded import BACKBONES, CONFIG_DIR, EMBEDDED_NAME, ShippedBackbone
 from vlprompt.backbones.text_tower import TextTower
 from vlprompt.errors import BackboneError
@@ -26,6 +28,8 @@ from vlprompt.errors import BackboneError
 log = logging.getLogger(__name__)
 
 RANDOM_TAGS = (None, "", "none", "random")
+#: ``pretrained``'s default: the weights a model's name stands for (the embedded model's shipped ones)
+DEFAULT_WEIGHTS = "default"
 BACKBONE_DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 OPENAI_ONLY_KEYS = ("input_resolution", "context_length", "vocab_size")
 
@@ -145,6 +149,41 @@ class Backbone(nn.Module):
         return self.text(self.text.embed(ids), self.text.eot_positions(ids))
 
 
+OPEN_CLIP_DIR_CONFIG = "open_clip_config.json"
+OPEN_CLIP_DIR_WEIGHTS = "open_clip_model.safetensors"
+
+
+def open_clip_knows(identity: BackboneIdentity) -> bool:
+    """Whether plain open_clip builds this backbone from its name and tag (or checkpoint file) alone;
+    a model that vlprompt ships (its config registered by vlprompt, its weights in vlprompt's format)
+    it does not."""
+    return identity.name not in BACKBONES
+
+
+def save_open_clip_dir(backbone: Backbone, directory: str | os.PathLike) -> Path:
+    """Write ``backbone`` in open_clip's ``local-dir`` format, for code without vlprompt:
+    ``open_clip.create_model_and_transforms("local-dir:DIRECTORY")`` (open_clip 3.0 or later) builds it
+    with the same weights (fp32) and image preprocessing."""
+    from safetensors.torch import save_file
+
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    with _quiet_open_clip():
+        model_cfg = open_clip.get_model_config(backbone.identity.name)
+    if model_cfg is None:
+        raise BackboneError(f"open_clip has no configuration of {backbone.identity.name}")
+    acts = {type(m).__name__ for m in backbone.model.modules()}
+    if "QuickGELU" in acts:
+        model_cfg["quick_gelu"] = True
+    preprocess = {"size": backbone.image_size, "mean": list(backbone.mean), "std": list(backbone.std),
+                  "interpolation": backbone.interpolation, "resize_mode": "shortest"}
+    state = {k: v.detach().float().cpu().contiguous() for k, v in backbone.model.state_dict().items()}
+    save_file(state, str(directory / OPEN_CLIP_DIR_WEIGHTS))
+    config = {"model_cfg": model_cfg, "preprocess_cfg": preprocess, "vlprompt_backbone": backbone.identity.to_dict()}
+    (directory / OPEN_CLIP_DIR_CONFIG).write_text(json.dumps(config, indent=2) + "\n")
+    return directory
+
+
 def list_backbones() -> list[tuple[str, str]]:
     """(model name, pretrained tag) pairs that ``load_backbone`` accepts by tag."""
     shipped = [(name, tag) for name, spec in BACKBONES.items() for tag in spec.weights]
@@ -153,7 +192,7 @@ def list_backbones() -> list[tuple[str, str]]:
 
 def load_backbone(
     name: str,
-    pretrained: str | os.PathLike | None = None,
+    pretrained: str | os.PathLike | None = DEFAULT_WEIGHTS,
     *,
     device: str | torch.device = "cpu",
     precision: str = "fp32",
@@ -163,8 +202,9 @@ def load_backbone(
     """Build a frozen backbone.
 
     ``pretrained`` is an open_clip tag (e.g. ``"openai"``, downloaded when online), a local checkpoint
-    file in open_clip or OpenAI state-dict format, or ``None`` for weights drawn from ``seed``.
-    For the embedded model ``vlprompt-tiny`` the tag ``"world"`` is the shipped weights.
+    file in open_clip or OpenAI state-dict format, or ``None`` (or ``"random"``) for weights drawn from
+    ``seed``. Left out, it is the weights the name stands for: the embedded ``vlprompt-tiny`` loads its
+    shipped weights (tag ``"world"``); an open_clip name, which has several, is refused naming its tags.
     ``precision`` (fp32, fp16 or bf16) is the storage precision of the frozen towers; the identity
     hashes the weights as loaded, so a prompt trained at one precision loads at any other.
     """
@@ -177,6 +217,8 @@ def load_backbone(
             f"unknown backbone {name!r}; run `vlprompt list backbones` to see the names "
             f"(e.g. {EMBEDDED_NAME}, ViT-B-16, RN50)"
         )
+    if isinstance(pretrained, str) and pretrained == DEFAULT_WEIGHTS:
+        pretrained = _default_weights(name)
     tag = None if pretrained in RANDOM_TAGS else str(pretrained)
     with torch.random.fork_rng(devices=[]), _quiet_open_clip():
         torch.manual_seed(seed)
@@ -196,6 +238,17 @@ def load_backbone(
         tokenizer = open_clip.get_tokenizer(name)
     backbone = Backbone(model.float(), tokenizer, preprocess, identity)
     return backbone.to(device=device, dtype=BACKBONE_DTYPES[precision])
+
+
+def _default_weights(name: str) -> str:
+    """The tag a name alone loads; a model without one is refused rather than silently left random."""
+    shipped = BACKBONES.get(name) if name in BACKBONES else None
+    if shipped and shipped.default:
+        return shipped.default
+    tags = open_clip.list_pretrained_tags_by_model(name)
+    choices = f"a tag ({', '.join(repr(t) for t in tags)}), " if tags else ""
+    raise BackboneError(f"{name} has no default weights; pass pretrained as {choices}the path of a local "
+                        "checkpoint file, or None for random weights")
 
 
 def _preprocess_of(model: nn.Module) -> dict:
@@ -245,14 +298,17 @@ def _load_tag(name: str, tag: str, cache_dir: str | None) -> tuple[nn.Module, di
         )
     # OpenAI's weights were trained with QuickGELU: building them with GELU silently changes outputs.
     quick = bool(cfg.get("quick_gelu", False)) or tag == "openai"
+    hint = (f"pass the checkpoint file as pretrained=/path/to/weights.pt (open_clip or OpenAI format; "
+            f"backbone.pretrained=... on the command line), or use the embedded model {EMBEDDED_NAME!r}")
+    checkpoint = checkpoint_of_tag(name, tag, cfg, cache_dir, hint)
+    # the file open_clip would download for the tag, with the tag's preprocessing: the same model, no hub call
+    preprocess = {k: cfg[k] for k in ("mean", "std", "interpolation", "resize_mode") if k in cfg}
     try:
-        model = open_clip.create_model(name, pretrained=tag, cache_dir=cache_dir, force_quick_gelu=quick)
-    except Exception as exc:  # network, hub and file errors all surface here
-        raise BackboneError(
-            f"could not get the weights of {name} ({tag}): {exc}. Offline? Download them elsewhere and pass "
-            f"the checkpoint file as pretrained=/path/to/weights.pt (open_clip or OpenAI format), or use "
-            f"the embedded model {EMBEDDED_NAME!r}"
-        ) from exc
+        model = open_clip.create_model(name, pretrained=checkpoint, force_quick_gelu=quick,
+                                       force_preprocess_cfg=preprocess)
+    except Exception as exc:
+        raise BackboneError(f"the weights of {name} ({tag}) in {checkpoint} do not load: {exc}. Delete the file "
+                            "to download it again") from exc
     return model, _preprocess_of(model)
 
 

@@ -30,13 +30,51 @@ def main(argv: list[str] | None = None) -> int:
     if not hasattr(args, "func"):
         parser.error("choose a command; `vlprompt --help` lists them")
     try:
-        return args.func(args) or 0
+        status = args.func(args) or 0
+        sys.stdout.flush()  # inside the try: a reader that went away is found here, not at interpreter exit
+        return status
+    except BrokenPipeError:
+        if not _stdout_is_gone():
+            raise  # a pipe to another process broke: a real error
+        return _quiet_exit_on_closed_stdout()
     except VlpromptError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted; rerun the same command to resume from the last checkpoint", file=sys.stderr)
         return 130
+
+
+def _stdout_is_gone() -> bool:
+    """True when the reader of standard output has closed it (``vlprompt list ... | head -1``): the
+    write end of a pipe without a reader polls as an error."""
+    import select
+
+    try:
+        poller = select.poll()
+        poller.register(sys.stdout.fileno(), 0)  # POLLERR and POLLHUP are always reported
+        if any(event & (select.POLLERR | select.POLLHUP) for _, event in poller.poll(0)):
+            return True
+    except (AttributeError, OSError, ValueError):  # no poll (Windows) or no real file behind stdout
+        pass
+    try:  # elsewhere: output still buffered fails to flush the same way
+        sys.stdout.flush()
+    except BrokenPipeError:
+        return True
+    except (OSError, ValueError):
+        pass
+    return False
+
+
+def _quiet_exit_on_closed_stdout() -> int:
+    """Exit as Unix tools do when their reader stops reading: no traceback, status 128 + SIGPIPE.
+
+    Standard output is pointed at the null device so that the interpreter's final flush of what is
+    still buffered does not raise the same error again at exit."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    os.close(devnull)
+    return 128 + 13  # 13 is SIGPIPE (the signal module lacks it on Windows)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -61,7 +99,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_eval)
 
     p = sub.add_parser("predict", help="classify images with a saved prompt")
-    p.add_argument("images", nargs="+", help="image files")
+    p.add_argument("images", nargs="+", help="image files, or folders: every image under a folder, recursively")
     p.add_argument("--prompt", required=True, help="a prompt directory written by train")
     p.add_argument("--classes", help="comma-separated class names (default: the classes it was trained on)")
     p.add_argument("--top-k", type=_positive_int, default=3, help="how many classes to show per image")
@@ -80,7 +118,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("export", help="write a saved prompt's text classifier for plain open_clip code")
     p.add_argument("--prompt", required=True, help="a prompt directory written by train")
     p.add_argument("--classes", help="comma-separated class names (default: the classes it was trained on)")
-    p.add_argument("--out", required=True, help="the folder to write classifier.safetensors and .json into")
+    p.add_argument("--out", required=True, help="the folder to write classifier.safetensors and .json into (and "
+                   "backbone/, in open_clip's local-dir format, for the embedded model)")
     p.set_defaults(func=cmd_export)
 
     p = sub.add_parser("run", help="run a protocol: many runs, then a table (mean ± std over seeds)")
@@ -183,20 +222,49 @@ def cmd_predict(args) -> int:
     from vlprompt.learners.artifact import from_pretrained
 
     learner = from_pretrained(args.prompt, classnames=None if args.classes is None else _class_names(args.classes))
-    missing = [p for p in args.images if not Path(p).is_file()]
+    paths = _image_paths(args.images)
+    transform = eval_transform(learner.backbone)
+    k = min(args.top_k, len(learner.classnames))
+    with torch.no_grad(), learner.fixed_classifier():  # the class text features once, for every batch
+        for start in range(0, len(paths), PREDICT_BATCH):  # a folder of many images never sits in memory at once
+            batch = paths[start:start + PREDICT_BATCH]
+            images = torch.stack([transform(load_image_file(ImageRecord(str(p), -1, "?"))) for p in batch])
+            _print_ranked(batch, learner(images=images).logits.softmax(-1), learner.classnames, k)
+    return 0
+
+
+def _print_ranked(paths: list[Path], probs, classnames: list[str], k: int) -> None:
+    for path, row in zip(paths, probs):
+        top = row.topk(k)
+        ranked = ", ".join(f"{classnames[i]} {p:.1%}" for p, i in zip(top.values.tolist(), top.indices.tolist()))
+        print(f"{path}: {ranked}")
+
+
+PREDICT_BATCH = 64
+
+
+def _image_paths(arguments: list[str]) -> list[Path]:
+    """``predict``'s arguments as image files: a file stands for itself, a folder for every image file
+    under it (recursively, sorted, by the suffixes image folders use); anything else is refused."""
+    from vlprompt.data.folder import IMAGE_SUFFIXES, image_files
+
+    paths, missing = [], []
+    for argument in arguments:
+        path = Path(argument)
+        if path.is_dir():
+            found = image_files(path)
+            if not found:
+                raise DataError(f"{argument} is a folder that holds no image files (looked recursively for "
+                                f"{', '.join(sorted(IMAGE_SUFFIXES))}); pass image files or a folder of images")
+            paths += found
+        elif path.is_file():
+            paths.append(path)
+        else:
+            missing.append(argument)
     if missing:
         more = f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""
         raise DataError(f"image file {missing[0]} not found{more}; check the path")
-    transform = eval_transform(learner.backbone)
-    images = torch.stack([transform(load_image_file(ImageRecord(p, -1, "?"))) for p in args.images])
-    with torch.no_grad():
-        probs = learner(images=images).logits.softmax(-1)
-    k = min(args.top_k, probs.shape[1])
-    for path, row in zip(args.images, probs):
-        top = row.topk(k)
-        ranked = ", ".join(f"{learner.classnames[i]} {p:.1%}" for p, i in zip(top.values.tolist(), top.indices.tolist()))
-        print(f"{path}: {ranked}")
-    return 0
+    return paths
 
 
 def cmd_list(args) -> int:
@@ -212,11 +280,10 @@ def cmd_list(args) -> int:
         for name, tag in list_backbones():
             print(f"{name}  {tag}")
     elif args.what in ("learners", "regularizers"):
-        from vlprompt.learners.registry import LEARNERS
-        from vlprompt.regularizers.registry import REGULARIZERS
+        from vlprompt.cli import catalog  # the methods as data: no torch to import
 
-        for name, cls in (LEARNERS if args.what == "learners" else REGULARIZERS).items():
-            print(f"{name}  {(cls.__doc__ or '').strip().splitlines()[0] if cls.__doc__ else ''}".rstrip())
+        for name, entry in (catalog.LEARNERS if args.what == "learners" else catalog.REGULARIZERS).items():
+            print(f"{name}  {entry['summary']}".rstrip())
         print("(`vlprompt describe NAME` lists the options of one)")
     elif args.what == "datasets":
         from vlprompt.engine.datasets import list_datasets
@@ -233,14 +300,20 @@ def cmd_list(args) -> int:
 
 
 def methods_matrix() -> str:
-    """The learner x regularizer table computed from capabilities: "yes" or the missing capabilities."""
-    from vlprompt.api import list_methods
+    """The learner x regularizer table from the catalog's capabilities, without importing torch."""
+    from vlprompt.cli import catalog
 
-    matrix = list_methods()
+    return render_matrix({(lname, rname): sorted(set(reg["requires"]) - set(learner["offers"]))
+                          for lname, learner in catalog.LEARNERS.items()
+                          for rname, reg in catalog.REGULARIZERS.items()})
+
+
+def render_matrix(matrix: dict[tuple[str, str], list[str]]) -> str:
+    """(learner, regularizer) -> missing capability values, as `vlprompt list methods` prints it:
+    "yes" or the missing capabilities, per regularizer."""
     learners = sorted({lname for lname, _ in matrix})
     regularizers = sorted({rname for _, rname in matrix})
-    cells = {key: "yes" if not missing else "no: needs " + ", ".join(c.value for c in missing)
-             for key, missing in matrix.items()}
+    cells = {key: "yes" if not missing else "no: needs " + ", ".join(missing) for key, missing in matrix.items()}
     width = max(len(name) for name in learners) + 2
     lines = []
     for r in regularizers:

@@ -110,10 +110,12 @@ def prepare(config: RunConfig) -> PreparedRun:
     seed = config.train.seed
     seed_everything(seed)
     device = init_from_env(resolve_device(config.train.device))
+    # the data first: a missing dataset is reported before a backbone is loaded (or downloaded)
+    dataset = resolve_dataset(config.data.dataset, config.data.root)
     backbone = load_backbone(config.backbone.name, config.backbone.pretrained, device=device,
                              precision=config.backbone.precision)
     with main_first():  # rank 0 samples (and writes) the split; the other processes read it
-        data, train_data, counts = sample_split(config)
+        data, train_data, counts = sample_split(config, dataset)
     log.info("%s, %s classes: %s; torch threads: %d", config.data.dataset, config.data.subsample,
              train_data.summary(), torch.get_num_threads())
     options = config.learner.options.with_dataset_template(train_data.template)

@@ -3,7 +3,9 @@
 The export is a directory with ``classifier.safetensors`` (``text_features``: the (K, D) normalised
 class text features) and ``classifier.json`` (class names, backbone identity, logit scale). Logits
 of an image are ``logit_scale * normalize(model.encode_image(x)) @ text_features.T``, exactly what
-the learner computes, so predictions match ``vlprompt predict``.
+the learner computes, so predictions match ``vlprompt predict``. A backbone that open_clip cannot build
+by itself (the embedded ``vlprompt-tiny``) travels along in ``backbone/``, in open_clip's ``local-dir``
+format, so the export serves code without vlprompt in every case.
 """
 
 from __future__ import annotations
@@ -14,8 +16,9 @@ from pathlib import Path
 import torch
 from safetensors.torch import save_file
 
-from vlprompt.version import __version__
+from vlprompt.backbones import open_clip_knows, save_open_clip_dir
 from vlprompt.io import atomic_dir, has_format
+from vlprompt.version import __version__
 from vlprompt.learners.base import PromptLearner
 from vlprompt.learners.capabilities import Capability, require
 
@@ -24,6 +27,7 @@ TENSORS_FILE = "classifier.safetensors"
 CONFIG_FILE = "classifier.json"
 #: the plain formula reproduces the learner's logits exactly when both hold
 EXPORT_NEEDS = frozenset({Capability.CLASS_CLASSIFIER, Capability.FIXED_IMAGE_FEATURES})
+BACKBONE_DIR = "backbone"
 
 
 def export_classifier(learner: PromptLearner, directory: str | Path, classnames: list[str] | None = None) -> Path:
@@ -45,9 +49,15 @@ def export_classifier(learner: PromptLearner, directory: str | Path, classnames:
         "learner": learner.name,
         "usage": "logits = logit_scale * normalize(model.encode_image(images), dim=-1) @ text_features.T",
     }
+    standalone = not open_clip_knows(learner.backbone.identity)
+    if standalone:  # the folder, beside this file, that open_clip builds the backbone from
+        meta["open_clip_backbone"] = BACKBONE_DIR
+        meta["usage"] += f"; model = open_clip.create_model_and_transforms('local-dir:EXPORT/{BACKBONE_DIR}')[0]"
     directory = Path(directory)
     with atomic_dir(directory, lambda d: has_format(d, CONFIG_FILE, FORMAT.split("/")[0]),
                     "exported classifier") as tmp:
         save_file({"text_features": weights}, str(tmp / TENSORS_FILE))
+        if standalone:
+            save_open_clip_dir(learner.backbone, tmp / BACKBONE_DIR)
         (tmp / CONFIG_FILE).write_text(json.dumps(meta, indent=2) + "\n")
     return directory

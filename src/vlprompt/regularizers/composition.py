@@ -1,7 +1,8 @@
 """Whether a learner and a list of regularizers make one method, decided from capabilities alone.
 
 Used when a run config is parsed (before any backbone loads), by the trainer for objects built in
-Python, and by ``vlprompt list methods`` for the matrix.
+Python, and by ``vlprompt.list_methods`` for the matrix (``vlprompt list methods`` prints the same
+matrix from ``cli/catalog.py``, data that a test checks against these classes).
 """
 
 from __future__ import annotations
