@@ -61,6 +61,25 @@ LEARNERS = {
             "transfers_to_new_classes"
         ]
     },
+    "tip_adapter": {
+        "summary": "Zero-shot CLIP plus a training-free cache model of the few-shot training features.",
+        "offers": [
+            "cache_model",
+            "fixed_image_features",
+            "transfers_to_new_classes",
+            "validation_search"
+        ]
+    },
+    "tip_adapter_f": {
+        "summary": "Tip-Adapter with its cache keys fine-tuned (an unconstrained linear layer initialised at the keys).",
+        "offers": [
+            "cache_model",
+            "fixed_image_features",
+            "learned_prompts",
+            "transfers_to_new_classes",
+            "validation_search"
+        ]
+    },
     "zeroshot": {
         "summary": "Hand-crafted prompts (averaged over templates); nothing is learned.",
         "offers": [
@@ -87,6 +106,12 @@ REGULARIZERS = {
         "requires": [
             "class_prototypes",
             "fixed_image_features"
+        ]
+    },
+    "dekg": {
+        "summary": "HSIC between the learned and the frozen hand-crafted class text features, minimised.",
+        "requires": [
+            "learned_text_prompts"
         ]
     },
     "kgcoop": {
