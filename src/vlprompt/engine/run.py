@@ -37,9 +37,11 @@ from vlprompt.engine.split import sample_split, split_hash, tested_data
 from vlprompt.engine.evaluate import encode_with_learner, evaluate_features
 from vlprompt.engine.seeding import seed_everything
 from vlprompt.engine.trainer import Trainer
+from vlprompt.errors import DataError
 from vlprompt.io import write_json, write_text
 from vlprompt.learners.artifact import save_pretrained
 from vlprompt.learners.base import PromptLearner
+from vlprompt.learners.capabilities import Capability
 from vlprompt.learners.registry import LEARNERS
 from vlprompt.regularizers.base import Regularizer, TrainContext
 from vlprompt.regularizers.registry import REGULARIZERS
@@ -120,6 +122,10 @@ def prepare(config: RunConfig) -> PreparedRun:
              train_data.summary(), torch.get_num_threads())
     options = config.learner.options.with_dataset_template(train_data.template)
     learner = LEARNERS.get(config.learner.name)(backbone, train_data.classnames, options)
+    if Capability.VALIDATION_SEARCH in learner.offers and not train_data.val:
+        raise DataError(f"{learner.name} chooses its hyper-parameters on the validation split, and "
+                        f"{config.data.dataset} has no validation images here; give the dataset a val split "
+                        "(or turn the search off, e.g. learner.options.search_scale=[])")
     tokens = getattr(learner, "tokens", None)
     if tokens is not None:
         learner.text_chunk = choose_text_chunk(config.train.text_chunk, backbone, len(tokens),
@@ -135,15 +141,13 @@ def prepare(config: RunConfig) -> PreparedRun:
 
 
 def fit(run: PreparedRun, stop_after_epoch: int | None = None) -> list[dict]:
-    """Train the learner (resuming from the run's checkpoint); returns the per-epoch history."""
+    """Build the learner's cache model (if it has one) and train it (resuming from the run's checkpoint);
+    returns the per-epoch history."""
     config, learner, data = run.config, run.learner, run.train_data
-    if not learner.learnable_tensors():
+    builds_cache = Capability.CACHE_MODEL in learner.offers
+    if not learner.learnable_tensors() and not builds_cache:
         return []
     start = time.perf_counter()
-    context = TrainContext(learner=learner, dataset=config.data.dataset,
-                           templates={kind: templates_for(config.data.dataset, kind, data.template)
-                                      for kind in TEMPLATE_KINDS})
-    trainer = Trainer(learner, config.train, run.regularizers, context)
     seed = config.train.seed
     if learner.uses_image_tower:
         batches = ImageBatches(run.backbone, data, data.train, config.train.batch_size, seed, config.data.workers)
@@ -153,12 +157,35 @@ def fit(run: PreparedRun, stop_after_epoch: int | None = None) -> list[dict]:
                                        desc="train features", workers=config.data.workers)
         labels = torch.tensor([r.label for r in data.train])
         batches = FeatureBatches(feats, labels, config.train.batch_size, seed)
+        if builds_cache:
+            learner.build_from_training_set(feats, labels)
     _lap(run, "train features", start)
+    if not learner.learnable_tensors():
+        return []
+    context = TrainContext(learner=learner, dataset=config.data.dataset,
+                           templates={kind: templates_for(config.data.dataset, kind, data.template)
+                                      for kind in TEMPLATE_KINDS})
+    trainer = Trainer(learner, config.train, run.regularizers, context)
     start = time.perf_counter()
     history = trainer.fit(batches, checkpoint=run.run_dir / "checkpoint.pt",
                           metrics_path=run.run_dir / "metrics.jsonl", stop_after_epoch=stop_after_epoch)
     _lap(run, "train", start)
     return history
+
+
+def select_on_validation(run: PreparedRun) -> dict | None:
+    """Hyper-parameters that the learner's paper chooses on the validation split, chosen there after
+    training (None when the learner chooses nothing; ``prepare`` made sure the split has images)."""
+    learner, data = run.learner, run.train_data
+    if Capability.VALIDATION_SEARCH not in learner.offers:
+        return None
+    start = time.perf_counter()
+    feats = run.cache.features(run.backbone, data, data.val, desc="validation features",
+                               workers=run.config.data.workers)[0]
+    chosen = learner.select_on_validation(feats, torch.tensor([r.label for r in data.val]))
+    log.info("%s chose on %d validation images: %s", learner.name, len(data.val), chosen)
+    _lap(run, "validation search", start)
+    return chosen
 
 
 def evaluate(run: PreparedRun, part: DatasetSplits) -> dict:
@@ -192,7 +219,7 @@ def evaluate_all(run: PreparedRun) -> dict:
     return metrics
 
 
-def record(run: PreparedRun, metrics: dict, history: list[dict]) -> dict:
+def record(run: PreparedRun, metrics: dict, history: list[dict], selected: dict | None = None) -> dict:
     """Write the prompt artifact and ``results.json`` (last, so its presence means the run is done)."""
     config = run.config
     save_pretrained(run.learner, run.run_dir / "prompt", metadata={"run_id": config.run_id()})
@@ -206,6 +233,7 @@ def record(run: PreparedRun, metrics: dict, history: list[dict]) -> dict:
         "backbone": run.backbone.identity.to_dict(),
         "metrics": metrics,
         "final_epoch": history[-1] if history else None,
+        "selected_on_validation": selected,
         "per_class_train_counts": run.per_class_train_counts,
         "split_hash": split_hash(run.train_data, tested_data(config, run.data)),
         "timings_s": run.timings,
@@ -237,7 +265,8 @@ def run_experiment(config: RunConfig, stop_after_epoch: int | None = None, lock_
         history = fit(run, stop_after_epoch)
         if history and len(history) < config.train.epochs:
             return {"interrupted_after_epoch": len(history), "run_dir": str(run_dir)}
-        return record(run, evaluate_all(run), history)
+        selected = select_on_validation(run)
+        return record(run, evaluate_all(run), history, selected)
 
 
 def _finished(run_dir: Path) -> dict:

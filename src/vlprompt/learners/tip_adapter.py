@@ -144,8 +144,9 @@ class TipAdapter(ZeroShotCLIP):
         affinity = self.affinity(image)
         best_accuracy, best = 0.0, (0.0, 0.0)
         for beta in search_grid(self.config.search_scale[0], self.config.search_step[0]):
+            cache = ((-1) * (beta - beta * affinity)).exp() @ self.cache_values  # once per beta
             for alpha in search_grid(self.config.search_scale[1], self.config.search_step[1]):
-                logits = clip + alpha * ((-1) * (beta - beta * affinity)).exp() @ self.cache_values
+                logits = clip + cache * alpha
                 accuracy = 100.0 * float((logits.argmax(-1) == labels).float().mean())
                 if accuracy > best_accuracy:
                     best_accuracy, best = accuracy, (beta, alpha)
