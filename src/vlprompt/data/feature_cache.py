@@ -16,13 +16,13 @@ import os
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file, save
 
 from vlprompt.backbones import Backbone
 from vlprompt.data.loading import RecordImages, chunks, load_batches
 from vlprompt.data.records import DatasetSplits, ImageRecord
 from vlprompt.data.transforms import describe, eval_transform, train_transform
-from vlprompt.io import atomic_path
+from vlprompt.io import write_bytes
 from vlprompt.progress import Progress
 
 log = logging.getLogger(__name__)
@@ -75,8 +75,7 @@ class FeatureCache:
         if path.is_file():
             return load_file(str(path))["features"]
         feats = encode_records(backbone, data, records, views, seed, batch_size, desc, workers)
-        with atomic_path(path) as tmp:
-            save_file({"features": feats.contiguous()}, str(tmp))
+        write_bytes(path, save({"features": feats.contiguous()}))
         return feats
 
 

@@ -6,6 +6,7 @@ constant 1e-5, then cosine stepped per epoch, and the last epoch's weights are t
 
 from __future__ import annotations
 
+import io
 import json
 import logging
 import math
@@ -22,7 +23,7 @@ from vlprompt.engine.precision import PRECISIONS, autocast, grad_scaler
 from vlprompt.engine.schedule import lr_at_epoch
 from vlprompt.engine.seeding import capture_rng_state, restore_rng_state
 from vlprompt.errors import ArtifactError, ConfigError, TrainingError, check_choice
-from vlprompt.io import atomic_path, write_text
+from vlprompt.io import write_bytes, write_text
 from vlprompt.learners.base import PromptLearner
 from vlprompt.progress import Progress, format_duration
 from vlprompt.regularizers.base import Regularizer, TrainContext
@@ -105,8 +106,9 @@ class Trainer:
         }
 
     def save_checkpoint(self, path: Path) -> None:
-        with atomic_path(path) as tmp:
-            torch.save(self.state_dict(), tmp)
+        buffer = io.BytesIO()  # written as bytes, so a full disk is an OSError of the write (see vlprompt.io)
+        torch.save(self.state_dict(), buffer)
+        write_bytes(path, buffer.getvalue())
 
     def load_checkpoint(self, path: Path) -> None:
         """Resume from ``path``; a damaged or foreign file is refused with what to do (never unpickled freely)."""

@@ -28,7 +28,7 @@ from safetensors.torch import load, save
 from vlprompt.version import __version__
 from vlprompt.backbones import Backbone, BackboneIdentity, load_backbone
 from vlprompt.errors import ArtifactError, BackboneError, ConfigError
-from vlprompt.io import atomic_dir, has_format
+from vlprompt.io import atomic_dir, has_format, write_bytes, write_text
 from vlprompt.learners.base import PromptLearner
 from vlprompt.learners.registry import build_learner
 
@@ -98,8 +98,8 @@ def save_pretrained(learner: PromptLearner, directory: str | Path, metadata: dic
     config["sha256"] = {file: hashlib.sha256(data).hexdigest() for file, data in files.items()}
     with atomic_dir(directory, lambda d: has_format(d, CONFIG_FILE, FORMAT.split("/")[0]), "saved prompt") as tmp:
         for file, data in files.items():
-            (tmp / file).write_bytes(data)
-        (tmp / CONFIG_FILE).write_text(json.dumps(config, indent=2) + "\n")
+            write_bytes(tmp / file, data)
+        write_text(tmp / CONFIG_FILE, json.dumps(config, indent=2) + "\n")
     return directory
 
 

@@ -1,0 +1,146 @@
+"""New-user probes 14-18: files that lie are refused or repaired, a full disk is one clear message, and
+every file gets the user's umask.
+
+Each case runs the real command line in a fresh process on real files: a prompt whose config points its
+backbone at a malicious pickle, a checkpoint and cache entries holding NaN or cut short, a tiny tmpfs
+that fills up, and a run under umask 022.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+
+def vlprompt_cli(*args: str, cwd: Path, umask: int | None = None) -> subprocess.CompletedProcess:
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1")
+    return subprocess.run([sys.executable, "-m", "vlprompt", *args], cwd=cwd, capture_output=True, text=True,
+                          timeout=300, env=env, preexec_fn=None if umask is None else (lambda: os.umask(umask)))
+
+
+def train_args(images: Path, out: Path, cache: Path, *extra: str) -> list[str]:
+    """A seconds-long run: the embedded model with its weights, the user's folder, one epoch."""
+    return ["train", "--preset", "world-demo", f"data.dataset=folder:{images}", "train.epochs=1",
+            f"output_dir={out}", f"cache_dir={cache}", *extra]
+
+
+def error_lines(done: subprocess.CompletedProcess) -> list[str]:
+    return [line for line in done.stderr.splitlines() if line.startswith("error: ")]
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory, image_folder_factory):
+    """One finished run under umask 022 (its run folder, feature cache and export are checked below)."""
+    root = tmp_path_factory.mktemp("trained")
+    image_folder_factory(root / "images", per_class=2)
+    done = vlprompt_cli(*train_args(root / "images", root / "runs", root / "cache"), cwd=root, umask=0o022)
+    assert done.returncode == 0, done.stderr[-3000:]
+    (run_dir,) = (root / "runs").iterdir()
+    exported = vlprompt_cli("export", "--prompt", str(run_dir / "prompt"), "--out", str(root / "classifier"),
+                            cwd=root, umask=0o022)
+    assert exported.returncode == 0, exported.stderr[-3000:]
+    return root, run_dir
+
+
+# -- 17: a full disk ----------------------------------------------------------------------------------
+
+@pytest.fixture
+def small_fs(tmp_path):
+    """A 2 MB tmpfs, mounted for the test (root in a container that allows mounts) and filled by ``fill``."""
+    mount = tmp_path / "small"
+    mount.mkdir()
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(mount)], capture_output=True,
+                          text=True)
+    if done.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here ({done.stderr.strip() or done.returncode}): needs root with "
+                    "CAP_SYS_ADMIN")
+    try:
+        yield mount
+    finally:
+        subprocess.run(["umount", "-l", str(mount)], check=False)
+
+
+def fill(mount: Path, leave: int) -> None:
+    """Fill the file system up to ``leave`` free bytes (tmpfs counts whole 4 KiB pages)."""
+    filler = mount / "filler"
+    with open(filler, "wb") as f:
+        try:
+            while True:
+                f.write(b"\0" * 65536)
+                f.flush()
+        except OSError:
+            pass
+    os.truncate(filler, max(0, filler.stat().st_size - leave))
+    fs = os.statvfs(mount)
+    assert abs(fs.f_bavail * fs.f_frsize - leave) < 4096
+
+
+def leftovers(mount: Path) -> list[str]:
+    return sorted(str(p) for p in mount.rglob("*") if p.name.endswith(".tmp"))
+
+
+@pytest.mark.parametrize("where, leave, written", [
+    ("cache", 4096, "features/*.safetensors"),  # was SafetensorError
+    ("output", 8192, "runs/*/checkpoint.pt"),  # was torch's "enforce fail at inline_container.cc"
+    ("output", 0, "runs/*/.lock"),  # was OSError
+])
+def test_a_full_disk_is_one_message_naming_the_file_system_and_file(trained, small_fs, tmp_path, where, leave,
+                                                                      written):
+    root, _ = trained
+    fill(small_fs, leave)
+    out, cache = (small_fs / "runs", tmp_path / "cache") if where == "output" else (tmp_path / "runs", small_fs)
+    done = vlprompt_cli(*train_args(root / "images", out, cache), cwd=tmp_path)
+    assert done.returncode == 2, done.stderr[-3000:]
+    assert "Traceback" not in done.stderr
+    (line,) = error_lines(done)
+    prefix = f"error: no space left on {small_fs} (tmpfs) while writing "
+    assert line.startswith(prefix), line
+    target = Path(line[len(prefix):].split("; ")[0])
+    assert target.match(str(small_fs / written))
+    if target.name == ".lock":  # the lock file itself stays, released: no half-written holder in it
+        assert target.read_bytes() == b""
+    else:
+        assert not target.exists()
+    assert leftovers(small_fs) == []
+
+
+def test_export_to_a_full_disk_names_the_final_file_and_leaves_nothing(trained, small_fs, tmp_path):
+    _, run_dir = trained
+    fill(small_fs, 0)
+    done = vlprompt_cli("export", "--prompt", str(run_dir / "prompt"), "--out", str(small_fs / "clf"), cwd=tmp_path)
+    assert done.returncode == 2 and "Traceback" not in done.stderr, done.stderr[-3000:]
+    assert error_lines(done) == [f"error: no space left on {small_fs} (tmpfs) while writing "
+                                 f"{small_fs / 'clf' / 'classifier.safetensors'}; free some space or write elsewhere"]
+    assert sorted(p.name for p in small_fs.iterdir()) == ["filler"]
+
+
+def test_writers_map_storage_errors_of_a_real_file_system(small_fs):
+    from vlprompt.errors import WriteError
+    from vlprompt.io import write_bytes
+
+    with pytest.raises(WriteError, match=f"^no space left on {small_fs} \\(tmpfs\\) while writing "
+                                         f"{small_fs / 'big.bin'}; ") as full:
+        write_bytes(small_fs / "big.bin", b"x" * (3 << 20))
+    assert full.value.errno == 28 and list(small_fs.iterdir()) == []
+    subprocess.run(["mount", "-o", "remount,ro", str(small_fs)], check=True)
+    with pytest.raises(WriteError, match=f"^{small_fs} \\(tmpfs\\) is read-only: cannot write {small_fs / 'a.json'}"):
+        write_bytes(small_fs / "a.json", b"{}")
+
+
+# -- 18: every file gets the user's umask -------------------------------------------------------------
+
+def test_every_file_of_a_run_its_cache_and_its_export_gets_umask_022(trained):
+    root, _ = trained
+    paths = [p for top in ("runs", "cache", "classifier") for p in [root / top, *(root / top).rglob("*")]]
+    names = {p.name for p in paths}
+    assert {"classifier.safetensors", "checkpoint.pt", "prompt.safetensors", "results.json"} <= names
+    assert any(p.parent.name == "features" for p in paths)
+    modes = {str(p.relative_to(root)): oct(stat.S_IMODE(p.stat().st_mode)) for p in paths}
+    expected = {str(p.relative_to(root)): oct(0o755 if p.is_dir() else 0o644) for p in paths}
+    assert modes == expected
