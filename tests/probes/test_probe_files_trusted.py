@@ -8,14 +8,19 @@ that fills up, and a run under umask 022.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
+import shutil
 import stat
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+import torch
+from safetensors import safe_open
+from safetensors.torch import save
 
 
 def vlprompt_cli(*args: str, cwd: Path, umask: int | None = None) -> subprocess.CompletedProcess:
@@ -46,6 +51,57 @@ def trained(tmp_path_factory, image_folder_factory):
                             cwd=root, umask=0o022)
     assert exported.returncode == 0, exported.stderr[-3000:]
     return root, run_dir
+
+
+# -- 16: damaged feature-cache entries ----------------------------------------------------------------
+
+def test_damaged_cache_entries_are_removed_and_recomputed_with_one_line_each(trained, tmp_path):
+    root, run_dir = trained
+    cache = shutil.copytree(root / "cache", tmp_path / "cache")
+    entries = sorted((cache / "features").glob("*.safetensors"))
+    assert len(entries) == 2  # train and test features of the folder
+    intact = {p.name: p.read_bytes() for p in entries}
+    truncated, poisoned = entries
+    truncated.write_bytes(intact[truncated.name][: len(intact[truncated.name]) // 2])
+    with safe_open(str(poisoned), framework="pt") as f:
+        features = f.get_tensor("features")
+    features[0, 1, :3] = float("nan")  # recorded with its true SHA-256, as a tamperer who knows the format would
+    sha = hashlib.sha256(features.contiguous().numpy()).hexdigest()
+    poisoned.write_bytes(save({"features": features}, metadata={"sha256": sha}))
+
+    done = vlprompt_cli(*train_args(root / "images", tmp_path / "runs", cache), cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-3000:]
+    damaged = [line for line in done.stderr.splitlines() if "feature cache entry" in line]
+    assert len(damaged) == 2 and all("damaged" in line and "computing the features again" in line for line in damaged)
+    assert any(str(truncated) in line for line in damaged) and any("NaN" in line and str(poisoned) in line
+                                                                   for line in damaged)
+    assert {p.name: p.read_bytes() for p in (cache / "features").glob("*.safetensors")} == intact
+    (again,) = (tmp_path / "runs").iterdir()
+    first, second = (json.loads((d / "results.json").read_text())["metrics"] for d in (run_dir, again))
+    assert second == first
+
+
+def test_flipped_bits_in_a_cache_entry_are_caught_by_its_checksum(tmp_path, tiny_backbone, classnames,
+                                                                   image_folder_factory, caplog):
+    from vlprompt.data.feature_cache import FeatureCache
+    from vlprompt.data.records import DatasetSplits, ImageRecord
+
+    root = image_folder_factory(tmp_path / "imgs", classnames, per_class=1, splits=("train",))
+    records = [ImageRecord(str(f), k, d.name) for k, d in enumerate(sorted((root / "train").iterdir()))
+               for f in sorted(d.iterdir())]
+    data = DatasetSplits("tiny", classnames, records, [], [])
+    cache = FeatureCache(tmp_path / "cache")
+    first = cache.features(tiny_backbone, data, records)
+    (entry,) = (tmp_path / "cache").iterdir()
+    raw = bytearray(entry.read_bytes())
+    raw[-2] ^= 0x01  # a finite float still, and a well-formed file
+    entry.write_bytes(bytes(raw))
+    with caplog.at_level("WARNING"):
+        again = cache.features(tiny_backbone, data, records)
+    assert torch.equal(again, first)
+    assert [r.getMessage() for r in caplog.records if "damaged" in r.getMessage()] == [
+        f"feature cache entry {entry} is damaged (its SHA-256 does not match the one recorded when it was "
+        "written); removed it, computing the features again"]
 
 
 # -- 17: a full disk ----------------------------------------------------------------------------------
