@@ -53,6 +53,32 @@ def trained(tmp_path_factory, image_folder_factory):
     return root, run_dir
 
 
+# -- 15: NaN in checkpoint.pt -------------------------------------------------------------------------
+
+def test_checkpoint_with_nan_in_its_prompt_is_refused_with_delete_to_restart(tmp_path, image_folder_factory):
+    from vlprompt.engine.config import resolve_config
+    from vlprompt.engine.run import run_dir_of, run_experiment
+
+    image_folder_factory(tmp_path / "images", per_class=2)
+    args = train_args(tmp_path / "images", tmp_path / "runs", tmp_path / "cache", "train.epochs=2")
+    config = resolve_config("world-demo", args[3:])
+    assert run_experiment(config, stop_after_epoch=1)["interrupted_after_epoch"] == 1
+    checkpoint = run_dir_of(config) / "checkpoint.pt"
+    state = torch.load(checkpoint, weights_only=True)
+    state["learner"]["ctx"][0, 0] = float("nan")
+    torch.save(state, checkpoint)
+
+    resumed = vlprompt_cli(*args, cwd=tmp_path)
+    assert resumed.returncode == 2, resumed.stderr[-3000:]
+    assert error_lines(resumed) == [
+        f"error: checkpoint {checkpoint} holds NaN or infinite values (ctx): it was damaged or saved after training "
+        "diverged; delete it to restart the run from the beginning"]
+    assert "Traceback" not in resumed.stderr and not (checkpoint.parent / "results.json").exists()
+    checkpoint.unlink()  # the advice works
+    restarted = vlprompt_cli(*args, cwd=tmp_path)
+    assert restarted.returncode == 0, restarted.stderr[-3000:]
+
+
 # -- 16: damaged feature-cache entries ----------------------------------------------------------------
 
 def test_damaged_cache_entries_are_removed_and_recomputed_with_one_line_each(trained, tmp_path):
