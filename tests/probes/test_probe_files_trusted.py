@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import pickle
 import shutil
 import stat
 import subprocess
@@ -21,6 +22,8 @@ import pytest
 import torch
 from safetensors import safe_open
 from safetensors.torch import save
+
+from vlprompt.learners.artifact import CONFIG_DIGEST, CONFIG_FILE, config_digest
 
 
 def vlprompt_cli(*args: str, cwd: Path, umask: int | None = None) -> subprocess.CompletedProcess:
@@ -51,6 +54,52 @@ def trained(tmp_path_factory, image_folder_factory):
                             cwd=root, umask=0o022)
     assert exported.returncode == 0, exported.stderr[-3000:]
     return root, run_dir
+
+
+# -- 14: a prompt whose backbone entry names a malicious pickle ---------------------------------------
+
+@pytest.fixture
+def evil_prompt(trained, tmp_path):
+    """The trained prompt with ``backbone.pretrained`` pointing at a pickle that would create a file."""
+    marker = tmp_path / "PWNED"
+
+    class Evil:
+        def __reduce__(self):
+            return (os.system, (f"touch {marker}",))
+
+    (tmp_path / "evil.pt").write_bytes(pickle.dumps({"state_dict": Evil()}))
+    prompt = shutil.copytree(trained[1] / "prompt", tmp_path / "prompt")
+    config = json.loads((prompt / CONFIG_FILE).read_text())
+    config["backbone"]["pretrained"] = str(tmp_path / "evil.pt")
+    (prompt / CONFIG_FILE).write_text(json.dumps(config, indent=2))
+    Image = pytest.importorskip("PIL.Image")
+    Image.new("RGB", (24, 24), (200, 10, 10)).save(tmp_path / "photo.png")
+    return prompt, marker
+
+
+def test_altered_prompt_is_refused_before_its_backbone_file_is_read(evil_prompt, tmp_path):
+    prompt, marker = evil_prompt
+    done = vlprompt_cli("predict", "--prompt", str(prompt), str(tmp_path / "photo.png"), cwd=tmp_path)
+    assert done.returncode == 2
+    assert done.stderr.strip().splitlines() == [
+        f"error: {prompt / CONFIG_FILE} does not match the SHA-256 it recorded when it was saved: it was changed "
+        "or damaged after saving; re-save the prompt (rerun its training or save_pretrained) or use an intact copy"]
+    assert not marker.exists()
+
+
+def test_a_rehashed_pickle_backbone_gets_vlprompts_words_only(evil_prompt, tmp_path):
+    """A tamperer who also records the new SHA-256 gets as far as the file: it is not unpickled, and the
+    only words are vlprompt's (torch's advice to use weights_only=False, and its warnings, never show)."""
+    prompt, marker = evil_prompt
+    config = json.loads((prompt / CONFIG_FILE).read_text())
+    config[CONFIG_DIGEST] = config_digest(config)
+    (prompt / CONFIG_FILE).write_text(json.dumps(config))
+    done = vlprompt_cli("predict", "--prompt", str(prompt), str(tmp_path / "photo.png"), cwd=tmp_path)
+    assert done.returncode == 2
+    (line,) = done.stderr.strip().splitlines()
+    assert line.startswith(f"error: cannot read checkpoint {tmp_path / 'evil.pt'}: ") and "weights_only" not in line
+    assert "never loads pickled objects" in line
+    assert not marker.exists()
 
 
 # -- 15: NaN in checkpoint.pt -------------------------------------------------------------------------

@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import warnings
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -257,17 +258,27 @@ def _load_tag(name: str, tag: str, cache_dir: str | None) -> tuple[nn.Module, di
 
 
 def _read_checkpoint(path: Path) -> dict:
+    """The tensors of a checkpoint file: safetensors, a tensors-only PyTorch file or a TorchScript archive.
+
+    Nothing else is unpickled. torch's own error and warnings are not passed on: they advise re-running
+    with ``weights_only=False``, which would execute whatever the file holds.
+    """
     if path.suffix == ".safetensors":
         from safetensors.torch import load_file
 
         return load_file(str(path))
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as pickle_error:
-        try:  # OpenAI's original checkpoints are TorchScript archives.
-            return torch.jit.load(str(path), map_location="cpu").state_dict()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        try:
+            return torch.load(path, map_location="cpu", weights_only=True)
         except Exception:
-            raise BackboneError(f"cannot read checkpoint {path}: {pickle_error}") from pickle_error
+            try:  # OpenAI's original checkpoints are TorchScript archives.
+                return torch.jit.load(str(path), map_location="cpu").state_dict()
+            except Exception:
+                pass
+    raise BackboneError(f"cannot read checkpoint {path}: it is neither a safetensors file, a PyTorch file of "
+                        "tensors only nor a TorchScript archive (vlprompt never loads pickled objects); use the "
+                        "checkpoint as published, or convert it to safetensors where you trust it")
 
 
 def _load_local_file(name: str, path: Path) -> tuple[nn.Module, dict]:
