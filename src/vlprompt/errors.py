@@ -25,6 +25,15 @@ class ArtifactError(VlpromptError):
     """A saved prompt or a checkpoint is damaged, tampered with or not vlprompt's; it is not loaded."""
 
 
+class WriteError(VlpromptError, OSError):
+    """A file could not be written (no space left, quota exceeded, read-only file system, no permission).
+
+    ``errno`` and ``filename`` are the failed write's; the message is the sentence for the user."""
+
+    def __str__(self) -> str:
+        return str(self.args[0]) if self.args else ""
+
+
 class TrainingError(VlpromptError, FloatingPointError):
     """Training diverged (a non-finite loss); the message says which setting to change."""
 

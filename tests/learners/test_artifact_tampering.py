@@ -19,7 +19,8 @@ import torch
 from PIL import Image
 
 from vlprompt.cli.main import main
-from vlprompt.learners.artifact import CONFIG_FILE, TENSORS_FILE, from_pretrained, save_pretrained
+from vlprompt.learners.artifact import (CONFIG_DIGEST, CONFIG_FILE, TENSORS_FILE, config_digest, from_pretrained,
+                                       save_pretrained)
 from vlprompt.learners.coop import CoOp
 from vlprompt.regularizers.base import TrainContext
 from vlprompt.regularizers.qprompt import QPrompt
@@ -28,8 +29,11 @@ NOT_IMPORTED = "vlprompt.world.gallery"  # a real vlprompt module that neither e
 
 
 def _edit_config(prompt: Path, change) -> None:
+    """Change config.json and record its new SHA-256, as a tamperer who knows the format would (an edit
+    without it is refused before anything else: tests/probes/test_probe_files_trusted.py)."""
     config = json.loads((prompt / CONFIG_FILE).read_text())
     change(config)
+    config[CONFIG_DIGEST] = config_digest(config)
     (prompt / CONFIG_FILE).write_text(json.dumps(config))
 
 

@@ -11,6 +11,7 @@ import hashlib
 import json
 import logging
 import os
+import warnings
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -24,6 +25,7 @@ from vlprompt.backbones.download import checkpoint_of_tag
 from vlprompt.backbones.embedded import BACKBONES, CONFIG_DIR, EMBEDDED_NAME, ShippedBackbone
 from vlprompt.backbones.text_tower import TextTower
 from vlprompt.errors import BackboneError
+from vlprompt.io import write_bytes, write_text
 
 log = logging.getLogger(__name__)
 
@@ -164,10 +166,9 @@ def save_open_clip_dir(backbone: Backbone, directory: str | os.PathLike) -> Path
     """Write ``backbone`` in open_clip's ``local-dir`` format, for code without vlprompt:
     ``open_clip.create_model_and_transforms("local-dir:DIRECTORY")`` (open_clip 3.0 or later) builds it
     with the same weights (fp32) and image preprocessing."""
-    from safetensors.torch import save_file
+    from safetensors.torch import save
 
     directory = Path(directory)
-    directory.mkdir(parents=True, exist_ok=True)
     with _quiet_open_clip():
         model_cfg = open_clip.get_model_config(backbone.identity.name)
     if model_cfg is None:
@@ -178,9 +179,9 @@ def save_open_clip_dir(backbone: Backbone, directory: str | os.PathLike) -> Path
     preprocess = {"size": backbone.image_size, "mean": list(backbone.mean), "std": list(backbone.std),
                   "interpolation": backbone.interpolation, "resize_mode": "shortest"}
     state = {k: v.detach().float().cpu().contiguous() for k, v in backbone.model.state_dict().items()}
-    save_file(state, str(directory / OPEN_CLIP_DIR_WEIGHTS))
+    write_bytes(directory / OPEN_CLIP_DIR_WEIGHTS, save(state))
     config = {"model_cfg": model_cfg, "preprocess_cfg": preprocess, "vlprompt_backbone": backbone.identity.to_dict()}
-    (directory / OPEN_CLIP_DIR_CONFIG).write_text(json.dumps(config, indent=2) + "\n")
+    write_text(directory / OPEN_CLIP_DIR_CONFIG, json.dumps(config, indent=2) + "\n")
     return directory
 
 
@@ -313,17 +314,27 @@ def _load_tag(name: str, tag: str, cache_dir: str | None) -> tuple[nn.Module, di
 
 
 def _read_checkpoint(path: Path) -> dict:
+    """The tensors of a checkpoint file: safetensors, a tensors-only PyTorch file or a TorchScript archive.
+
+    Nothing else is unpickled. torch's own error and warnings are not passed on: they advise re-running
+    with ``weights_only=False``, which would execute whatever the file holds.
+    """
     if path.suffix == ".safetensors":
         from safetensors.torch import load_file
 
         return load_file(str(path))
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as pickle_error:
-        try:  # OpenAI's original checkpoints are TorchScript archives.
-            return torch.jit.load(str(path), map_location="cpu").state_dict()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        try:
+            return torch.load(path, map_location="cpu", weights_only=True)
         except Exception:
-            raise BackboneError(f"cannot read checkpoint {path}: {pickle_error}") from pickle_error
+            try:  # OpenAI's original checkpoints are TorchScript archives.
+                return torch.jit.load(str(path), map_location="cpu").state_dict()
+            except Exception:
+                pass
+    raise BackboneError(f"cannot read checkpoint {path}: it is neither a safetensors file, a PyTorch file of "
+                        "tensors only nor a TorchScript archive (vlprompt never loads pickled objects); use the "
+                        "checkpoint as published, or convert it to safetensors where you trust it")
 
 
 def _load_local_file(name: str, path: Path) -> tuple[nn.Module, dict]:

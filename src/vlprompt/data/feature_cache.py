@@ -5,10 +5,15 @@ image once replaces an image-encoder pass per step. Training with augmentation u
 augmented views per image (view v of image i comes from a seed derived from (seed, i, v), so the
 cache is reproducible); V = 1 means the test transform, i.e. no augmentation. An image file enters
 the key with its size and modification time, so an image replaced in place gets new features.
+
+A cache file is trusted only after it checks out: it parses, holds one float32 tensor of the expected
+shape whose SHA-256 matches the one in its header, and every value is finite. A damaged entry (a
+truncated file, flipped bits, NaN) is removed and computed again, with one log line.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -16,16 +21,41 @@ import os
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors import safe_open
+from safetensors.torch import save
 
 from vlprompt.backbones import Backbone
 from vlprompt.data.loading import RecordImages, chunks, load_batches
 from vlprompt.data.records import DatasetSplits, ImageRecord
 from vlprompt.data.transforms import describe, eval_transform, train_transform
-from vlprompt.io import atomic_path
+from vlprompt.errors import BackboneError
+from vlprompt.io import write_bytes
 from vlprompt.progress import Progress
 
 log = logging.getLogger(__name__)
+
+
+def _sha256(features: torch.Tensor) -> str:
+    return hashlib.sha256(features.contiguous().numpy()).hexdigest()
+
+
+def _read_entry(path: Path, shape: tuple[int, ...]) -> torch.Tensor:
+    """The features stored in ``path``; ``ValueError`` saying what is wrong when the entry is damaged."""
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            keys, meta = list(f.keys()), f.metadata() or {}
+            features = f.get_tensor("features") if keys == ["features"] else None
+    except Exception as exc:  # safetensors' own errors for a truncated or garbled file
+        raise ValueError(f"unreadable: {type(exc).__name__}: {exc}") from None
+    if features is None:
+        raise ValueError(f"holds {keys}, not one 'features' tensor")
+    if features.dtype != torch.float32 or tuple(features.shape) != shape:
+        raise ValueError(f"holds {features.dtype} {tuple(features.shape)}, expected float32 {shape}")
+    if meta.get("sha256") != _sha256(features):
+        raise ValueError("its SHA-256 does not match the one recorded when it was written")
+    if not torch.isfinite(features).all():
+        raise ValueError("holds NaN or infinite values")
+    return features
 
 
 def image_identity(path: str) -> list:
@@ -72,11 +102,26 @@ class FeatureCache:
         if views < 1:
             raise ValueError(f"views={views} must be at least 1")
         path = self.directory / f"{self.key(backbone, records, views, seed)}.safetensors"
-        if path.is_file():
-            return load_file(str(path))["features"]
-        feats = encode_records(backbone, data, records, views, seed, batch_size, desc, workers)
-        with atomic_path(path) as tmp:
-            save_file({"features": feats.contiguous()}, str(tmp))
+        shape = (views, len(records), backbone.embed_dim)
+        try:
+            found = os.stat(path)
+        except FileNotFoundError:
+            found = None
+        if found is not None:
+            try:
+                return _read_entry(path, shape)
+            except ValueError as damage:
+                log.warning("feature cache entry %s is damaged (%s); removed it, computing the features again",
+                            path, damage)
+                with contextlib.suppress(FileNotFoundError):
+                    if os.stat(path).st_ino == found.st_ino:  # not a sound entry another process just wrote
+                        path.unlink()
+        feats = encode_records(backbone, data, records, views, seed, batch_size, desc, workers).contiguous()
+        if not torch.isfinite(feats).all():
+            raise BackboneError(f"{backbone.identity.describe()} gives NaN or infinite features for some of the "
+                                f"{len(records)} images ({desc}) at {backbone.dtype}; use backbone.precision=fp32 "
+                                "or check the weights")
+        write_bytes(path, save({"features": feats}, metadata={"sha256": _sha256(feats)}))
         return feats
 
 

@@ -18,6 +18,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from vlprompt.errors import VlpromptError
+from vlprompt.io import writing
 
 log = logging.getLogger(__name__)
 LOCK_FILE = ".lock"
@@ -41,8 +42,10 @@ def _holder(f) -> str:
 def hold_run(run_dir: str | Path, timeout: float | None = None, poll_s: float = 0.2):
     """Hold ``run_dir`` for the block; wait for another holder (at most ``timeout`` seconds, if given)."""
     run_dir = Path(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    with open(run_dir / LOCK_FILE, "a+") as f:
+    with writing(run_dir / LOCK_FILE):  # a full disk or a read-only folder: one clear message
+        run_dir.mkdir(parents=True, exist_ok=True)
+        f = open(run_dir / LOCK_FILE, "a+")
+    with f:
         try:
             fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -59,13 +62,11 @@ def hold_run(run_dir: str | Path, timeout: float | None = None, poll_s: float = 
                                         "or stop that process") from None
                     time.sleep(poll_s)
         try:
-            f.seek(0)
-            f.truncate()
-            f.write(json.dumps({"pid": os.getpid(), "host": socket.gethostname(), "since": time.time()}))
-            f.flush()
+            with writing(run_dir / LOCK_FILE):  # unbuffered: a failed write leaves nothing pending to retry
+                os.ftruncate(f.fileno(), 0)
+                os.write(f.fileno(), json.dumps({"pid": os.getpid(), "host": socket.gethostname(),
+                                                 "since": time.time()}).encode())
             yield
         finally:
-            f.seek(0)
-            f.truncate()
-            f.flush()
+            os.ftruncate(f.fileno(), 0)
             fcntl.flock(f, fcntl.LOCK_UN)

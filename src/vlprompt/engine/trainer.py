@@ -6,6 +6,7 @@ constant 1e-5, then cosine stepped per epoch, and the last epoch's weights are t
 
 from __future__ import annotations
 
+import io
 import json
 import logging
 import math
@@ -22,7 +23,7 @@ from vlprompt.engine.precision import PRECISIONS, autocast, grad_scaler
 from vlprompt.engine.schedule import lr_at_epoch
 from vlprompt.engine.seeding import capture_rng_state, restore_rng_state
 from vlprompt.errors import ArtifactError, ConfigError, TrainingError, check_choice
-from vlprompt.io import atomic_path, write_text
+from vlprompt.io import write_bytes, write_text
 from vlprompt.learners.base import PromptLearner
 from vlprompt.progress import Progress, format_duration
 from vlprompt.regularizers.base import Regularizer, TrainContext
@@ -105,13 +106,18 @@ class Trainer:
         }
 
     def save_checkpoint(self, path: Path) -> None:
-        with atomic_path(path) as tmp:
-            torch.save(self.state_dict(), tmp)
+        buffer = io.BytesIO()  # written as bytes, so a full disk is an OSError of the write (see vlprompt.io)
+        torch.save(self.state_dict(), buffer)
+        write_bytes(path, buffer.getvalue())
 
     def load_checkpoint(self, path: Path) -> None:
-        """Resume from ``path``; a damaged or foreign file is refused with what to do (never unpickled freely)."""
+        """Resume from ``path``; a damaged or foreign file is refused with what to do (never unpickled freely).
+
+        The learned tensors and the optimizer's state must be finite: resuming from NaN would only end in
+        a "non-finite loss" that blames the learning rate."""
         try:
             state = torch.load(path, map_location="cpu", weights_only=True)
+            _check_finite(path, state["learner"], state["optimizer"]["state"])
             self.learner.load_state_dict(state["learner"], strict=False)
             self.optimizer.load_state_dict(state["optimizer"])
             if state.get("grad_scaler"):
@@ -122,6 +128,8 @@ class Trainer:
             self.history = state["history"]
             self.start_epoch = state["epochs_done"]
             self.context.step = state["step"]
+        except ArtifactError:
+            raise
         except Exception as exc:  # torch's own message would advise weights_only=False, which must not be followed
             raise ArtifactError(f"checkpoint {path} is damaged or not a checkpoint of this run ({type(exc).__name__}); "
                                 "delete it to restart the run from the beginning") from None
@@ -232,6 +240,17 @@ class Trainer:
         logged = torch.stack([v.detach().float() * weight for v in losses.values()])
         all_reduce_sum_([logged])  # the whole batch's mean losses
         return dict(zip(losses, logged)), outputs.logits.detach()
+
+
+def _check_finite(path: Path, learned: dict, optimizer_state: dict) -> None:
+    """Refuse a checkpoint whose learned tensors (or their optimizer state) hold NaN or infinite values."""
+    bad = sorted(name for name, t in learned.items() if t.is_floating_point() and not torch.isfinite(t).all())
+    bad += sorted(f"optimizer state {key} of parameter {index}" for index, entry in optimizer_state.items()
+                  for key, t in entry.items()
+                  if isinstance(t, torch.Tensor) and t.is_floating_point() and not torch.isfinite(t).all())
+    if bad:
+        raise ArtifactError(f"checkpoint {path} holds NaN or infinite values ({', '.join(bad)}): it was damaged or "
+                            "saved after training diverged; delete it to restart the run from the beginning")
 
 
 def _epoch_line(record: dict, epochs: int, n_batches: int, eta: float) -> str:

@@ -8,8 +8,9 @@ model sees, under its plain name. If the last parametrization has an ``artifact_
 ``encode(tensor) -> bytes`` method (QPrompt's quantizer), the tensor is written in that codec's own
 file instead and reloads with the exact encoded values into a plain learner.
 
-Loading trusts nothing in the directory: config.json records a SHA-256 per tensor file, file names
-must stay inside the directory, codecs are looked up by name among the known ones (never a module
+Loading trusts nothing in the directory: config.json records a SHA-256 per tensor file and one of
+its own content (checked first, before any file it names is opened: an altered backbone entry never
+gets its weights file read), file names must stay inside the directory, codecs are looked up by name among the known ones (never a module
 path from the file) and tensors must be finite; any failure is one ``ArtifactError`` saying what to do.
 """
 
@@ -28,13 +29,16 @@ from safetensors.torch import load, save
 from vlprompt.version import __version__
 from vlprompt.backbones import Backbone, BackboneIdentity, load_backbone
 from vlprompt.errors import ArtifactError, BackboneError, ConfigError
-from vlprompt.io import atomic_dir, has_format
+from vlprompt.io import atomic_dir, has_format, write_bytes, write_text
 from vlprompt.learners.base import PromptLearner
 from vlprompt.learners.registry import build_learner
 
 CONFIG_FILE = "config.json"
 TENSORS_FILE = "prompt.safetensors"
-FORMAT = "vlprompt-prompt/2"  # 2: a SHA-256 per tensor file, no codec module paths
+FORMAT = "vlprompt-prompt/3"  # 2: a SHA-256 per tensor file, no codec module paths; 3: and of config.json itself
+#: formats this vlprompt reads; 2 was written before config.json recorded its own SHA-256
+READABLE = ("vlprompt-prompt/2", FORMAT)
+CONFIG_DIGEST = "config_sha256"
 _RESAVE = "re-save the prompt (rerun its training or save_pretrained) or use an intact copy"
 
 _PARAMETRIZED = re.compile(r"(?:(.+)\.)?parametrizations\.([^.]+)\.original")
@@ -73,6 +77,12 @@ def _learned_tensors(learner: PromptLearner) -> tuple[dict[str, torch.Tensor], d
     return plain, encoded
 
 
+def config_digest(config: dict) -> str:
+    """SHA-256 of config.json's content without its own digest entry, as JSON reads it back."""
+    content = {k: v for k, v in json.loads(json.dumps(config)).items() if k != CONFIG_DIGEST}
+    return hashlib.sha256(json.dumps(content, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+
+
 def save_pretrained(learner: PromptLearner, directory: str | Path, metadata: dict | None = None) -> Path:
     """Write the artifact directory atomically and return its path."""
     directory = Path(directory)
@@ -97,10 +107,11 @@ def save_pretrained(learner: PromptLearner, directory: str | Path, metadata: dic
             files[file] = data
             config["encoded"][name] = {"codec": codec, "file": file, "bytes": len(data)}
     config["sha256"] = {file: hashlib.sha256(data).hexdigest() for file, data in files.items()}
+    config[CONFIG_DIGEST] = config_digest(config)
     with atomic_dir(directory, lambda d: has_format(d, CONFIG_FILE, FORMAT.split("/")[0]), "saved prompt") as tmp:
         for file, data in files.items():
-            (tmp / file).write_bytes(data)
-        (tmp / CONFIG_FILE).write_text(json.dumps(config, indent=2) + "\n")
+            write_bytes(tmp / file, data)
+        write_text(tmp / CONFIG_FILE, json.dumps(config, indent=2) + "\n")
     return directory
 
 
@@ -155,9 +166,13 @@ def read_config(directory: str | Path) -> dict:
         config = json.loads(path.read_text())
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise ArtifactError(f"{path} is not valid JSON ({exc}); {_RESAVE}") from None
-    if not isinstance(config, dict) or config.get("format") != FORMAT:
+    if not isinstance(config, dict) or config.get("format") not in READABLE:
         found = config.get("format") if isinstance(config, dict) else None
-        raise ArtifactError(f"{path} has format {found!r}; this vlprompt reads {FORMAT!r}; {_RESAVE}")
+        raise ArtifactError(f"{path} has format {found!r}; this vlprompt reads {' and '.join(map(repr, READABLE))}; "
+                            f"{_RESAVE}")
+    if config["format"] != READABLE[0] and config.get(CONFIG_DIGEST) != config_digest(config):
+        raise ArtifactError(f"{path} does not match the SHA-256 it recorded when it was saved: it was changed or "
+                            f"damaged after saving; {_RESAVE}")
     for key, kind in (("learner", str), ("options", dict), ("backbone", dict), ("classnames", list),
                       ("tensors", dict), ("encoded", dict), ("sha256", dict)):
         if not isinstance(config.get(key, {} if key == "encoded" else None), kind):

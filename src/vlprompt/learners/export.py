@@ -14,10 +14,10 @@ import json
 from pathlib import Path
 
 import torch
-from safetensors.torch import save_file
+from safetensors.torch import save
 
 from vlprompt.backbones import open_clip_knows, save_open_clip_dir
-from vlprompt.io import atomic_dir, has_format
+from vlprompt.io import atomic_dir, has_format, write_bytes, write_text
 from vlprompt.version import __version__
 from vlprompt.learners.base import PromptLearner
 from vlprompt.learners.capabilities import Capability, require
@@ -56,8 +56,8 @@ def export_classifier(learner: PromptLearner, directory: str | Path, classnames:
     directory = Path(directory)
     with atomic_dir(directory, lambda d: has_format(d, CONFIG_FILE, FORMAT.split("/")[0]),
                     "exported classifier") as tmp:
-        save_file({"text_features": weights}, str(tmp / TENSORS_FILE))
+        write_bytes(tmp / TENSORS_FILE, save({"text_features": weights}))
         if standalone:
             save_open_clip_dir(learner.backbone, tmp / BACKBONE_DIR)
-        (tmp / CONFIG_FILE).write_text(json.dumps(meta, indent=2) + "\n")
+        write_text(tmp / CONFIG_FILE, json.dumps(meta, indent=2) + "\n")
     return directory

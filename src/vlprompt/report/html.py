@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import datetime
 import json
-import shutil
 from html import escape
 from pathlib import Path
 
@@ -21,7 +20,7 @@ import yaml
 from vlprompt.analysis.corruption import HEATMAP_FILE, RUN_SUBDIR, SUMMARY_FILE
 from vlprompt.analysis.prompt_norms import plot_norm_history
 from vlprompt.analysis.run_analysis import NEURAL_COLLAPSE_FILE, analyze_run
-from vlprompt.io import atomic_dir, pyplot, save_figure
+from vlprompt.io import atomic_dir, pyplot, save_figure, write_bytes, write_text
 from vlprompt.learners.artifact import TENSORS_FILE
 from vlprompt.report.protocol_tables import Table, protocol_tables, unique
 from vlprompt.report.sources import load_rows
@@ -69,17 +68,17 @@ def write_report(where: str | Path, out_dir: str | Path) -> Path:
     rows = load_rows(where)
     out_dir = Path(out_dir)
     with atomic_dir(out_dir, lambda d: (d / MARKER).is_file(), "report") as tmp:
-        (tmp / MARKER).write_text("written by vlprompt report; the next report replaces this folder\n")
+        write_text(tmp / MARKER, "written by vlprompt report; the next report replaces this folder\n")
         for sub in ("img", "csv", "runs"):
             (tmp / sub).mkdir()
         tables = protocol_tables(rows, tmp / "img")
         for table in tables:
             if table.header:
-                (tmp / "csv" / f"{table.name}.csv").write_text(csv_table(table.header, table.rows + table.footer))
+                write_text(tmp / "csv" / f"{table.name}.csv", csv_table(table.header, table.rows + table.footer))
         raw = _write_raw(rows, tmp / "csv")
         for row in rows:
-            (tmp / "runs" / f"{row.spec_id}.html").write_text(_run_page(row, tmp / "img"))
-        (tmp / "index.html").write_text(_index(rows, tables, raw, where))
+            write_text(tmp / "runs" / f"{row.spec_id}.html", _run_page(row, tmp / "img"))
+        write_text(tmp / "index.html", _index(rows, tables, raw, where))
     return out_dir / "index.html"
 
 
@@ -167,7 +166,7 @@ def _write_raw(rows: list[Row], csv_dir: Path) -> dict[str, str]:
                 lines.append([r.spec_id, r.protocol or "", r.method, dataset, r.seed, _setting(r), name,
                               m["accuracy"], m["macro_f1"], m["num_samples"]])
         files[dataset] = f"raw_{i + 1}_{_safe(dataset)}.csv"
-        (csv_dir / files[dataset]).write_text(csv_table(RAW_HEADER, lines))
+        write_text(csv_dir / files[dataset], csv_table(RAW_HEADER, lines))
     return files
 
 
@@ -257,7 +256,7 @@ def _corruption(sweep_dir: Path, heatmap: Path) -> list[str]:
     if not (summary_path.is_file() and source.is_file()):
         return []
     summary = json.loads(summary_path.read_text())
-    shutil.copyfile(source, heatmap)
+    write_bytes(heatmap, source.read_bytes())
     rows = [["original accuracy (%)", f"{summary['baseline_accuracy']:.2f}"],
             ["Low-Norm Effect frequency", f"{summary['low_norm_frequency']} of {summary['settings']}"],
             *([f"accuracy rose where the norm was {d}", f"{summary[d]['improved']} of {summary[d]['settings']}"]

@@ -8,6 +8,7 @@ world never uses stay at their initial values and the shipped file stores only t
 
 from __future__ import annotations
 
+import io
 import logging
 import math
 import random
@@ -19,12 +20,12 @@ import numpy as np
 import open_clip
 import torch
 import torch.nn.functional as F
-from safetensors.torch import save_file
+from safetensors.torch import save
 from torch.utils.data import DataLoader, Dataset
 
 from vlprompt.backbones.embedded import EMBEDDED_NAME, EMBEDDED_PREPROCESS, token_embedding_init
 from vlprompt.backbones.text_tower import TextTower
-from vlprompt.io import atomic_path, write_json
+from vlprompt.io import write_bytes, write_json
 from vlprompt.progress import Progress
 from vlprompt.world.captions import caption
 from vlprompt.world.generator import COLOURS, SHAPES, random_scene, render
@@ -164,9 +165,10 @@ class _Slice(Dataset):
 
 
 def save_checkpoint(model, optimizer, step: int, config: PretrainConfig, path: Path) -> None:
-    with atomic_path(path) as tmp:
-        torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(), "step": step,
-                    "config": asdict(config)}, tmp)
+    buffer = io.BytesIO()  # written as bytes, so a full disk is an OSError of the write (see vlprompt.io)
+    torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(), "step": step,
+                "config": asdict(config)}, buffer)
+    write_bytes(path, buffer.getvalue())
 
 
 def export_weights(model: torch.nn.Module, path: str | Path) -> int:
@@ -179,6 +181,5 @@ def export_weights(model: torch.nn.Module, path: str | Path) -> int:
     state["token_embedding.rows"] = rows.to(torch.int64)
     state["token_embedding.values"] = embedding[rows].contiguous()
     path = Path(path)
-    with atomic_path(path) as tmp:
-        save_file(state, str(tmp))
+    write_bytes(path, save(state))
     return path.stat().st_size

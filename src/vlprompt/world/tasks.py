@@ -20,8 +20,6 @@ from __future__ import annotations
 
 import math
 import random
-import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import parse_qs, urlparse
@@ -30,6 +28,7 @@ from PIL import Image
 
 from vlprompt.data.records import DatasetSplits, ImageRecord
 from vlprompt.errors import ConfigError, DataError
+from vlprompt.io import atomic_dir
 from vlprompt.world.captions import TEXTURE_WORDS
 from vlprompt.world.generator import COLOURS, SHAPES, TEXTURES, random_scene, render, shift
 
@@ -141,16 +140,10 @@ def export_image_folder(data: DatasetSplits, out_dir: str | Path) -> Path:
     out_dir = Path(out_dir)
     if out_dir.exists():
         raise ConfigError(f"{out_dir} already exists; choose another --out or remove it first")
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    partial = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
-    try:
+    with atomic_dir(out_dir, lambda d: False, "image folder") as partial:  # complete or absent, with the umask
         for split in ("train", "val", "test"):
             for i, record in enumerate(data.split(split)):
                 folder = partial / split / record.classname
                 folder.mkdir(parents=True, exist_ok=True)
                 data.load_image(record).save(folder / f"{i:05d}.png")
-        partial.rename(out_dir)
-    except BaseException:
-        shutil.rmtree(partial, ignore_errors=True)
-        raise
     return out_dir
