@@ -74,6 +74,23 @@ def test_interrupted_and_resumed_run_ends_with_the_same_prompt(tmp_path, tiny_ba
     assert len((tmp_path / "metrics.jsonl").read_text().splitlines()) == 5
 
 
+def test_one_step_is_adamw_with_decoupled_weight_decay(tiny_backbone, classnames):
+    """First AdamW step: m_hat = g, v_hat = g^2, so ctx <- ctx (1 - lr wd) - lr g / (|g| + eps)."""
+    torch.manual_seed(0)
+    learner = CoOp(tiny_backbone, classnames, n_ctx=2)
+    feats, labels = make_data(tiny_backbone, n=8)
+    batches = FeatureBatches(feats[:1], labels, 8, seed=0)
+    batch = next(batches.epoch(0))
+    start = learner.ctx.detach().clone()
+    loss = F.cross_entropy(learner(features=batch["features"]).logits, batch["labels"])
+    (grad,) = torch.autograd.grad(loss, [learner.ctx])
+    config = TrainConfig(epochs=1, lr=0.01, batch_size=8, warmup_epochs=0, optimizer="adamw", adam_eps=1e-4,
+                         weight_decay=0.01)
+    Trainer(learner, config).fit(batches)
+    expected = start * (1 - 0.01 * 0.01) - 0.01 * grad / (grad.abs() + 1e-4)
+    assert torch.allclose(learner.ctx.detach(), expected, atol=1e-6)
+
+
 def test_nothing_to_train_and_bad_options_are_refused(tiny_backbone, classnames):
     with pytest.raises(ConfigError, match="nothing to train"):
         Trainer(ZeroShotCLIP(tiny_backbone, classnames), TrainConfig())
@@ -81,6 +98,10 @@ def test_nothing_to_train_and_bad_options_are_refused(tiny_backbone, classnames)
         TrainConfig(precision="fp8")
     with pytest.raises(ConfigError, match="batch_size"):
         TrainConfig(batch_size=0)
+    with pytest.raises(ConfigError, match="train.optimizer='adam' is not valid; choose one of: 'sgd', 'adamw'"):
+        TrainConfig(optimizer="adam")
+    with pytest.raises(ConfigError, match="train.adam_eps=0"):
+        TrainConfig(adam_eps=0)
 
 
 def test_bf16_autocast_moves_the_prompt_like_fp32(tiny_backbone, classnames):

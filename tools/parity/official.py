@@ -41,8 +41,10 @@ FRAMEWORK_NAMES = {
 }
 
 
-def install_framework_stand_ins() -> None:
-    for name, attributes in FRAMEWORK_NAMES.items():
+def install_framework_stand_ins(extra: dict[str, list[str]] | None = None) -> None:
+    """Stand-ins for the frameworks' modules, and for ``extra`` modules of the repository itself that the
+    official file imports but a parity script never calls (dataset builders, say)."""
+    for name, attributes in {**FRAMEWORK_NAMES, **(extra or {})}.items():
         module = sys.modules.setdefault(name, types.ModuleType(name))
         for attribute in attributes:
             stand_in = type(attribute, (_Inert,), {}) if attribute[0].isupper() else _not_provided(attribute)
@@ -61,11 +63,13 @@ def _load(name: str, path: Path):
     return module
 
 
-def import_official(path: str | Path, name: str = "official", helpers: dict[str, Path] | None = None):
+def import_official(path: str | Path, name: str = "official", helpers: dict[str, Path] | None = None,
+                    stand_ins: dict[str, list[str]] | None = None):
     """The official file at ``path`` as a module, its framework imports served by stand-ins; ``helpers``
     maps the dotted names of the repository's own modules it imports (templates, say) to their files,
-    loaded on their own so that their packages' __init__ (dataset registries) never runs."""
-    install_framework_stand_ins()
+    loaded on their own so that their packages' __init__ (dataset registries) never runs; ``stand_ins``
+    names further modules (and their names) to serve by inert stand-ins."""
+    install_framework_stand_ins(stand_ins)
     for dotted, file in (helpers or {}).items():
         parent = dotted.rpartition(".")[0]
         if parent:

@@ -32,12 +32,17 @@ from vlprompt.regularizers.composition import check_composition
 log = logging.getLogger(__name__)
 
 
+OPTIMIZERS = ("sgd", "adamw")
+
+
 @dataclass
 class TrainConfig:
     epochs: int = 10
     lr: float = 0.002
     batch_size: int = 32
+    optimizer: str = "sgd"  # sgd (Dassl's, with momentum) | adamw (Tip-Adapter-F's, with adam_eps)
     momentum: float = 0.9
+    adam_eps: float = 1e-8
     weight_decay: float = 5e-4
     warmup_epochs: int = 1
     warmup_lr: float = 1e-5
@@ -51,6 +56,9 @@ class TrainConfig:
 
     def __post_init__(self):
         check_choice("train.precision", self.precision, PRECISIONS)
+        check_choice("train.optimizer", self.optimizer, OPTIMIZERS)
+        if not self.adam_eps > 0:
+            raise ConfigError(f"train.adam_eps={self.adam_eps} must be positive")
         check_device_name(self.device)
         if not (self.text_chunk == "auto" or (isinstance(self.text_chunk, int) and self.text_chunk >= 0)):
             raise ConfigError(f"train.text_chunk={self.text_chunk!r} is not valid; give a number of classes, "
@@ -81,9 +89,13 @@ class Trainer:
         self.params = learner.learnable_tensors()
         if not self.params:
             raise ConfigError(f"learner {learner.name!r} has nothing to train; evaluate it instead")
-        self.optimizer = torch.optim.SGD(
-            list(self.params.values()), lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay
-        )
+        params = list(self.params.values())
+        if config.optimizer == "adamw":
+            self.optimizer = torch.optim.AdamW(params, lr=config.lr, eps=config.adam_eps,
+                                               weight_decay=config.weight_decay)
+        else:
+            self.optimizer = torch.optim.SGD(params, lr=config.lr, momentum=config.momentum,
+                                             weight_decay=config.weight_decay)
         self.scaler = grad_scaler(config.precision, learner.backbone.device)
         if world()[1] > config.batch_size:
             raise ConfigError(f"train.batch_size={config.batch_size} is smaller than the {world()[1]} processes of this "
