@@ -145,6 +145,15 @@ class Backbone(nn.Module):
         return self.text(self.text.embed(ids), self.text.eot_positions(ids))
 
 
+def text_context_length(name: str) -> int | None:
+    """Tokens of the text context of open_clip model ``name``, from its config (no weights load); None
+    for a name open_clip does not know."""
+    config = open_clip.get_model_config(name.replace("/", "-"))
+    if not config:
+        return None
+    return int(config.get("text_cfg", {}).get("context_length", 77))  # 77: open_clip's default
+
+
 def list_backbones() -> list[tuple[str, str]]:
     """(model name, pretrained tag) pairs that ``load_backbone`` accepts by tag."""
     shipped = [(name, tag) for name, spec in BACKBONES.items() for tag in spec.weights]

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import yaml
 
+from vlprompt.backbones import text_context_length
 from vlprompt.engine.trainer import TrainConfig
 from vlprompt.errors import ConfigError, check_choice
 from vlprompt.learners.capabilities import Capability
@@ -117,10 +118,23 @@ class RunConfig:
     def __post_init__(self):
         self.regularizers = [r if isinstance(r, RegularizerConfig) else RegularizerConfig.from_spec(r)
                              for r in self.regularizers]
+        self._check_context_fits()
         offered = LEARNERS.get(self.learner.name).capabilities_of(self.learner.options)
         check_composition(self.learner.name, offered,
                           [(REGULARIZERS.get(r.name), r.options) for r in self.regularizers],
                           needs=self.needed_capabilities())
+
+    def _check_context_fits(self) -> None:
+        """A prompt's context leaves room in the backbone's text context for start, one class-name token, '.'
+        and end (longer class names are checked when the learner tokenises them)."""
+        used = self.learner.options.context_option()
+        length = text_context_length(self.backbone.name)
+        if used is None or length is None or used[1] <= length - 4:
+            return
+        option, value = used
+        raise ConfigError(f"learner.options.{option}={value} does not fit the {length}-token text context of "
+                          f"{self.backbone.name}: a class prompt holds start, the context, the class name, '.' "
+                          f"and end; use learner.options.{option} <= {length - 4} (less for long class names)")
 
     def needed_capabilities(self) -> dict:
         """Capabilities the evaluation plan needs from the learner, with the reason."""

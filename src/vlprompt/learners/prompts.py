@@ -19,6 +19,25 @@ from vlprompt.errors import ConfigError, check_choice
 POSITIONS = ("end", "middle", "front")
 
 
+def resolve_n_ctx(options, default: int) -> None:
+    """Settle ``options.n_ctx`` of a CoOp-style context against ``options.ctx_init``.
+
+    The init phrase is the context (CoOp's code takes M from its word count), so an n_ctx that
+    differs from that count would be ignored: it is refused instead. Unset, n_ctx becomes the word
+    count, or ``default`` without a phrase; the options then record the context length trained.
+    """
+    owner, words = options.owner, len(options.ctx_init.split(" ")) if options.ctx_init else None
+    if options.n_ctx is None:
+        object.__setattr__(options, "n_ctx", words or default)
+    elif words and options.n_ctx != words:
+        raise ConfigError(f"{owner}.n_ctx={options.n_ctx} conflicts with {owner}.ctx_init={options.ctx_init!r}: the "
+                          f"init phrase is the context, so its {words} words fix the context length at {words}; "
+                          "leave learner.options.n_ctx out, or set learner.options.ctx_init=null for "
+                          f"{options.n_ctx} randomly initialised context vectors")
+    if options.n_ctx < 1:
+        raise ConfigError(f"{owner}.n_ctx={options.n_ctx} must be at least 1")
+
+
 def init_context(backbone: Backbone, n_ctx: int, ctx_init: str | None, n_classes: int | None = None) -> torch.Tensor:
     """Initial context: the init phrase's token embeddings, or N(0, 0.02^2) (per class when ``n_classes``).
 
