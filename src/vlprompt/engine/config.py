@@ -199,7 +199,21 @@ def load_preset(name: str) -> dict:
     path = Path(name) if name.endswith((".yaml", ".yml")) else PRESET_DIR / f"{name}.yaml"
     if not path.is_file():
         raise ConfigError(f"preset {name!r} not found; available presets: {', '.join(list_presets())}")
-    return yaml.safe_load(path.read_text()) or {}
+    try:
+        d = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(exc, "problem", None) or type(exc).__name__
+        raise ConfigError(f"preset {path}{where}: not valid YAML ({problem}); fix it there") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"preset {path} cannot be read ({exc})") from None
+    if d is None:
+        return {}
+    if not isinstance(d, dict):
+        raise ConfigError(f"preset {path} holds a YAML {type(d).__name__}, not a mapping of sections; write it "
+                          "as `backbone: {...}`, `data: {...}`, `learner: {...}`, `train: {...}` lines")
+    return d
 
 
 def apply_overrides(d: dict, overrides: list[str]) -> dict:
