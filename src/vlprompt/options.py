@@ -48,6 +48,11 @@ class Options:
     def validate(self) -> None:
         """Checks across fields or ranges; raise ConfigError naming the option and its valid values."""
 
+    def context_option(self) -> tuple[str, int] | None:
+        """(option, value) of the option that sets how many text tokens a class prompt spends on context
+        (``n_ctx``), checked against the backbone's text context when a run config is parsed; None: none does."""
+        return None
+
     def with_dataset_template(self, template: str | None) -> "Options":
         """These options with any that refer to the dataset's hand-crafted template resolved."""
         return self

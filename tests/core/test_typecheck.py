@@ -26,7 +26,7 @@ def test_describe_reads_as_a_sentence():
 
 @pytest.mark.parametrize("name, options, message", [
     ("coop", {"ctx_init": 1}, "coop.ctx_init=1 must be a string or null"),
-    ("cocoop", {"n_ctx": "four"}, "cocoop.n_ctx='four' must be a whole number"),
+    ("cocoop", {"n_ctx": "four"}, "cocoop.n_ctx='four' must be a whole number or null"),
     ("maple", {"prompt_depth": 2.5}, "maple.prompt_depth=2.5 must be a whole number"),
     ("zeroshot", {"templates": [1]}, "zeroshot.templates=[1] must be a list of strings or a string or null"),
 ])

@@ -2,7 +2,7 @@
 
 from vlprompt.backbones.embedded import BACKBONES, EMBEDDED_NAME, EMBEDDED_TAG, ShippedBackbone, register_backbone
 from vlprompt.backbones.loader import (Backbone, BackboneIdentity, list_backbones, load_backbone, open_clip_knows,
-                                      save_open_clip_dir)
+                                      save_open_clip_dir, text_context_length)
 from vlprompt.backbones.text_tower import TextTower
 
 __all__ = [
@@ -18,4 +18,5 @@ __all__ = [
     "open_clip_knows",
     "register_backbone",
     "save_open_clip_dir",
+    "text_context_length",
 ]

@@ -24,7 +24,7 @@ from torch import nn
 from vlprompt.backbones.download import checkpoint_of_tag
 from vlprompt.backbones.embedded import BACKBONES, CONFIG_DIR, EMBEDDED_NAME, ShippedBackbone
 from vlprompt.backbones.text_tower import TextTower
-from vlprompt.errors import BackboneError
+from vlprompt.errors import BackboneError, ConfigError
 from vlprompt.io import write_bytes, write_text
 
 log = logging.getLogger(__name__)
@@ -132,10 +132,38 @@ class Backbone(nn.Module):
     def logit_scale(self) -> torch.Tensor:
         return self.model.logit_scale.detach().float().exp()
 
-    def token_ids(self, texts: list[str]) -> torch.Tensor:
-        """Token ids on the CPU, where tokenising runs (for lengths and positions known on the host)."""
+    @property
+    def context_length(self) -> int:
+        """Tokens of the text context, start- and end-of-text included."""
+        return self.text.context_length
+
+    def too_long(self, texts: list[str]) -> list[int]:
+        """Indices of the texts that do not fit the text context (open_clip's tokenizer would cut them)."""
+        return self._tokenize(texts)[1]
+
+    def _tokenize(self, texts: list[str]) -> tuple[torch.Tensor, list[int]]:
+        # one token more than the context: a text that fits leaves it as padding, a longer one does not
+        length = self.context_length
         with torch.device("cpu"):
-            return self.tokenizer(list(texts))
+            ids = self.tokenizer(list(texts), context_length=length + 1)
+            pad = self.tokenizer([""], context_length=length + 1)[0, -1]
+        return ids[:, :length], (ids[:, length] != pad).nonzero().flatten().tolist()
+
+    def token_ids(self, texts: list[str]) -> torch.Tensor:
+        """Token ids on the CPU, where tokenising runs (for lengths and positions known on the host).
+
+        A text longer than the text context is refused rather than cut: a cut prompt loses its end
+        (the class name, the full stop) and its features are those of another text.
+        """
+        texts = list(texts)
+        ids, too_long = self._tokenize(texts)
+        if too_long:
+            text = texts[too_long[0]]
+            shown = text if len(text) <= 80 else text[:77] + "..."
+            more = f" (and {len(too_long) - 1} more)" if len(too_long) > 1 else ""
+            raise ConfigError(f"the text {shown!r}{more} does not fit the {self.context_length}-token text context "
+                              f"of {self.identity.name}; shorten it")
+        return ids
 
     def tokenize(self, texts: list[str]) -> torch.Tensor:
         """Token ids on the backbone's device."""
@@ -183,6 +211,15 @@ def save_open_clip_dir(backbone: Backbone, directory: str | os.PathLike) -> Path
     config = {"model_cfg": model_cfg, "preprocess_cfg": preprocess, "vlprompt_backbone": backbone.identity.to_dict()}
     write_text(directory / OPEN_CLIP_DIR_CONFIG, json.dumps(config, indent=2) + "\n")
     return directory
+
+
+def text_context_length(name: str) -> int | None:
+    """Tokens of the text context of open_clip model ``name``, from its config (no weights load); None
+    for a name open_clip does not know."""
+    config = open_clip.get_model_config(name.replace("/", "-"))
+    if not config:
+        return None
+    return int(config.get("text_cfg", {}).get("context_length", 77))  # 77: open_clip's default
 
 
 def list_backbones() -> list[tuple[str, str]]:

@@ -13,7 +13,7 @@ from vlprompt.errors import ConfigError, DataError, VlpromptError
 
 log = logging.getLogger("vlprompt")
 
-OVERRIDE_HELP = "configuration overrides as key=value, e.g. train.epochs=5 learner.options.n_ctx=8"
+OVERRIDE_HELP = "configuration overrides as key=value, e.g. train.epochs=5 data.shots=4"
 
 
 def main(argv: list[str] | None = None) -> int:

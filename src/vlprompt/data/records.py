@@ -7,6 +7,8 @@ into a PIL image; the feature cache keys on the record keys, so they must identi
 
 from __future__ import annotations
 
+import os
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable
@@ -35,6 +37,42 @@ def load_image_file(record: ImageRecord) -> Image.Image:
             return img.convert("RGB")
     except Exception as exc:
         raise DataError(f"image file {path} cannot be decoded ({exc}); replace it with a readable image or remove it") from exc
+
+
+#: (path, size, mtime) of files this process has decoded without error: a sweep's runs check a folder once
+_DECODED: set[tuple[str, int, int]] = set()
+
+
+def image_problem(path: str) -> str | None:
+    """Why the image file at ``path`` cannot be used (missing or not decodable), or None when it decodes.
+
+    JPEGs decode at a reduced scale (``draft``): every byte is still read, at a fraction of the cost.
+    """
+    try:
+        stat = os.stat(path)
+    except OSError:
+        return f"{path}: missing"
+    key = (path, stat.st_size, stat.st_mtime_ns)
+    if key in _DECODED:
+        return None
+    if not Path(path).is_file():
+        return f"{path}: not a file"
+    try:
+        with Image.open(path) as img:
+            img.draft("RGB", (64, 64))
+            img.load()
+    except Exception as exc:  # PIL raises many types for bad files; each means "not an image we can read"
+        return f"{path}: cannot be decoded ({exc})"
+    _DECODED.add(key)
+    return None
+
+
+def unreadable_images(records: list[ImageRecord], threads: int | None = None) -> list[str]:
+    """One line per distinct image file of ``records`` that is missing or does not decode, in record order."""
+    paths = list(dict.fromkeys(r.path for r in records))
+    threads = threads or min(8, os.cpu_count() or 1)  # decoding releases the GIL
+    with ThreadPoolExecutor(threads) as pool:
+        return [p for p in pool.map(image_problem, paths) if p is not None]
 
 
 @dataclass

@@ -81,6 +81,13 @@ def verify_dataset(name: str, root: str | Path, decode: bool = False) -> Dataset
 
 
 def verify_datasets(root: str | Path, names: list[str] | None = None, decode: bool = False) -> list[DatasetReport]:
+    """Reports of ``names`` (default: every standard dataset); a root that is no folder is refused first."""
+    if not Path(root).is_dir():
+        what = "is a file, not a folder" if Path(root).exists() else "does not exist"
+        raise DataError(f"data root {root} {what}; give the folder that holds the dataset folders "
+                        "(oxford_pets/, dtd/, ...)")
+    for name in names or []:
+        DATASETS.get(name)  # an unknown name is refused with the valid ones
     return [verify_dataset(n, root, decode) for n in (names or sorted(DATASETS))]
 
 

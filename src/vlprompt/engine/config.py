@@ -19,6 +19,7 @@ from pathlib import Path
 
 import yaml
 
+from vlprompt.backbones import text_context_length
 from vlprompt.engine.trainer import TrainConfig
 from vlprompt.errors import ConfigError, check_choice
 from vlprompt.learners.capabilities import Capability
@@ -117,10 +118,23 @@ class RunConfig:
     def __post_init__(self):
         self.regularizers = [r if isinstance(r, RegularizerConfig) else RegularizerConfig.from_spec(r)
                              for r in self.regularizers]
+        self._check_context_fits()
         offered = LEARNERS.get(self.learner.name).capabilities_of(self.learner.options)
         check_composition(self.learner.name, offered,
                           [(REGULARIZERS.get(r.name), r.options) for r in self.regularizers],
                           needs=self.needed_capabilities())
+
+    def _check_context_fits(self) -> None:
+        """A prompt's context leaves room in the backbone's text context for start, one class-name token, '.'
+        and end (longer class names are checked when the learner tokenises them)."""
+        used = self.learner.options.context_option()
+        length = text_context_length(self.backbone.name)
+        if used is None or length is None or used[1] <= length - 4:
+            return
+        option, value = used
+        raise ConfigError(f"learner.options.{option}={value} does not fit the {length}-token text context of "
+                          f"{self.backbone.name}: a class prompt holds start, the context, the class name, '.' "
+                          f"and end; use learner.options.{option} <= {length - 4} (less for long class names)")
 
     def needed_capabilities(self) -> dict:
         """Capabilities the evaluation plan needs from the learner, with the reason."""
@@ -185,7 +199,21 @@ def load_preset(name: str) -> dict:
     path = Path(name) if name.endswith((".yaml", ".yml")) else PRESET_DIR / f"{name}.yaml"
     if not path.is_file():
         raise ConfigError(f"preset {name!r} not found; available presets: {', '.join(list_presets())}")
-    return yaml.safe_load(path.read_text()) or {}
+    try:
+        d = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(exc, "problem", None) or type(exc).__name__
+        raise ConfigError(f"preset {path}{where}: not valid YAML ({problem}); fix it there") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"preset {path} cannot be read ({exc})") from None
+    if d is None:
+        return {}
+    if not isinstance(d, dict):
+        raise ConfigError(f"preset {path} holds a YAML {type(d).__name__}, not a mapping of sections; write it "
+                          "as `backbone: {...}`, `data: {...}`, `learner: {...}`, `train: {...}` lines")
+    return d
 
 
 def apply_overrides(d: dict, overrides: list[str]) -> dict:

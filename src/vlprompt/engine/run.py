@@ -31,6 +31,7 @@ from vlprompt.engine.config import RunConfig
 from vlprompt.engine.datasets import resolve_dataset
 from vlprompt.engine.device import resolve_device
 from vlprompt.engine.distributed import init_from_env, is_main, main_first, world
+from vlprompt.engine.inputs import RunInputs, check_inputs
 from vlprompt.engine.memory import choose_text_chunk
 from vlprompt.engine.run_lock import hold_run
 from vlprompt.engine.split import sample_split, split_hash, tested_data
@@ -97,6 +98,7 @@ class PreparedRun:
     regularizers: list[Regularizer]
     cache: FeatureCache
     per_class_train_counts: list[int] | None = None
+    eval_datasets: dict[str, DatasetSplits] = field(default_factory=dict)
     timings: dict[str, float] = field(default_factory=dict)
 
 
@@ -106,26 +108,35 @@ def _lap(run: PreparedRun, stage: str, start: float) -> None:
     log.info("%s took %.1f s", stage, run.timings[stage])
 
 
-def prepare(config: RunConfig) -> PreparedRun:
-    """Load the backbone and data, sample the split and build the learner and its regularizers."""
+def prepare(config: RunConfig, inputs: RunInputs | None = None) -> PreparedRun:
+    """Load the backbone and data, build the learner and its regularizers and sample the split.
+
+    The learner is built, and every class list the run evaluates checked against it, before the
+    split is sampled (and its cache file written): a class name that does not fit the text context
+    leaves nothing behind.
+    """
     start = time.perf_counter()
+    inputs = inputs or check_inputs(config)
     seed = config.train.seed
     seed_everything(seed)
     device = init_from_env(resolve_device(config.train.device))
-    # the data first: a missing dataset is reported before a backbone is loaded (or downloaded)
-    dataset = resolve_dataset(config.data.dataset, config.data.root)
     backbone = load_backbone(config.backbone.name, config.backbone.pretrained, device=device,
                              precision=config.backbone.precision)
+    classes = subsample_classes(inputs.dataset, config.data.subsample)  # sampling keeps every class
+    options = config.learner.options.with_dataset_template(classes.template)
+    learner = LEARNERS.get(config.learner.name)(backbone, classes.classnames, options)
+    if Capability.VALIDATION_SEARCH in learner.offers and not classes.val:
+        raise DataError(f"{learner.name} chooses its hyper-parameters on the validation split, and "
+                        f"{config.data.dataset} has no validation images; give the dataset a val split "
+                        "(or turn the search off, e.g. learner.options.search_scale=[])")
+    evaluated = [subsample_classes(inputs.dataset, s) for s in config.data.eval_subsets]
+    for part in evaluated + list(inputs.eval_datasets.values()):
+        if part.classnames != classes.classnames:
+            learner.for_classes(part.classnames)  # tokenises their prompts: a name too long is refused now
     with main_first():  # rank 0 samples (and writes) the split; the other processes read it
-        data, train_data, counts = sample_split(config, dataset)
+        data, train_data, counts = sample_split(config, inputs.dataset)
     log.info("%s, %s classes: %s; torch threads: %d", config.data.dataset, config.data.subsample,
              train_data.summary(), torch.get_num_threads())
-    options = config.learner.options.with_dataset_template(train_data.template)
-    learner = LEARNERS.get(config.learner.name)(backbone, train_data.classnames, options)
-    if Capability.VALIDATION_SEARCH in learner.offers and not train_data.val:
-        raise DataError(f"{learner.name} chooses its hyper-parameters on the validation split, and "
-                        f"{config.data.dataset} has no validation images here; give the dataset a val split "
-                        "(or turn the search off, e.g. learner.options.search_scale=[])")
     tokens = getattr(learner, "tokens", None)
     if tokens is not None:
         learner.text_chunk = choose_text_chunk(config.train.text_chunk, backbone, len(tokens),
@@ -135,7 +146,8 @@ def prepare(config: RunConfig) -> PreparedRun:
                      learner.text_chunk)
     regularizers = [REGULARIZERS.get(r.name)(r.options) for r in config.regularizers]
     prepared = PreparedRun(config, run_dir_of(config), backbone, data, train_data, learner, regularizers,
-                           FeatureCache(Path(config.cache_dir).expanduser() / "features"), counts)
+                           FeatureCache(Path(config.cache_dir).expanduser() / "features"), counts,
+                           inputs.eval_datasets)
     _lap(prepared, "load", start)
     return prepared
 
@@ -214,7 +226,8 @@ def evaluate_all(run: PreparedRun) -> dict:
     if "base" in metrics and "new" in metrics:
         metrics["harmonic_mean"] = harmonic_mean(metrics["base"]["accuracy"], metrics["new"]["accuracy"])
     if data.eval_datasets:
-        metrics["datasets"] = {spec: evaluate(run, resolve_dataset(spec, data.root)) for spec in data.eval_datasets}
+        metrics["datasets"] = {spec: evaluate(run, run.eval_datasets.get(spec) or resolve_dataset(spec, data.root))
+                               for spec in data.eval_datasets}
     _lap(run, "evaluate", start)
     return metrics
 
@@ -246,13 +259,13 @@ def record(run: PreparedRun, metrics: dict, history: list[dict], selected: dict 
 def run_experiment(config: RunConfig, stop_after_epoch: int | None = None, lock_timeout: float | None = None) -> dict:
     """Run (or resume, or skip) one configuration and return its results; one process per run directory.
 
-    The method is built before the run directory is locked (and so created): one that cannot be built
-    leaves nothing behind.
+    Every input is checked, and the method built, before the run directory is locked (and so
+    created): a run that cannot work leaves nothing behind.
     """
     run_dir = run_dir_of(config)
     if (run_dir / RESULTS_FILE).is_file():
         return _finished(run_dir)
-    run = prepare(config)
+    run = prepare(config, check_inputs(config))
     if not is_main():  # another process of the same run (torchrun): trains its share, writes nothing
         rank, size = world()
         log.info("process %d of %d trains its share of each batch; process 0 writes %s", rank, size, run_dir)

@@ -18,7 +18,7 @@ from vlprompt.backbones.fast_text import encode_shared_prefix, supports_shared_p
 from vlprompt.errors import ConfigError
 from vlprompt.learners.base import PromptLearner
 from vlprompt.learners.capabilities import Capability
-from vlprompt.learners.prompts import ClassPromptTokens, init_context
+from vlprompt.learners.prompts import ClassPromptTokens, init_context, resolve_n_ctx
 from vlprompt.learners.registry import register_learner
 from vlprompt.options import Options, option
 
@@ -26,13 +26,16 @@ from vlprompt.options import Options, option
 @dataclass
 class CoCoOpConfig(Options):
     owner = "cocoop"
-    n_ctx: int = option(4, "number M of context vectors (with ctx_init: its word count instead)")
+    n_ctx: int | None = option(None, "number M of context vectors; null: 4, or with ctx_init its word count "
+                                     "(the init phrase is the context, as in CoCoOp's code)")
     ctx_init: str | None = option("a photo of a", "initialise the context from these words; null: N(0, 0.02^2)")
     class_token_position: Literal["end", "middle", "front"] = option("end", "where the class name goes")
 
+    def context_option(self) -> tuple[str, int] | None:
+        return None if self.ctx_init else ("n_ctx", self.n_ctx)  # an init phrase is checked when tokenised
+
     def validate(self) -> None:
-        if self.n_ctx < 1:
-            raise ConfigError(f"cocoop.n_ctx={self.n_ctx} must be at least 1")
+        resolve_n_ctx(self, default=4)
 
 
 @register_learner
@@ -48,7 +51,7 @@ class CoCoOp(PromptLearner):
         super().__init__(backbone, classnames, config, **options)
         ctx_init = self.config.ctx_init
         self.ctx_init = ctx_init or None
-        self.n_ctx = len(ctx_init.split(" ")) if ctx_init else self.config.n_ctx
+        self.n_ctx = self.config.n_ctx  # with ctx_init: its word count (CoCoOpConfig settles it)
         self.class_token_position = self.config.class_token_position
         self.ctx = nn.Parameter(init_context(backbone, self.n_ctx, self.ctx_init))
         self.shared_prefix = True  # an execution choice (same numbers either way), not a saved option

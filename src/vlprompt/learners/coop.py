@@ -15,8 +15,8 @@ from vlprompt.backbones.fast_text import encode_shared_prefix, supports_shared_p
 from vlprompt.errors import ConfigError
 from vlprompt.learners.base import PromptLearner
 from vlprompt.learners.capabilities import Capability
-from vlprompt.learners.prompts import (ClassPromptTokens, encode_in_chunks, init_context, template_context_init,
-                                       template_prefix)
+from vlprompt.learners.prompts import (ClassPromptTokens, encode_in_chunks, init_context, resolve_n_ctx,
+                                       template_context_init, template_prefix)
 from vlprompt.learners.registry import register_learner
 from vlprompt.options import Options, option
 
@@ -26,7 +26,8 @@ log = logging.getLogger(__name__)
 @dataclass
 class CoOpConfig(Options):
     owner = "coop"
-    n_ctx: int = option(16, "number M of context vectors (with ctx_init: its word count instead)")
+    n_ctx: int | None = option(None, "number M of context vectors; null: 16, or with ctx_init its word count "
+                                     "(the init phrase is the context, as in CoOp's code)")
     ctx_init: str | None = option(None, "initialise the context from these words, e.g. 'a photo of a'; "
                                         "null: N(0, 0.02^2)")
     csc: bool = option(False, "class-specific context: one context per class (cannot serve new classes)")
@@ -35,12 +36,14 @@ class CoOpConfig(Options):
         None, "ProGrad's initialisation (methods.md §8.3): zeros, then the words of this template before its "
               "class name; 'dataset' means the dataset's hand-crafted template")
 
+    def context_option(self) -> tuple[str, int] | None:
+        return None if self.ctx_init else ("n_ctx", self.n_ctx)  # an init phrase is checked when tokenised
+
     def validate(self) -> None:
         if self.ctx_init and self.ctx_init_template:
             raise ConfigError(f"coop.ctx_init={self.ctx_init!r} and coop.ctx_init_template="
                               f"{self.ctx_init_template!r} are two initialisations; set only one of them")
-        if self.n_ctx < 1:
-            raise ConfigError(f"coop.n_ctx={self.n_ctx} must be at least 1")
+        resolve_n_ctx(self, default=16)
         if self.ctx_init_template and self.ctx_init_template != "dataset":
             words = len(template_prefix(self.ctx_init_template).split(" "))
             if words > self.n_ctx:
@@ -87,11 +90,10 @@ class CoOp(PromptLearner):
         self.csc = cfg.class_specific
         self.ctx_init, self.ctx_init_template = cfg.ctx_init or None, cfg.ctx_init_template or None
         self.class_token_position = cfg.class_token_position
+        self.n_ctx = cfg.n_ctx  # with ctx_init: its word count (CoOpConfig settles it)
         if self.ctx_init_template:
-            self.n_ctx = cfg.n_ctx
             ctx, self._template_placeholder = template_context_init(backbone, self.ctx_init_template, cfg.n_ctx)
         else:
-            self.n_ctx = len(self.ctx_init.split(" ")) if self.ctx_init else cfg.n_ctx
             ctx = init_context(backbone, self.n_ctx, self.ctx_init, len(classnames) if self.csc else None)
         self.ctx = nn.Parameter(ctx)
         self.shared_prefix = True  # an execution choice (same numbers either way), not a saved option

@@ -40,6 +40,9 @@ class IVLPConfig(Options):
     ctx_init: str | None = option("a photo of a", "the fixed phrase before the class name; the text context "
                                                   "starts as its first M_t words; null: random context")
 
+    def context_option(self) -> tuple[str, int] | None:
+        return None if self.ctx_init else ("n_ctx_text", self.n_ctx_text)  # an init phrase is checked when tokenised
+
     def validate(self) -> None:
         for side in ("text", "vision"):
             for what, value in (("n_ctx", getattr(self, f"n_ctx_{side}")),

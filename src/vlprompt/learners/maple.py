@@ -34,6 +34,9 @@ class MaPLeConfig(Options):
     ctx_init: str | None = option("a photo of a", "the fixed phrase before the class name; P_0 starts as its "
                                                   "first M words; null: random P_0")
 
+    def context_option(self) -> tuple[str, int] | None:
+        return None if self.ctx_init else ("n_ctx", self.n_ctx)  # an init phrase is checked when tokenised
+
     def validate(self) -> None:
         if self.n_ctx < 1:
             raise ConfigError(f"maple.n_ctx={self.n_ctx} is not valid: it must be at least 1")

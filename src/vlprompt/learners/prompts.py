@@ -19,6 +19,25 @@ from vlprompt.errors import ConfigError, check_choice
 POSITIONS = ("end", "middle", "front")
 
 
+def resolve_n_ctx(options, default: int) -> None:
+    """Settle ``options.n_ctx`` of a CoOp-style context against ``options.ctx_init``.
+
+    The init phrase is the context (CoOp's code takes M from its word count), so an n_ctx that
+    differs from that count would be ignored: it is refused instead. Unset, n_ctx becomes the word
+    count, or ``default`` without a phrase; the options then record the context length trained.
+    """
+    owner, words = options.owner, len(options.ctx_init.split(" ")) if options.ctx_init else None
+    if options.n_ctx is None:
+        object.__setattr__(options, "n_ctx", words or default)
+    elif words and options.n_ctx != words:
+        raise ConfigError(f"{owner}.n_ctx={options.n_ctx} conflicts with {owner}.ctx_init={options.ctx_init!r}: the "
+                          f"init phrase is the context, so its {words} words fix the context length at {words}; "
+                          "leave learner.options.n_ctx out, or set learner.options.ctx_init=null for "
+                          f"{options.n_ctx} randomly initialised context vectors")
+    if options.n_ctx < 1:
+        raise ConfigError(f"{owner}.n_ctx={options.n_ctx} must be at least 1")
+
+
 def init_context(backbone: Backbone, n_ctx: int, ctx_init: str | None, n_classes: int | None = None) -> torch.Tensor:
     """Initial context: the init phrase's token embeddings, or N(0, 0.02^2) (per class when ``n_classes``).
 
@@ -73,6 +92,7 @@ class ClassPromptTokens(nn.Module):
         self.n_ctx = n_ctx
         self.position = position
         names = [c.replace("_", " ") for c in classnames]
+        check_prompts_fit(backbone, classnames, lambda c: f"{placeholder} {c.replace('_', ' ')}.")
         self.name_lens = [_bpe_len(backbone, n) for n in names]
         ids = backbone.tokenize([f"{placeholder} {n}." for n in names])
         with torch.no_grad():
@@ -106,6 +126,22 @@ class ClassPromptTokens(nn.Module):
             else:  # front
                 rows.append(torch.cat([prefix[i : i + 1], name, c, rest], dim=1))
         return torch.cat(rows, dim=0)
+
+
+def check_prompts_fit(backbone: Backbone, classnames: list[str], prompt: Callable[[str], str]) -> None:
+    """Refuse class names whose prompt ``prompt(name)`` would be cut by the text context, naming them and
+    how many tokens a name may take (the tokenizer would cut the prompt silently)."""
+    too_long = backbone.too_long([prompt(c) for c in classnames])
+    if not too_long:
+        return
+    names = [classnames[i] for i in too_long]
+    shown = ", ".join(repr(n if len(n) <= 60 else n[:57] + "...") for n in names[:3])
+    more = f" and {len(names) - 3} more" if len(names) > 3 else ""
+    budget = backbone.context_length - 1 - _bpe_len(backbone, prompt("x"))  # start and end, the rest of the prompt
+    raise ConfigError(f"class name{'s' if len(names) > 1 else ''} {shown}{more} do{'' if len(names) > 1 else 'es'} "
+                      f"not fit the {backbone.context_length}-token text context of {backbone.identity.name}: the "
+                      f"prompt {prompt('{}')!r} leaves at most {budget} tokens for a class name; shorten it (for a "
+                      "folder: rename the class folder; for a CSV: change the label)")
 
 
 def encode_in_chunks(encode: Callable[[int, int], torch.Tensor], n_classes: int, chunk: int | None) -> torch.Tensor:

@@ -15,6 +15,7 @@ from vlprompt.backbones import Backbone
 from vlprompt.errors import ConfigError
 from vlprompt.learners.base import PromptLearner
 from vlprompt.learners.capabilities import Capability
+from vlprompt.learners.prompts import check_prompts_fit
 from vlprompt.learners.registry import register_learner
 from vlprompt.options import Options, option
 
@@ -31,6 +32,8 @@ def zero_shot_text_features(backbone: Backbone, classnames: list[str], templates
     """Normalised (K, D) class features, averaged over templates and re-normalised."""
     if not templates:
         raise ConfigError("zero-shot needs at least one template, e.g. templates=['a photo of a {}.']")
+    for t in templates:
+        check_prompts_fit(backbone, classnames, lambda c, t=t: class_prompt(t, c))
     per_template = [
         F.normalize(backbone.encode_text([class_prompt(t, c) for c in classnames]), dim=-1) for t in templates
     ]

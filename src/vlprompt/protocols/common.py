@@ -19,6 +19,7 @@ from pathlib import Path
 from vlprompt.engine.config import (RunConfig, apply_overrides, expand_preset, load_preset,
                                    own_data_uses_all_classes)
 from vlprompt.engine.run import harmonic_mean, run_dir_of, run_experiment
+from vlprompt.engine.inputs import check_writable_folder
 from vlprompt.errors import ConfigError
 from vlprompt.progress import Progress
 from vlprompt.registry import Registry
@@ -150,6 +151,7 @@ def protocol_keys(sections: dict) -> set[str]:
 
 def execute(plans: list[RunPlan], request: ProtocolRequest) -> list[dict]:
     """Run every plan with the request's executor; results in plan order."""
+    check_writable_folder("--out", str(request.out_dir))  # before the executor writes its registry there
     return (request.executor or run_in_order)(plans, request.workers)
 
 
