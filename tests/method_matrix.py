@@ -75,6 +75,13 @@ def build(name: str, backbone, classnames: list[str]):
     return build_learner(name, backbone, classnames, TEMPLATE, **LEARNER_OPTIONS.get(name, {}))
 
 
+def with_cache(learner, batches):
+    """A cache-model learner gets its cache from the training features before training, as in a run."""
+    if Capability.CACHE_MODEL in learner.offers and getattr(batches, "features", None) is not None:
+        learner.build_from_training_set(batches.features, batches.labels)
+    return learner
+
+
 def regularizer(name: str | None, options: dict[str, dict]) -> list:
     return [build_regularizer({"name": name, **options.get(name, {})})] if name else []
 
@@ -93,9 +100,10 @@ def steps_on_meta_default(trainer: Trainer, batches) -> None:
 
 def check_device(lname: str, rname: str | None, backbone, classnames, make_batches) -> None:
     learner = build(lname, backbone, classnames)
+    batches = make_batches(learner, backbone, classnames)
+    with_cache(learner, batches)
     trainer = Trainer(learner, TrainConfig(epochs=1, batch_size=4, lr=0.01), regularizer(rname, DEVICE_OPTIONS),
                       TrainContext(learner=learner, dataset="tiny"))
-    batches = make_batches(learner, backbone, classnames)
     trainer.start(batches)
     steps_on_meta_default(trainer, batches)
     assert all(p.device.type == "cpu" and torch.isfinite(p).all() for p in trainer.params.values())
@@ -108,17 +116,16 @@ PRECISION_CLASSES = ["red circle", "blue square", "green triangle", "yellow star
 def _train_in_precision(backbone, lname, precision, images, labels, regs):
     torch.manual_seed(0)
     learner = build(lname, backbone, PRECISION_CLASSES)
-    trainer = Trainer(learner, TrainConfig(epochs=2, batch_size=4, lr=0.01, precision=precision),
-                      [build_regularizer(r) for r in regs], TrainContext(learner=learner))
-    if learner.uses_image_tower:
-        trainer.start(None)
-        batches = [{"images": images, "labels": labels}]
-    else:
+    cached = None
+    if not learner.uses_image_tower:
         with torch.no_grad():
             feats = backbone.encode_image(images).float()
         cached = FeatureBatches(feats[None], labels, 4, seed=0)
-        trainer.start(cached)
-        batches = list(cached.epoch(0))
+        with_cache(learner, cached)
+    trainer = Trainer(learner, TrainConfig(epochs=2, batch_size=4, lr=0.01, precision=precision),
+                      [build_regularizer(r) for r in regs], TrainContext(learner=learner))
+    trainer.start(cached)
+    batches = [{"images": images, "labels": labels}] if cached is None else list(cached.epoch(0))
     for _ in range(3):
         for batch in batches:
             scale = trainer.scaler.get_scale() if trainer.scaler.is_enabled() else 1.0
@@ -149,7 +156,7 @@ def check_precision(lname: str, towers: str, autocast: str) -> None:
 def _train_for_composition(lname, regs, backbone, classnames, batches):
     """The history and the trained learner's logits on the first batch (what the method predicts)."""
     torch.manual_seed(0)
-    learner = build(lname, backbone, classnames)
+    learner = with_cache(build(lname, backbone, classnames), batches)
     trainer = Trainer(learner, TrainConfig(epochs=2, batch_size=4, lr=COMPOSITION_LR.get(lname, 0.01)), regs,
                       TrainContext(learner=learner, dataset="tiny"))
     history = trainer.fit(batches)

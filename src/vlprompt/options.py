@@ -68,6 +68,12 @@ class Options:
                               f"{', '.join(valid) or '(none)'}")
         return cls(**mapping)
 
+    @classmethod
+    def from_saved(cls, mapping: dict | None) -> "Options":
+        """Build from the options an artifact recorded; a class whose rules grew stricter since an older
+        vlprompt saved it maps what that version ignored to what it trained."""
+        return cls.from_mapping(mapping)
+
     def to_dict(self) -> dict:
         return {f.name: _plain(getattr(self, f.name)) for f in dataclasses.fields(self)}
 

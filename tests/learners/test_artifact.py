@@ -10,7 +10,8 @@ import torch
 
 from vlprompt.backbones import load_backbone
 from vlprompt.errors import BackboneError, ConfigError
-from vlprompt.learners.artifact import TENSORS_FILE, from_pretrained, save_pretrained
+from vlprompt.learners.artifact import (CONFIG_DIGEST, CONFIG_FILE, TENSORS_FILE, config_digest, from_pretrained,
+                                        save_pretrained)
 from vlprompt.learners.cocoop import CoCoOp
 from vlprompt.learners.coop import CoOp
 
@@ -72,3 +73,17 @@ def test_wrong_backbone_is_refused_with_both_identities(tmp_path, tiny_backbone,
 def test_missing_artifact_names_the_file(tmp_path):
     with pytest.raises(ConfigError, match="config.json not found"):
         from_pretrained(tmp_path / "nothing-here")
+
+
+def test_a_prompt_saved_before_the_n_ctx_rule_still_loads(tmp_path, tiny_backbone, classnames):
+    """Older vlprompt saved the given n_ctx (16) beside an init phrase that overrode it; the phrase trained."""
+    learner = CoOp(tiny_backbone, classnames, ctx_init="a photo of a")
+    prompt = save_pretrained(learner, tmp_path / "prompt")
+    config = json.loads((prompt / CONFIG_FILE).read_text())
+    config["options"]["n_ctx"] = 16  # what such a prompt recorded
+    config[CONFIG_DIGEST] = config_digest(config)
+    (prompt / CONFIG_FILE).write_text(json.dumps(config))
+    loaded = from_pretrained(prompt)
+    assert loaded.n_ctx == 4 and torch.equal(loaded.ctx, learner.ctx)
+    with pytest.raises(ConfigError, match="coop.n_ctx=16 conflicts with coop.ctx_init"):
+        CoOp(tiny_backbone, classnames, ctx_init="a photo of a", n_ctx=16)  # a user's conflicting choice is refused

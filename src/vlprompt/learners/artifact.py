@@ -31,7 +31,7 @@ from vlprompt.backbones import Backbone, BackboneIdentity, load_backbone
 from vlprompt.errors import ArtifactError, BackboneError, ConfigError
 from vlprompt.io import atomic_dir, has_format, write_bytes, write_text
 from vlprompt.learners.base import PromptLearner
-from vlprompt.learners.registry import build_learner
+from vlprompt.learners.registry import LEARNERS, build_learner
 
 CONFIG_FILE = "config.json"
 TENSORS_FILE = "prompt.safetensors"
@@ -232,7 +232,8 @@ def from_pretrained(
             f"the prompt in {directory} was trained on {wanted.describe()} but the backbone given is "
             f"{backbone.identity.describe()}; load it with the backbone it was trained on"
         )
-    learner = build_learner(config["learner"], backbone, config["classnames"], **config["options"])
+    options = LEARNERS.get(config["learner"]).Config.from_saved(config["options"]).to_dict()
+    learner = build_learner(config["learner"], backbone, config["classnames"], **options)
     try:
         missing = learner.load_state_dict(state, strict=False).missing_keys
     except RuntimeError as exc:  # a shape that does not fit the learner its options build

@@ -18,7 +18,7 @@ from vlprompt.backbones.fast_text import encode_shared_prefix, supports_shared_p
 from vlprompt.errors import ConfigError
 from vlprompt.learners.base import PromptLearner
 from vlprompt.learners.capabilities import Capability
-from vlprompt.learners.prompts import ClassPromptTokens, init_context, resolve_n_ctx
+from vlprompt.learners.prompts import ClassPromptTokens, init_context, resolve_n_ctx, saved_context_options
 from vlprompt.learners.registry import register_learner
 from vlprompt.options import Options, option
 
@@ -33,6 +33,10 @@ class CoCoOpConfig(Options):
 
     def context_option(self) -> tuple[str, int] | None:
         return None if self.ctx_init else ("n_ctx", self.n_ctx)  # an init phrase is checked when tokenised
+
+    @classmethod
+    def from_saved(cls, mapping: dict | None) -> "CoCoOpConfig":
+        return cls.from_mapping(saved_context_options(mapping))
 
     def validate(self) -> None:
         resolve_n_ctx(self, default=4)

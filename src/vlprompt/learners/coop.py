@@ -16,7 +16,7 @@ from vlprompt.errors import ConfigError
 from vlprompt.learners.base import PromptLearner
 from vlprompt.learners.capabilities import Capability
 from vlprompt.learners.prompts import (ClassPromptTokens, encode_in_chunks, init_context, resolve_n_ctx,
-                                       template_context_init, template_prefix)
+                                       saved_context_options, template_context_init, template_prefix)
 from vlprompt.learners.registry import register_learner
 from vlprompt.options import Options, option
 
@@ -38,6 +38,10 @@ class CoOpConfig(Options):
 
     def context_option(self) -> tuple[str, int] | None:
         return None if self.ctx_init else ("n_ctx", self.n_ctx)  # an init phrase is checked when tokenised
+
+    @classmethod
+    def from_saved(cls, mapping: dict | None) -> "CoOpConfig":
+        return cls.from_mapping(saved_context_options(mapping))
 
     def validate(self) -> None:
         if self.ctx_init and self.ctx_init_template:

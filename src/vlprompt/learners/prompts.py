@@ -38,6 +38,15 @@ def resolve_n_ctx(options, default: int) -> None:
         raise ConfigError(f"{owner}.n_ctx={options.n_ctx} must be at least 1")
 
 
+def saved_context_options(options: dict | None) -> dict:
+    """Options of a CoOp-style context as an artifact recorded them: vlprompt before the n_ctx rule saved
+    the given n_ctx (16 by default) beside an init phrase that overrode it, so the phrase is what trained."""
+    options = dict(options or {})
+    if options.get("ctx_init") and options.get("n_ctx") is not None:
+        options["n_ctx"] = None
+    return options
+
+
 def init_context(backbone: Backbone, n_ctx: int, ctx_init: str | None, n_classes: int | None = None) -> torch.Tensor:
     """Initial context: the init phrase's token embeddings, or N(0, 0.02^2) (per class when ``n_classes``).
 
