@@ -49,6 +49,14 @@ LEARNERS = {
             "transfers_to_new_classes"
         ]
     },
+    "linear_probe": {
+        "summary": "Logistic regression on the frozen image features, C chosen on the validation split.",
+        "offers": [
+            "cache_model",
+            "fixed_image_features",
+            "validation_search"
+        ]
+    },
     "maple": {
         "summary": "Learnable tensors: ``ctx`` (P_0), ``deep_text.{j}`` (P_j, j = 1..J-1) and",
         "offers": [

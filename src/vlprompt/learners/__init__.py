@@ -3,4 +3,5 @@
 Importing the package registers every built-in learner by name.
 """
 
-from vlprompt.learners import clip_adapter, cocoop, coop, ivlp, maple, tip_adapter, zeroshot, zslp  # noqa: F401  (registration)
+from vlprompt.learners import (clip_adapter, cocoop, coop, ivlp, linear_probe, maple, tip_adapter, zeroshot,  # noqa: F401
+                               zslp)  # (registration)
