@@ -33,62 +33,33 @@ def test_training_reduces_the_loss(tiny_backbone, classnames):
     assert history[-1]["loss_ce"] < history[0]["loss_ce"]
 
 
-def test_one_step_is_sgd_with_momentum_and_weight_decay(tiny_backbone, classnames):
-    """First step of SGD(momentum 0.9, wd 5e-4) from zero momentum: ctx <- ctx - lr * (grad + wd * ctx)."""
+def one_step(backbone, classnames, config: TrainConfig):
+    """(context before, the CE gradient there, context after) of one training step on one batch."""
     torch.manual_seed(0)
-    learner = CoOp(tiny_backbone, classnames, n_ctx=2)
-    feats, labels = make_data(tiny_backbone, n=8)
+    learner = CoOp(backbone, classnames, n_ctx=2)
+    feats, labels = make_data(backbone, n=8)
     batches = FeatureBatches(feats[:1], labels, 8, seed=0)
     batch = next(batches.epoch(0))
     start = learner.ctx.detach().clone()
     loss = F.cross_entropy(learner(features=batch["features"]).logits, batch["labels"])
     (grad,) = torch.autograd.grad(loss, [learner.ctx])
-    trainer = Trainer(learner, TrainConfig(epochs=1, lr=0.1, batch_size=8, warmup_epochs=0))
-    trainer.fit(batches)
-    expected = start - 0.1 * (grad + 5e-4 * start)
-    assert torch.allclose(learner.ctx.detach(), expected, atol=1e-6)
+    Trainer(learner, config).fit(batches)
+    return start, grad, learner.ctx.detach()
 
 
-def test_interrupted_and_resumed_run_ends_with_the_same_prompt(tmp_path, tiny_backbone, classnames):
-    feats, labels = make_data(tiny_backbone)
-    config = TrainConfig(epochs=5, lr=0.05, batch_size=8)
-
-    def fresh():
-        torch.manual_seed(0)
-        return CoOp(tiny_backbone, classnames, n_ctx=3)
-
-    straight = fresh()
-    Trainer(straight, config).fit(FeatureBatches(feats, labels, 8, seed=7))
-
-    ckpt = tmp_path / "checkpoint.pt"
-    first = fresh()
-    Trainer(first, config).fit(FeatureBatches(feats, labels, 8, seed=7), checkpoint=ckpt, stop_after_epoch=2)
-    torch.manual_seed(12345)  # a resumed process starts with another global random state
-    resumed = fresh()
-    with torch.no_grad():
-        resumed.ctx.normal_()  # and other weights: the checkpoint must restore them
-    history = Trainer(resumed, config).fit(FeatureBatches(feats, labels, 8, seed=7), checkpoint=ckpt,
-                                           metrics_path=tmp_path / "metrics.jsonl")
-    assert torch.equal(resumed.ctx, straight.ctx)
-    assert [h["epoch"] for h in history] == [1, 2, 3, 4, 5]
-    assert len((tmp_path / "metrics.jsonl").read_text().splitlines()) == 5
+def test_one_step_is_sgd_with_momentum_and_weight_decay(tiny_backbone, classnames):
+    """First step of SGD(momentum 0.9, wd 5e-4) from zero momentum: ctx <- ctx - lr * (grad + wd * ctx)."""
+    start, grad, after = one_step(tiny_backbone, classnames, TrainConfig(epochs=1, lr=0.1, batch_size=8,
+                                                                         warmup_epochs=0))
+    assert torch.allclose(after, start - 0.1 * (grad + 5e-4 * start), atol=1e-6)
 
 
 def test_one_step_is_adamw_with_decoupled_weight_decay(tiny_backbone, classnames):
     """First AdamW step: m_hat = g, v_hat = g^2, so ctx <- ctx (1 - lr wd) - lr g / (|g| + eps)."""
-    torch.manual_seed(0)
-    learner = CoOp(tiny_backbone, classnames, n_ctx=2)
-    feats, labels = make_data(tiny_backbone, n=8)
-    batches = FeatureBatches(feats[:1], labels, 8, seed=0)
-    batch = next(batches.epoch(0))
-    start = learner.ctx.detach().clone()
-    loss = F.cross_entropy(learner(features=batch["features"]).logits, batch["labels"])
-    (grad,) = torch.autograd.grad(loss, [learner.ctx])
     config = TrainConfig(epochs=1, lr=0.01, batch_size=8, warmup_epochs=0, optimizer="adamw", adam_eps=1e-4,
                          weight_decay=0.01)
-    Trainer(learner, config).fit(batches)
-    expected = start * (1 - 0.01 * 0.01) - 0.01 * grad / (grad.abs() + 1e-4)
-    assert torch.allclose(learner.ctx.detach(), expected, atol=1e-6)
+    start, grad, after = one_step(tiny_backbone, classnames, config)
+    assert torch.allclose(after, start * (1 - 0.01 * 0.01) - 0.01 * grad / (grad.abs() + 1e-4), atol=1e-6)
 
 
 def test_nothing_to_train_and_bad_options_are_refused(tiny_backbone, classnames):

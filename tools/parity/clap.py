@@ -15,7 +15,6 @@ its gradient with respect to the prototypes.
 
 from __future__ import annotations
 
-import argparse
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -24,6 +23,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from official import import_official
+from inputs import PET_CLASSES, parser_for, print_differences, random_images
 from vlprompt.backbones import load_backbone
 from vlprompt.engine.batches import FeatureBatches
 from vlprompt.engine.trainer import TrainConfig, Trainer
@@ -33,10 +33,7 @@ from vlprompt.regularizers.clap import CLAP
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--reference", required=True, help="a clone of jusiro/CLAP")
-    parser.add_argument("--backbone", default="vlprompt-tiny", help="an open_clip model name")
-    parser.add_argument("--pretrained", default="world", help="its pretrained tag or checkpoint file")
+    parser = parser_for(__doc__, "a clone of jusiro/CLAP")
     args = parser.parse_args()
     root = Path(args.reference)
     official = import_official(root / "trainers" / "adapters.py",
@@ -45,11 +42,9 @@ def main() -> None:
 
     torch.manual_seed(0)
     backbone = load_backbone(args.backbone, args.pretrained)
-    classnames = ["abyssinian", "american_bulldog", "basset_hound", "beagle", "bengal", "birman"]
-    size = backbone.model.visual.image_size
-    size = size if isinstance(size, int) else size[0]
+    classnames = list(PET_CLASSES)
     views, n = 2, 12
-    images = torch.randn(views * n, 3, size, size, generator=torch.Generator().manual_seed(1))
+    images = random_images(backbone, views * n)
     labels = torch.arange(n) % len(classnames)
     with torch.no_grad():
         features = backbone.encode_image(images)  # view after view, as CLAP's repetitions
@@ -87,8 +82,7 @@ def main() -> None:
     rows = [("alpha", adapter.alpha_constraint, clap.alpha), ("logits", ref_logits, our_logits),
             ("constraint", ref_constraint, our_constraint), ("loss", ref_loss, our_loss),
             ("grad prototypes", ref_grad, our_grad)]
-    for name, r, o in rows:
-        print(f"{name:<16} max |diff| {(r - o).abs().max().item():.3e}  (max |value| {r.abs().max().item():.3e})")
+    print_differences(rows, 16)
 
 
 if __name__ == "__main__":

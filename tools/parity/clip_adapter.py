@@ -10,13 +10,13 @@ CUDA). Printed: the largest difference of logits, cross-entropy loss and the ada
 
 from __future__ import annotations
 
-import argparse
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from official import import_official
+from inputs import PET_CLASSES, parser_for, random_images
 from vlprompt.backbones import load_backbone
 from vlprompt.learners.clip_adapter import CLIPAdapter
 
@@ -47,10 +47,7 @@ def official_model(official, backbone, template, classnames):
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--reference", required=True, help="a clone of gaopengcuhk/CLIP-Adapter")
-    parser.add_argument("--backbone", default="vlprompt-tiny", help="an open_clip model name")
-    parser.add_argument("--pretrained", default="world", help="its pretrained tag or checkpoint file")
+    parser = parser_for(__doc__, "a clone of gaopengcuhk/CLIP-Adapter")
     parser.add_argument("--dataset", default="OxfordPets", help="the official CUSTOM_TEMPLATES entry to use")
     args = parser.parse_args()
     official = import_official(f"{args.reference}/clip_adapter.py")
@@ -58,10 +55,8 @@ def main() -> None:
 
     torch.manual_seed(0)
     backbone = load_backbone(args.backbone, args.pretrained)
-    classnames = ["abyssinian", "american_bulldog", "basset_hound", "beagle", "bengal", "birman"]
-    size = backbone.model.visual.image_size
-    size = size if isinstance(size, int) else size[0]
-    images = torch.randn(8, 3, size, size, generator=torch.Generator().manual_seed(1))
+    classnames = list(PET_CLASSES)
+    images = random_images(backbone, 8)
     labels = torch.arange(8) % len(classnames)
 
     reference = official_model(official, backbone, template, classnames)

@@ -14,7 +14,6 @@ gradient of the context.
 
 from __future__ import annotations
 
-import argparse
 from pathlib import Path
 
 import torch
@@ -22,6 +21,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from official import import_official
+from inputs import PET_CLASSES, parser_for, print_differences, random_images
 from vlprompt.backbones import load_backbone
 from vlprompt.learners.coop import CoOp
 from vlprompt.regularizers.base import TrainContext
@@ -52,10 +52,7 @@ class TextTower(nn.Module):
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--reference", required=True, help="a clone of cnunlp/DeKg")
-    parser.add_argument("--backbone", default="vlprompt-tiny", help="an open_clip model name")
-    parser.add_argument("--pretrained", default="world", help="its pretrained tag or checkpoint file")
+    parser = parser_for(__doc__, "a clone of cnunlp/DeKg")
     parser.add_argument("--w1", type=float, default=8.0, help="KgCoOp weight (scripts/run.sh: 8.0)")
     parser.add_argument("--w2", type=float, default=6.0, help="HSIC weight (scripts/run.sh: 6.0)")
     args = parser.parse_args()
@@ -65,10 +62,8 @@ def main() -> None:
 
     torch.manual_seed(0)
     backbone = load_backbone(args.backbone, args.pretrained)
-    classnames = ["abyssinian", "american_bulldog", "basset_hound", "beagle", "bengal", "birman"]
-    size = backbone.model.visual.image_size
-    size = size if isinstance(size, int) else size[0]
-    images = torch.randn(8, 3, size, size, generator=torch.Generator().manual_seed(1))
+    classnames = list(PET_CLASSES)
+    images = random_images(backbone, 8)
     labels = torch.arange(8) % len(classnames)
 
     learner = CoOp(backbone, classnames, ctx_init="a photo of a")
@@ -99,8 +94,7 @@ def main() -> None:
           f"{len(images)} images, w1 {args.w1}, w2 {args.w2}")
     rows = [("logits", ref_logits, outputs.logits), ("w1 * score_kg", args.w1 * score_kg, kg),
             ("w2 * score_kd", args.w2 * score_kd, kd), ("loss", ref_loss, our_loss), ("grad ctx", ref_grad, our_grad)]
-    for name, r, o in rows:
-        print(f"{name:<14} max |diff| {(r - o).abs().max().item():.3e}  (max |value| {r.abs().max().item():.3e})")
+    print_differences(rows, 14)
 
 
 if __name__ == "__main__":

@@ -14,7 +14,6 @@ between vlprompt's probe and a scikit-learn fit at the official C.
 
 from __future__ import annotations
 
-import argparse
 import re
 import subprocess
 import sys
@@ -25,6 +24,7 @@ import numpy as np
 import torch
 from sklearn.linear_model import LogisticRegression
 
+from inputs import parser_for
 from vlprompt.backbones import load_backbone
 from vlprompt.data.feature_cache import encode_records
 from vlprompt.engine.datasets import resolve_dataset
@@ -43,10 +43,7 @@ def per_class(records, count: int):
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--reference", required=True, help="a clone of KaiyangZhou/CoOp")
-    parser.add_argument("--backbone", default="vlprompt-tiny", help="an open_clip model name")
-    parser.add_argument("--pretrained", default="world", help="its pretrained tag or checkpoint file")
+    parser = parser_for(__doc__, "a clone of KaiyangZhou/CoOp")
     parser.add_argument("--dataset", default="world:objects_noisy_base", help="a vlprompt dataset")
     args = parser.parse_args()
     script = Path(args.reference) / "lpclip" / "linear_probe.py"

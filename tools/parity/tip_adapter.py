@@ -17,7 +17,6 @@ one batch the largest difference of the keys.
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import io
 import math
@@ -30,6 +29,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from official import import_official
+from inputs import parser_for
 from vlprompt.backbones import load_backbone
 from vlprompt.engine.batches import FeatureBatches
 from vlprompt.engine.trainer import TrainConfig, Trainer
@@ -61,10 +61,7 @@ def printed_accuracy(text: str, who: str) -> float:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--reference", required=True, help="a clone of gaopengcuhk/Tip-Adapter")
-    parser.add_argument("--backbone", default="vlprompt-tiny", help="an open_clip model name")
-    parser.add_argument("--pretrained", default="world", help="its pretrained tag or checkpoint file")
+    parser = parser_for(__doc__, "a clone of gaopengcuhk/Tip-Adapter")
     args = parser.parse_args()
     root = Path(args.reference)
     stand_ins = {"datasets": ["build_dataset"], "datasets.utils": ["build_data_loader"], "clip": ["tokenize", "load"]}

@@ -43,6 +43,16 @@ def clip_logits(image_features: torch.Tensor, text_features: torch.Tensor, logit
     return logit_scale * image_features @ text_features.t()
 
 
+def class_order(trained: list[str], classnames: list[str], learner: str) -> torch.Tensor:
+    """Row indices that put a classifier learned for ``trained`` in the order of ``classnames``: the same
+    classes in any order are served, others are refused (such a learner holds one row per trained class)."""
+    if sorted(classnames) != sorted(trained) or len(set(classnames)) != len(classnames):
+        unknown = sorted(set(classnames) - set(trained))
+        raise ConfigError(f"{learner} scores only the {len(trained)} classes it was trained on"
+                          + (f"; it has nothing for {', '.join(map(repr, unknown[:5]))}" if unknown else ""))
+    return torch.tensor([trained.index(c) for c in classnames])
+
+
 @dataclass
 class NoOptions(Options):
     """A learner or regularizer without options."""

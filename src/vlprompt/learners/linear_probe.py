@@ -19,7 +19,7 @@ import torch
 
 from vlprompt.backbones import Backbone
 from vlprompt.errors import ConfigError
-from vlprompt.learners.base import PromptLearner
+from vlprompt.learners.base import PromptLearner, class_order
 from vlprompt.learners.capabilities import Capability
 from vlprompt.learners.registry import register_learner
 from vlprompt.options import Options, option
@@ -99,12 +99,7 @@ class LinearProbe(PromptLearner):
 
     def set_classnames(self, classnames: list[str]) -> None:
         """The same classes in another order reorder the rows; other classes are refused."""
-        trained = self.trained_classes
-        if sorted(classnames) != sorted(trained) or len(set(classnames)) != len(classnames):
-            unknown = sorted(set(classnames) - set(trained))
-            raise ConfigError(f"a linear probe scores only the {len(trained)} classes it was fitted on"
-                              + (f"; it has no weights for {', '.join(map(repr, unknown[:5]))}" if unknown else ""))
-        self.order = torch.tensor([trained.index(c) for c in classnames], device=self.weight.device)
+        self.order = class_order(self.trained_classes, classnames, "a linear probe").to(self.weight.device)
         self.classnames = list(classnames)
 
     def fitted_tensors(self) -> dict[str, torch.Tensor]:

@@ -17,8 +17,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from vlprompt.backbones import Backbone
-from vlprompt.errors import ConfigError
-from vlprompt.learners.base import PromptLearner
+from vlprompt.learners.base import PromptLearner, class_order
 from vlprompt.learners.capabilities import Capability
 from vlprompt.learners.registry import register_learner
 from vlprompt.learners.zeroshot import ZeroShotConfig, class_prompt
@@ -51,16 +50,13 @@ class ZSLP(PromptLearner):
         start = mean_text_features(backbone, classnames, self.config.template_list())
         self.register_buffer("zero_shot_prototypes", start)
         self.prototypes = nn.Parameter(start.clone())
+        self.trained_classes = list(classnames)
         self.register_buffer("order", torch.arange(len(classnames)), persistent=False)
 
     def set_classnames(self, classnames: list[str]) -> None:
         """The same classes in another order reorder the prototypes' rows; other classes are refused."""
-        trained = self.classnames
-        if sorted(classnames) != sorted(trained) or len(set(classnames)) != len(classnames):
-            unknown = sorted(set(classnames) - set(trained))
-            raise ConfigError(f"a linear probe scores only the {len(trained)} classes it was trained on"
-                              + (f"; it has no prototype for {', '.join(map(repr, unknown[:5]))}" if unknown else ""))
-        self.order = torch.tensor([trained.index(c) for c in classnames], device=self.prototypes.device)
+        order = class_order(self.trained_classes, classnames, "a zero-shot-initialised linear probe (zslp)")
+        self.order = order.to(self.prototypes.device)
         self.classnames = list(classnames)
 
     def text_features(self, image_features=None) -> torch.Tensor:

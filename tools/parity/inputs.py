@@ -1,0 +1,33 @@
+"""What every parity script shares: the backbone options, identical random inputs, the report lines."""
+
+from __future__ import annotations
+
+import argparse
+
+import torch
+
+#: class names of the official repositories' usual example (Oxford Pets), so their templates fit
+PET_CLASSES = ["abyssinian", "american_bulldog", "basset_hound", "beagle", "bengal", "birman"]
+
+
+def parser_for(doc: str, reference_help: str) -> argparse.ArgumentParser:
+    """--reference (the official clone), --backbone and --pretrained (the model both sides share)."""
+    parser = argparse.ArgumentParser(description=doc.split("\n\n")[0])
+    parser.add_argument("--reference", required=True, help=reference_help)
+    parser.add_argument("--backbone", default="vlprompt-tiny", help="an open_clip model name")
+    parser.add_argument("--pretrained", default="world", help="its pretrained tag or checkpoint file")
+    return parser
+
+
+def random_images(backbone, count: int, seed: int = 1) -> torch.Tensor:
+    """``count`` seeded random images at the backbone's input size."""
+    size = backbone.model.visual.image_size
+    size = size if isinstance(size, int) else size[0]
+    return torch.randn(count, 3, size, size, generator=torch.Generator().manual_seed(seed))
+
+
+def print_differences(rows, width: int = 16) -> None:
+    """One line per (name, official tensor, vlprompt tensor): the largest difference and the scale."""
+    for name, official, ours in rows:
+        print(f"{name:<{width}} max |diff| {(official - ours).abs().max().item():.3e}  "
+              f"(max |value| {official.abs().max().item():.3e})")
