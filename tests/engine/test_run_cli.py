@@ -102,3 +102,27 @@ def test_bad_input_gives_a_clear_error_and_exit_code(workspace):
     assert bad.returncode == 2 and "train.epoch" in bad.stderr and "Traceback" not in bad.stderr
     missing = vlprompt("predict", "--prompt", str(workspace / "nope"), "x.png", cwd=workspace)
     assert missing.returncode == 2 and "config.json not found" in missing.stderr
+
+
+def test_model_selection_is_recorded_and_best_val_keeps_the_best_epoch(workspace, image_folder_factory):
+    out = workspace / "selection"
+    done = vlprompt(*train_args(workspace, f"output_dir={out}", "train.model_selection=best_val", "train.lr=0.5"),
+                    cwd=workspace)
+    assert done.returncode == 0, done.stderr[-2000:]
+    (run,) = run_dirs(out)
+    results = json.loads((run / "results.json").read_text())
+    history = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    accuracies = [r["val_accuracy"] for r in history]
+    best = accuracies.index(max(accuracies))  # the first best epoch, from the per-epoch log
+    assert results["model_selection"] == {"rule": "best_val", "epoch": best + 1, "val_accuracy": accuracies[best]}
+    last = vlprompt(*train_args(workspace, f"output_dir={workspace / 'last'}"), cwd=workspace)
+    assert last.returncode == 0
+    (run,) = run_dirs(workspace / "last")
+    assert json.loads((run / "results.json").read_text())["model_selection"] == {"rule": "last", "epoch": 3}
+    no_val = image_folder_factory(workspace / "no_val", per_class=4)
+    for image in (no_val / "val").rglob("*.png"):  # the split is given, and its val part is empty
+        image.unlink()
+    refused = vlprompt(*train_args(workspace, f"data.dataset=folder:{no_val}", f"output_dir={workspace / 'nv'}",
+                                   "train.model_selection=best_val"), cwd=workspace)
+    assert refused.returncode == 2 and "train.model_selection=best_val" in refused.stderr
+    assert not (workspace / "nv").exists()

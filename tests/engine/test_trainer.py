@@ -131,3 +131,30 @@ def test_non_finite_loss_is_a_user_facing_error(tiny_backbone, classnames):
     trainer = Trainer(CoOp(tiny_backbone, classnames, n_ctx=2), TrainConfig(epochs=2, lr=1e30, warmup_epochs=0))
     with pytest.raises(TrainingError, match="non-finite loss in epoch .*lower train.lr"):
         trainer.fit(FeatureBatches(feats * 1e30, labels, 8, seed=1))
+
+
+def test_best_val_keeps_the_tensors_of_the_first_best_epoch(tiny_backbone, classnames):
+    """The learner ends with the tensors it had after the epoch whose validation accuracy was the best
+    (the first of equals), as an identical run stopped after that epoch has them."""
+    feats, labels = make_data(tiny_backbone)
+    scripted = iter([40.0, 70.0, 55.0, 70.0])  # the validation accuracy after each epoch: epoch 2 is kept
+    config = TrainConfig(epochs=4, lr=0.5, batch_size=8, warmup_epochs=0, model_selection="best_val")
+
+    def trained(stop=None, validate=None, cfg=config):
+        torch.manual_seed(0)
+        learner = CoOp(tiny_backbone, classnames, n_ctx=2)
+        trainer = Trainer(learner, cfg)
+        history = trainer.fit(FeatureBatches(feats, labels, 8, seed=3), stop_after_epoch=stop, validate=validate)
+        return learner, trainer, history
+
+    learner, trainer, history = trained(validate=lambda: next(scripted))
+    after_two, _, _ = trained(stop=2, validate=lambda: 0.0)
+    assert trainer.selection == {"rule": "best_val", "epoch": 2, "val_accuracy": 70.0}
+    assert [r["val_accuracy"] for r in history] == [40.0, 70.0, 55.0, 70.0]
+    assert torch.equal(learner.ctx, after_two.ctx)
+    last, last_trainer, _ = trained(cfg=TrainConfig(epochs=4, lr=0.5, batch_size=8, warmup_epochs=0))
+    assert last_trainer.selection == {"rule": "last", "epoch": 4} and not torch.equal(last.ctx, learner.ctx)
+    with pytest.raises(ConfigError, match="model_selection=best_val needs the validation split"):
+        trained()
+    with pytest.raises(ConfigError, match="train.model_selection='best' is not valid"):
+        TrainConfig(model_selection="best")

@@ -100,6 +100,7 @@ class PreparedRun:
     per_class_train_counts: list[int] | None = None
     eval_datasets: dict[str, DatasetSplits] = field(default_factory=dict)
     timings: dict[str, float] = field(default_factory=dict)
+    model_selection: dict | None = None  # which epoch's tensors the learner holds (set by fit)
 
 
 def _lap(run: PreparedRun, stage: str, start: float) -> None:
@@ -129,6 +130,10 @@ def prepare(config: RunConfig, inputs: RunInputs | None = None) -> PreparedRun:
         raise DataError(f"{learner.name} chooses its hyper-parameters on the validation split, and "
                         f"{config.data.dataset} has no validation images; give the dataset a val split "
                         "(or turn the search off, e.g. learner.options.search_scale=[])")
+    if config.train.model_selection == "best_val" and not classes.val:
+        raise DataError(f"train.model_selection=best_val keeps the epoch with the best validation accuracy, and "
+                        f"{config.data.dataset} has no validation images; give the dataset a val split or use "
+                        "train.model_selection=last")
     evaluated = [subsample_classes(inputs.dataset, s) for s in config.data.eval_subsets]
     for part in evaluated + list(inputs.eval_datasets.values()):
         if part.classnames != classes.classnames:
@@ -179,10 +184,31 @@ def fit(run: PreparedRun, stop_after_epoch: int | None = None) -> list[dict]:
                                       for kind in TEMPLATE_KINDS})
     trainer = Trainer(learner, config.train, run.regularizers, context)
     start = time.perf_counter()
+    validate = validation_accuracy(run) if config.train.model_selection == "best_val" else None
     history = trainer.fit(batches, checkpoint=run.run_dir / "checkpoint.pt",
-                          metrics_path=run.run_dir / "metrics.jsonl", stop_after_epoch=stop_after_epoch)
+                          metrics_path=run.run_dir / "metrics.jsonl", stop_after_epoch=stop_after_epoch,
+                          validate=validate)
+    run.model_selection = trainer.selection
     _lap(run, "train", start)
     return history
+
+
+def validation_accuracy(run: PreparedRun):
+    """A function giving the learner's accuracy on the validation split as it stands (best_val selection);
+    frozen image features are encoded once, a prompted image tower's at every call."""
+    config, data, learner = run.config, run.train_data, run.learner
+    labels = torch.tensor([r.label for r in data.val])
+    cached = None if learner.uses_image_tower else run.cache.features(
+        run.backbone, data, data.val, desc="validation features", workers=config.data.workers)[0]
+
+    def accuracy() -> float:
+        feats = cached if cached is not None else encode_with_learner(
+            learner, data, data.val, config.train.eval_batch_size, config.train.precision,
+            desc="validation features", workers=config.data.workers)
+        return evaluate_features(learner, feats, labels, batch_size=config.train.eval_batch_size,
+                                 precision=config.train.precision, desc="validate")["accuracy"]
+
+    return accuracy
 
 
 def select_on_validation(run: PreparedRun) -> dict | None:
@@ -246,6 +272,7 @@ def record(run: PreparedRun, metrics: dict, history: list[dict], selected: dict 
         "backbone": run.backbone.identity.to_dict(),
         "metrics": metrics,
         "final_epoch": history[-1] if history else None,
+        "model_selection": run.model_selection,
         "selected_on_validation": selected,
         "per_class_train_counts": run.per_class_train_counts,
         "split_hash": split_hash(run.train_data, tested_data(config, run.data)),

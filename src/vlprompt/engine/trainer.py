@@ -13,6 +13,7 @@ import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import torch
 import torch.nn.functional as F
@@ -33,6 +34,8 @@ log = logging.getLogger(__name__)
 
 
 OPTIMIZERS = ("sgd", "adamw")
+#: which epoch's tensors a run keeps: the last (CoOp's rule) or the best on the validation split (Dassl's best_val)
+MODEL_SELECTION = ("last", "best_val")
 
 
 @dataclass
@@ -53,10 +56,12 @@ class TrainConfig:
     seed: int = 1
     views: int = 1
     eval_batch_size: int = 100
+    model_selection: str = "last"  # last (CoOp's rule) | best_val (the epoch with the best validation accuracy)
 
     def __post_init__(self):
         check_choice("train.precision", self.precision, PRECISIONS)
         check_choice("train.optimizer", self.optimizer, OPTIMIZERS)
+        check_choice("train.model_selection", self.model_selection, MODEL_SELECTION)
         if not self.adam_eps > 0:
             raise ConfigError(f"train.adam_eps={self.adam_eps} must be positive")
         check_device_name(self.device)
@@ -102,6 +107,8 @@ class Trainer:
                               "run: every process needs a share of each batch")
         self.history: list[dict] = []
         self.start_epoch = 0
+        #: with model_selection=best_val: the best epoch so far, its validation accuracy and its tensors
+        self.best: dict | None = None
 
     # -- checkpoints -----------------------------------------------------------------------
     def state_dict(self) -> dict:
@@ -115,6 +122,7 @@ class Trainer:
             "rng": capture_rng_state(),
             "history": self.history,
             "step": self.context.step,
+            "best": self.best,
         }
 
     def save_checkpoint(self, path: Path) -> None:
@@ -138,6 +146,7 @@ class Trainer:
                 reg.load_state_dict(state["regularizers"].get(reg.name, {}))
             restore_rng_state(state["rng"])
             self.history = state["history"]
+            self.best = state.get("best")
             self.start_epoch = state["epochs_done"]
             self.context.step = state["step"]
         except ArtifactError:
@@ -149,15 +158,23 @@ class Trainer:
 
     # -- training --------------------------------------------------------------------------
     def fit(self, batches, checkpoint: Path | None = None, metrics_path: Path | None = None,
-            stop_after_epoch: int | None = None) -> list[dict]:
-        """Train from the checkpoint if one exists; ``stop_after_epoch`` ends early (for interruption tests)."""
+            stop_after_epoch: int | None = None, validate: Callable[[], float] | None = None) -> list[dict]:
+        """Train from the checkpoint if one exists; ``stop_after_epoch`` ends early (for interruption tests).
+
+        With ``model_selection=best_val``, ``validate`` gives the validation accuracy after each epoch and
+        the learner ends with the tensors of the first epoch that reached the best one.
+        """
+        cfg = self.config
+        if cfg.model_selection == "best_val" and validate is None:
+            raise ConfigError("train.model_selection=best_val needs the validation split; this training has none")
         if checkpoint is not None and Path(checkpoint).is_file():
             self.load_checkpoint(Path(checkpoint))
         self.start(batches)
-        cfg = self.config
         started, first = time.perf_counter(), self.start_epoch
         for epoch in range(self.start_epoch, cfg.epochs):
             record = self._run_epoch(batches, epoch)
+            if cfg.model_selection == "best_val":
+                self._keep_if_best(record, epoch, validate())
             self.history.append(record)
             per_epoch = (time.perf_counter() - started) / (epoch + 1 - first)
             log.info(_epoch_line(record, cfg.epochs, len(batches), per_epoch * (cfg.epochs - epoch - 1)))
@@ -168,7 +185,24 @@ class Trainer:
                 write_text(metrics_path, "".join(_json_line(r) for r in self.history))
             if stop_after_epoch is not None and epoch + 1 >= stop_after_epoch:
                 break
+        if self.best is not None and self.start_epoch == cfg.epochs:
+            with torch.no_grad():
+                for name, tensor in self.best["tensors"].items():
+                    self.params[name].copy_(tensor.to(self.params[name].device))
         return self.history
+
+    def _keep_if_best(self, record: dict, epoch: int, accuracy: float) -> None:
+        record["val_accuracy"] = accuracy
+        if self.best is None or accuracy > self.best["val_accuracy"]:
+            self.best = {"epoch": epoch + 1, "val_accuracy": accuracy,
+                         "tensors": {k: v.detach().cpu().clone() for k, v in self.params.items()}}
+
+    @property
+    def selection(self) -> dict:
+        """Which epoch's tensors the learner holds, and by what rule (results.json records it)."""
+        if self.best is not None:
+            return {"rule": "best_val", "epoch": self.best["epoch"], "val_accuracy": self.best["val_accuracy"]}
+        return {"rule": "last", "epoch": self.start_epoch}
 
     def start(self, batches) -> None:
         """Give the regularizers the training data (cached features, where the learner uses them)."""

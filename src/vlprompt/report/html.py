@@ -208,7 +208,23 @@ def _results_table(results: dict) -> str:
     rows += [[f"{d} (target)", f"{m['accuracy']:.2f}", f"{m['macro_f1']:.2f}", m["num_samples"]]
              for d, m in (metrics.get("datasets") or {}).items()]
     extra = f"<p>harmonic mean of base and new: {metrics['harmonic_mean']:.2f}</p>" if "harmonic_mean" in metrics else ""
-    return _table(["Evaluated on", "Accuracy (%)", "Macro-F1 (%)", "Images"], rows) + extra
+    return _table(["Evaluated on", "Accuracy (%)", "Macro-F1 (%)", "Images"], rows) + extra + _selection(results)
+
+
+def _selection(results: dict) -> str:
+    """How the evaluated model was chosen: which epoch, and hyper-parameters searched on validation data."""
+    lines = []
+    selection = results.get("model_selection")
+    if selection and selection["rule"] == "best_val":
+        lines.append(f"model: epoch {selection['epoch']}, the best on the validation split "
+                     f"({selection['val_accuracy']:.2f}%)")
+    elif selection:
+        lines.append(f"model: the last epoch ({selection['epoch']})")
+    chosen = results.get("selected_on_validation")
+    if chosen:
+        lines.append("chosen on the validation split: " + ", ".join(
+            f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in sorted(chosen.items())))
+    return "".join(f"<p>{escape(line)}</p>" for line in lines)
 
 
 def _curves(row: Row, metrics_path: Path, img_dir: Path) -> list[str]:
