@@ -57,6 +57,14 @@ LEARNERS = {
             "validation_search"
         ]
     },
+    "lpp": {
+        "summary": "A linear probe plus class-wise blended zero-shot scores, with data-driven step sizes.",
+        "offers": [
+            "cache_model",
+            "fixed_image_features",
+            "validation_search"
+        ]
+    },
     "maple": {
         "summary": "Learnable tensors: ``ctx`` (P_0), ``deep_text.{j}`` (P_j, j = 1..J-1) and",
         "offers": [
