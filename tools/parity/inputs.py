@@ -31,3 +31,15 @@ def print_differences(rows, width: int = 16) -> None:
     for name, official, ours in rows:
         print(f"{name:<{width}} max |diff| {(official - ours).abs().max().item():.3e}  "
               f"(max |value| {official.abs().max().item():.3e})")
+
+
+def first_per_class(records, count: int):
+    """The first ``count`` records of each class: a few-shot set that an official script's own sampling
+    of ``count`` per class takes whole."""
+    seen: dict[int, int] = {}
+    chosen = []
+    for r in records:
+        if seen.get(r.label, 0) < count:
+            seen[r.label] = seen.get(r.label, 0) + 1
+            chosen.append(r)
+    return chosen

@@ -24,22 +24,11 @@ import numpy as np
 import torch
 from sklearn.linear_model import LogisticRegression
 
-from inputs import parser_for
+from inputs import first_per_class, parser_for
 from vlprompt.backbones import load_backbone
 from vlprompt.data.feature_cache import encode_records
 from vlprompt.engine.datasets import resolve_dataset
 from vlprompt.learners.linear_probe import LinearProbe
-
-
-def per_class(records, count: int):
-    """The first ``count`` records of each class."""
-    seen: dict[int, int] = {}
-    chosen = []
-    for r in records:
-        if seen.get(r.label, 0) < count:
-            seen[r.label] = seen.get(r.label, 0) + 1
-            chosen.append(r)
-    return chosen
 
 
 def main() -> None:
@@ -52,7 +41,7 @@ def main() -> None:
 
     backbone = load_backbone(args.backbone, args.pretrained)
     data = resolve_dataset(args.dataset, None)
-    splits = {"train": per_class(data.train, 16), "val": per_class(data.val, 4), "test": data.test}
+    splits = {"train": first_per_class(data.train, 16), "val": first_per_class(data.val, 4), "test": data.test}
     feats = {name: encode_records(backbone, data, records, views=1, seed=0, desc=name)[0]
              for name, records in splits.items()}
     labels = {name: torch.tensor([r.label for r in records]) for name, records in splits.items()}

@@ -22,23 +22,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from inputs import parser_for
+from inputs import first_per_class, parser_for
 from official import import_official
 from tip_adapter import cuda_is_cpu, top1_accuracy
 from vlprompt.backbones import load_backbone
 from vlprompt.data.feature_cache import encode_records
 from vlprompt.engine.datasets import resolve_dataset
 from vlprompt.learners.lpp import LPP
-
-
-def per_class(records, count: int):
-    seen: dict[int, int] = {}
-    chosen = []
-    for r in records:
-        if seen.get(r.label, 0) < count:
-            seen[r.label] = seen.get(r.label, 0) + 1
-            chosen.append(r)
-    return chosen
 
 
 def main() -> None:
@@ -61,7 +51,7 @@ def main() -> None:
 
     backbone = load_backbone(args.backbone, args.pretrained)
     data = resolve_dataset(args.dataset, None)
-    splits = {"train": per_class(data.train, args.shots), "val": per_class(data.val, args.shots), "test": data.test}
+    splits = {"train": first_per_class(data.train, args.shots), "val": first_per_class(data.val, args.shots), "test": data.test}
     feats = {k: encode_records(backbone, data, r, views=1, seed=0, desc=k)[0] for k, r in splits.items()}
     labels = {k: torch.tensor([x.label for x in r]) for k, r in splits.items()}
     ours = LPP(backbone, data.classnames)
