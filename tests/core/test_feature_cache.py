@@ -86,3 +86,19 @@ def test_an_image_replaced_in_place_gets_a_new_key_and_new_features(tmp_path, fo
     assert not torch.equal(after[0, 0], before[0, 0])  # the replaced image was encoded again
     assert torch.equal(after[0, 1:], before[0, 1:])
     assert len(list((tmp_path / "cache").glob("*.safetensors"))) == 2
+
+
+def test_an_entry_of_an_older_vlprompt_without_sha256_is_recomputed_and_says_so(tmp_path, folder, tiny_backbone,
+                                                                                classnames, caplog):
+    from safetensors.torch import load_file, save_file
+
+    records = folder_records(folder)
+    data = DatasetSplits("tiny", classnames, records, [], [])
+    cache = FeatureCache(tmp_path / "cache")
+    feats = cache.features(tiny_backbone, data, records)
+    (entry,) = (tmp_path / "cache").glob("*.safetensors")
+    save_file(load_file(str(entry)), str(entry))  # the same tensor, as an older vlprompt wrote it: no SHA-256
+    with caplog.at_level("WARNING"):
+        again = cache.features(tiny_backbone, data, records)
+    assert torch.equal(again, feats)
+    assert any("records no SHA-256 (an entry written by an older vlprompt)" in r.getMessage() for r in caplog.records)

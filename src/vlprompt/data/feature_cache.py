@@ -51,7 +51,9 @@ def _read_entry(path: Path, shape: tuple[int, ...]) -> torch.Tensor:
         raise ValueError(f"holds {keys}, not one 'features' tensor")
     if features.dtype != torch.float32 or tuple(features.shape) != shape:
         raise ValueError(f"holds {features.dtype} {tuple(features.shape)}, expected float32 {shape}")
-    if meta.get("sha256") != _sha256(features):
+    if "sha256" not in meta:
+        raise ValueError("it records no SHA-256 (an entry written by an older vlprompt)")
+    if meta["sha256"] != _sha256(features):
         raise ValueError("its SHA-256 does not match the one recorded when it was written")
     if not torch.isfinite(features).all():
         raise ValueError("holds NaN or infinite values")
