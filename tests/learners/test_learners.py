@@ -154,3 +154,20 @@ def test_build_learner_rejects_unknown_options_and_names(tiny_backbone, classnam
         build_learner("cooop", tiny_backbone, classnames)
     with pytest.raises(ConfigError, match="class_token_position"):
         build_learner("coop", tiny_backbone, classnames, class_token_position="back")
+
+
+def test_class_specific_contexts_follow_their_classes_in_another_order(tiny_backbone, classnames, tmp_path):
+    from vlprompt.learners.artifact import from_pretrained, save_pretrained
+
+    torch.manual_seed(0)
+    learner = CoOp(tiny_backbone, classnames, n_ctx=3, csc=True)
+    f = torch.randn(4, tiny_backbone.embed_dim)
+    with torch.no_grad():
+        logits = learner(features=f).logits
+        reordered = learner.for_classes(classnames[::-1])
+        assert torch.allclose(reordered(features=f).logits, logits.flip(-1), atol=1e-5)
+        assert torch.allclose(reordered.for_classes(classnames)(features=f).logits, logits, atol=1e-5)
+        loaded = from_pretrained(save_pretrained(learner, tmp_path / "csc"), classnames=classnames[::-1])
+        assert torch.allclose(loaded(features=f).logits, logits.flip(-1), atol=1e-5)
+    with pytest.raises(ConfigError, match="'grey cube'"):
+        learner.for_classes(classnames[:-1] + ["grey cube"])

@@ -13,7 +13,7 @@ from torch import nn
 from vlprompt.backbones import Backbone
 from vlprompt.backbones.fast_text import encode_shared_prefix, supports_shared_prefix
 from vlprompt.errors import ConfigError
-from vlprompt.learners.base import PromptLearner
+from vlprompt.learners.base import PromptLearner, class_order
 from vlprompt.learners.capabilities import Capability
 from vlprompt.learners.prompts import (ClassPromptTokens, encode_in_chunks, init_context, resolve_n_ctx,
                                        saved_context_options, template_context_init, template_prefix)
@@ -110,11 +110,17 @@ class CoOp(PromptLearner):
         return self.ctx_init or " ".join(["X"] * self.n_ctx)
 
     def set_classnames(self, classnames: list[str]) -> None:
-        if self.csc and len(classnames) != self.ctx.shape[0]:
-            raise ConfigError(
-                f"class-specific context was learned for {self.ctx.shape[0]} classes and cannot serve "
-                f"{len(classnames)}; use a unified context (csc=false) to transfer to other classes"
-            )
+        """Class-specific contexts serve their own classes in any order (each keeps its class); a unified
+        context serves any class list."""
+        if self.csc:
+            if len(classnames) != self.ctx.shape[0]:
+                raise ConfigError(
+                    f"class-specific context was learned for {self.ctx.shape[0]} classes and cannot serve "
+                    f"{len(classnames)}; use a unified context (csc=false) to transfer to other classes")
+            trained = getattr(self, "trained_classes", None) or list(classnames)
+            self.trained_classes = trained
+            order = class_order(trained, classnames, "CoOp with class-specific contexts").to(self.ctx.device)
+            self.register_buffer("order", order, persistent=False)  # moves with the learner
         self.classnames = list(classnames)
         self.tokens = ClassPromptTokens(self.backbone, self.classnames, self.n_ctx, self.placeholder,
                                         self.class_token_position)
@@ -127,6 +133,8 @@ class CoOp(PromptLearner):
         last end-of-text token.
         """
         tower = self.backbone.text
+        if ctx.dim() == 3:  # class-specific contexts are stored in the trained class order
+            ctx = ctx[self.order]
         if self.shared_prefix and ctx.dim() == 2 and self.class_token_position == "end":
             if supports_shared_prefix(tower):
                 prefix = torch.cat([self.tokens.token_prefix[0], ctx.to(self.tokens.token_prefix.dtype)])
