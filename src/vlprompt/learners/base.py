@@ -53,6 +53,12 @@ def class_order(trained: list[str], classnames: list[str], learner: str) -> torc
     return torch.tensor([trained.index(c) for c in classnames])
 
 
+def check_training_labels(learner: str, labels: torch.Tensor, classes: int) -> None:
+    """A learner fitted to the training set needs samples of every class it was built for."""
+    if sorted(set(labels.tolist())) != list(range(classes)):
+        raise ConfigError(f"{learner}: the training labels must cover the {classes} classes the learner was built for")
+
+
 @dataclass
 class NoOptions(Options):
     """A learner or regularizer without options."""
@@ -155,6 +161,14 @@ class PromptLearner(nn.Module):
         return {n: p for n, p in self.named_parameters() if p.requires_grad and not n.startswith("backbone.")}
 
     # -- shared behaviour ------------------------------------------------------------------
+    def follow_class_order(self, classnames: list[str], what: str) -> None:
+        """For learners holding one row per trained class: the first call fixes ``trained_classes``; every
+        call sets the ``order`` buffer that maps ``classnames`` onto them (other classes are refused)."""
+        trained = self.__dict__.setdefault("trained_classes", list(classnames))
+        order = class_order(trained, classnames, what).to(self.backbone.device)
+        self.register_buffer("order", order, persistent=False)  # moves with the learner
+        self.classnames = list(classnames)
+
     def for_classes(self, classnames: list[str]) -> "PromptLearner":
         """This learner as a classifier of another class list, leaving this one untouched.
 

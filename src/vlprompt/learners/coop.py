@@ -13,7 +13,7 @@ from torch import nn
 from vlprompt.backbones import Backbone
 from vlprompt.backbones.fast_text import encode_shared_prefix, supports_shared_prefix
 from vlprompt.errors import ConfigError
-from vlprompt.learners.base import PromptLearner, class_order
+from vlprompt.learners.base import PromptLearner
 from vlprompt.learners.capabilities import Capability
 from vlprompt.learners.prompts import (ClassPromptTokens, encode_in_chunks, init_context, resolve_n_ctx,
                                        saved_context_options, template_context_init, template_prefix)
@@ -117,10 +117,7 @@ class CoOp(PromptLearner):
                 raise ConfigError(
                     f"class-specific context was learned for {self.ctx.shape[0]} classes and cannot serve "
                     f"{len(classnames)}; use a unified context (csc=false) to transfer to other classes")
-            trained = getattr(self, "trained_classes", None) or list(classnames)
-            self.trained_classes = trained
-            order = class_order(trained, classnames, "CoOp with class-specific contexts").to(self.ctx.device)
-            self.register_buffer("order", order, persistent=False)  # moves with the learner
+            self.follow_class_order(classnames, "CoOp with class-specific contexts")
         self.classnames = list(classnames)
         self.tokens = ClassPromptTokens(self.backbone, self.classnames, self.n_ctx, self.placeholder,
                                         self.class_token_position)

@@ -19,7 +19,7 @@ import torch
 
 from vlprompt.backbones import Backbone
 from vlprompt.errors import ConfigError
-from vlprompt.learners.base import PromptLearner, class_order
+from vlprompt.learners.base import PromptLearner, check_training_labels
 from vlprompt.learners.capabilities import Capability
 from vlprompt.learners.registry import register_learner
 from vlprompt.options import Options, option
@@ -90,17 +90,15 @@ class LinearProbe(PromptLearner):
 
     def __init__(self, backbone: Backbone, classnames: list[str], config: LinearProbeConfig | None = None, **options):
         super().__init__(backbone, classnames, config, **options)
-        self.trained_classes = list(classnames)
         self.register_buffer("weight", torch.zeros(len(classnames), backbone.embed_dim))
         self.register_buffer("bias", torch.zeros(len(classnames)))
         self.register_buffer("c", torch.tensor(float(self.config.c)))
-        self.register_buffer("order", torch.arange(len(classnames)), persistent=False)
+        self.set_classnames(classnames)
         self._train: tuple[np.ndarray, np.ndarray] | None = None
 
     def set_classnames(self, classnames: list[str]) -> None:
         """The same classes in another order reorder the rows; other classes are refused."""
-        self.order = class_order(self.trained_classes, classnames, "a linear probe").to(self.weight.device)
-        self.classnames = list(classnames)
+        self.follow_class_order(classnames, "a linear probe")
 
     def fitted_tensors(self) -> dict[str, torch.Tensor]:
         return {"weight": self.weight, "bias": self.bias, "c": self.c}
@@ -120,9 +118,7 @@ class LinearProbe(PromptLearner):
         views = features.shape[0]
         self._train = (features.float().reshape(-1, features.shape[-1]).cpu().numpy().astype(np.float64),
                        labels.repeat(views).cpu().numpy())
-        if sorted(set(self._train[1].tolist())) != list(range(len(self.trained_classes))):
-            raise ConfigError(f"linear_probe: the training labels must cover the {len(self.trained_classes)} "
-                              "classes the learner was built for")
+        check_training_labels(self.name, labels, len(self.trained_classes))
         self._fit(self.config.c)
 
     @torch.no_grad()

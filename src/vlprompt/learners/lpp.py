@@ -22,7 +22,7 @@ from torch import nn
 
 from vlprompt.backbones import Backbone
 from vlprompt.errors import ConfigError
-from vlprompt.learners.base import class_order
+from vlprompt.learners.base import check_training_labels
 from vlprompt.learners.capabilities import Capability
 from vlprompt.learners.registry import register_learner
 from vlprompt.learners.zeroshot import ZeroShotCLIP, ZeroShotConfig
@@ -57,18 +57,15 @@ class LPP(ZeroShotCLIP):
 
     def __init__(self, backbone: Backbone, classnames: list[str], config: LPPConfig | None = None, **options):
         super().__init__(backbone, classnames, config, **options)
-        self.trained_classes = list(classnames)
         k, d = len(classnames), backbone.embed_dim
         self.register_buffer("weight", torch.zeros(k, d))
         self.register_buffer("bias", torch.zeros(k))
         self.register_buffer("alpha", torch.zeros(k))
-        self.register_buffer("order", torch.arange(k), persistent=False)
         self._train: tuple[torch.Tensor, torch.Tensor] | None = None
 
     def set_classnames(self, classnames: list[str]) -> None:
         super().set_classnames(classnames)
-        if hasattr(self, "trained_classes"):
-            self.order = class_order(self.trained_classes, classnames, "LP++").to(self._features.device)
+        self.follow_class_order(classnames, "LP++")
 
     def fitted_tensors(self) -> dict[str, torch.Tensor]:
         return {"weight": self.weight, "bias": self.bias, "alpha": self.alpha}
@@ -82,8 +79,7 @@ class LPP(ZeroShotCLIP):
     def build_from_training_set(self, features: torch.Tensor, labels: torch.Tensor) -> None:
         """Keep the normalised training features (the first view: the official code encodes one pass);
         training waits for the validation features, which choose its epoch."""
-        if sorted(set(labels.tolist())) != list(range(len(self.trained_classes))):
-            raise ConfigError(f"lpp: the training labels must cover the {len(self.trained_classes)} classes")
+        check_training_labels(self.name, labels, len(self.trained_classes))
         self._train = (F.normalize(features[0].float(), dim=-1).to(self.weight.device), labels.to(self.weight.device))
 
     def select_on_validation(self, features: torch.Tensor, labels: torch.Tensor) -> dict:

@@ -23,7 +23,7 @@ from torch import nn
 
 from vlprompt.backbones import Backbone
 from vlprompt.errors import ConfigError
-from vlprompt.learners.base import clip_logits
+from vlprompt.learners.base import check_training_labels, clip_logits
 from vlprompt.learners.capabilities import Capability
 from vlprompt.learners.registry import register_learner
 from vlprompt.learners.zeroshot import ZeroShotCLIP, ZeroShotConfig
@@ -119,9 +119,7 @@ class TipAdapter(ZeroShotCLIP):
     @torch.no_grad()
     def build_from_training_set(self, features: torch.Tensor, labels: torch.Tensor) -> None:
         """Keys: the mean of each image's views, normalised (the official cache of its augmented passes)."""
-        if sorted(set(labels.tolist())) != list(range(len(self.cache_classes))):
-            raise ConfigError(f"{self.name}: the training labels must cover the {len(self.cache_classes)} classes "
-                              "the learner was built for")
+        check_training_labels(self.name, labels, len(self.cache_classes))
         self.classnames = list(self.cache_classes)
         self._set_cache(F.normalize(features.float().mean(0), dim=-1), labels)
 

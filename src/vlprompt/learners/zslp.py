@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from vlprompt.backbones import Backbone
-from vlprompt.learners.base import PromptLearner, class_order
+from vlprompt.learners.base import PromptLearner
 from vlprompt.learners.capabilities import Capability
 from vlprompt.learners.registry import register_learner
 from vlprompt.learners.zeroshot import ZeroShotConfig, class_prompt
@@ -50,14 +50,11 @@ class ZSLP(PromptLearner):
         start = mean_text_features(backbone, classnames, self.config.template_list())
         self.register_buffer("zero_shot_prototypes", start)
         self.prototypes = nn.Parameter(start.clone())
-        self.trained_classes = list(classnames)
-        self.register_buffer("order", torch.arange(len(classnames)), persistent=False)
+        self.set_classnames(classnames)
 
     def set_classnames(self, classnames: list[str]) -> None:
         """The same classes in another order reorder the prototypes' rows; other classes are refused."""
-        order = class_order(self.trained_classes, classnames, "a zero-shot-initialised linear probe (zslp)")
-        self.order = order.to(self.prototypes.device)
-        self.classnames = list(classnames)
+        self.follow_class_order(classnames, "a zero-shot-initialised linear probe (zslp)")
 
     def text_features(self, image_features=None) -> torch.Tensor:
         return F.normalize(self.prototypes[self.order], dim=-1)
