@@ -126,3 +126,8 @@ def test_model_selection_is_recorded_and_best_val_keeps_the_best_epoch(workspace
                                    "train.model_selection=best_val"), cwd=workspace)
     assert refused.returncode == 2 and "train.model_selection=best_val" in refused.stderr
     assert not (workspace / "nv").exists()
+    searching = vlprompt("train", f"data.dataset=folder:{no_val}", "backbone.pretrained=null", "learner.name=tip_adapter",
+                         f"output_dir={workspace / 'nv'}", f"cache_dir={workspace / 'cache'}", cwd=workspace)
+    assert searching.returncode == 2 and "tip_adapter chooses its hyper-parameters on the validation split" in \
+        searching.stderr
+    assert not (workspace / "nv").exists()

@@ -16,9 +16,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from vlprompt.data.records import DatasetSplits, unreadable_images
+from vlprompt.data.sampling import subsample_classes
 from vlprompt.engine.config import OWN_DATA_KINDS, RunConfig
 from vlprompt.engine.datasets import resolve_dataset
 from vlprompt.errors import ConfigError, DataError
+from vlprompt.learners.capabilities import Capability
+from vlprompt.learners.registry import LEARNERS
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +44,7 @@ def check_inputs(config: RunConfig) -> RunInputs:
     data = config.data
     dataset = resolve_dataset(data.dataset, data.root)
     check_class_counts(config, dataset)
+    check_validation_split(config, dataset)
     others = {spec: resolve_dataset(spec, data.root) for spec in data.eval_datasets}
     for spec, other in others.items():
         if other.num_classes < MIN_CLASSES:
@@ -50,6 +54,23 @@ def check_inputs(config: RunConfig) -> RunInputs:
         if spec.startswith(OWN_DATA_KINDS):
             check_images(spec, part)
     return RunInputs(dataset, others)
+
+
+def check_validation_split(config: RunConfig, dataset: DatasetSplits) -> None:
+    """A run that chooses anything on the validation split (the learner's hyper-parameters, or the epoch
+    kept) needs validation images of the classes it trains on."""
+    if subsample_classes(dataset, config.data.subsample).val:
+        return
+    spec = config.data.dataset
+    learner = config.learner.name
+    if Capability.VALIDATION_SEARCH in LEARNERS.get(learner).capabilities_of(config.learner.options):
+        raise DataError(f"{learner} chooses its hyper-parameters on the validation split, and {spec} has no "
+                        "validation images; give the dataset a val split (or turn the search off, e.g. "
+                        "learner.options.search_scale=[])")
+    if config.train.model_selection == "best_val":
+        raise DataError(f"train.model_selection=best_val keeps the epoch with the best validation accuracy, and "
+                        f"{spec} has no validation images; give the dataset a val split or use "
+                        "train.model_selection=last")
 
 
 def check_writable_folder(option: str, value: str) -> None:

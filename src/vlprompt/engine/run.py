@@ -38,7 +38,6 @@ from vlprompt.engine.split import sample_split, split_hash, tested_data
 from vlprompt.engine.evaluate import encode_with_learner, evaluate_features
 from vlprompt.engine.seeding import seed_everything
 from vlprompt.engine.trainer import Trainer
-from vlprompt.errors import DataError
 from vlprompt.io import write_json, write_text
 from vlprompt.learners.artifact import save_pretrained
 from vlprompt.learners.base import PromptLearner
@@ -126,14 +125,6 @@ def prepare(config: RunConfig, inputs: RunInputs | None = None) -> PreparedRun:
     classes = subsample_classes(inputs.dataset, config.data.subsample)  # sampling keeps every class
     options = config.learner.options.with_dataset_template(classes.template)
     learner = LEARNERS.get(config.learner.name)(backbone, classes.classnames, options)
-    if Capability.VALIDATION_SEARCH in learner.offers and not classes.val:
-        raise DataError(f"{learner.name} chooses its hyper-parameters on the validation split, and "
-                        f"{config.data.dataset} has no validation images; give the dataset a val split "
-                        "(or turn the search off, e.g. learner.options.search_scale=[])")
-    if config.train.model_selection == "best_val" and not classes.val:
-        raise DataError(f"train.model_selection=best_val keeps the epoch with the best validation accuracy, and "
-                        f"{config.data.dataset} has no validation images; give the dataset a val split or use "
-                        "train.model_selection=last")
     evaluated = [subsample_classes(inputs.dataset, s) for s in config.data.eval_subsets]
     for part in evaluated + list(inputs.eval_datasets.values()):
         if part.classnames != classes.classnames:
@@ -213,7 +204,7 @@ def validation_accuracy(run: PreparedRun):
 
 def select_on_validation(run: PreparedRun) -> dict | None:
     """Hyper-parameters that the learner's paper chooses on the validation split, chosen there after
-    training (None when the learner chooses nothing; ``prepare`` made sure the split has images)."""
+    training (None when the learner chooses nothing; ``check_inputs`` made sure the split has images)."""
     learner, data = run.learner, run.train_data
     if Capability.VALIDATION_SEARCH not in learner.offers:
         return None
