@@ -52,6 +52,7 @@ def training_batches(image_folder_factory, tmp_path):
     """A function giving a learner two training batches of four: images from a tiny folder for learners
     that prompt the image tower, else seeded random cached features."""
     from vlprompt.data.records import DatasetSplits, ImageRecord
+    from vlprompt.data.feature_cache import feature_shape
     from vlprompt.engine.batches import FeatureBatches, ImageBatches
 
     def make(learner, backbone, classnames):
@@ -60,7 +61,8 @@ def training_batches(image_folder_factory, tmp_path):
             records = [ImageRecord(str(f), k, d.name) for k, d in enumerate(sorted((root / "train").iterdir()))
                        for f in sorted(d.iterdir())]
             return ImageBatches(backbone, DatasetSplits("tiny", classnames, records, [], []), records, 4, 0)
-        feats = torch.randn(1, 8, backbone.embed_dim, generator=torch.Generator().manual_seed(0))
+        shape = feature_shape(backbone, learner.uses_image_tokens)
+        feats = torch.randn(1, 8, *shape, generator=torch.Generator().manual_seed(0))
         return FeatureBatches(feats, torch.arange(8) % len(classnames), 4, seed=0)
 
     return make

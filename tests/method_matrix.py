@@ -31,6 +31,9 @@ COMPOSITION_OPTIONS = {
     "nemesis": {"beta": 1, "omega": 1.0},  # PUN (PAN: test_nemesis.py)
     "npt": {"lambda_lmc": 0.1, "lambda_mmi": 0.1},
     "qprompt": {"bits": 1, "kmeans_init": "kmeans++", "kmeans_iters": 5, "cac_interval": 1, "cac_kl_threshold": 0.0},
+    # ProGrad changes a step only where the CE and teacher gradients conflict; with PLOT's near-uniform logits
+    # on random features the default soft teacher never conflicts in 4 steps, a sharp one does
+    "prograd": {"temperature": 0.2},
 }
 #: options the device check needs: the paths that create tensors of their own
 DEVICE_OPTIONS = {
@@ -119,7 +122,7 @@ def _train_in_precision(backbone, lname, precision, images, labels, regs):
     cached = None
     if not learner.uses_image_tower:
         with torch.no_grad():
-            feats = backbone.encode_image(images).float()
+            feats = learner.encode_images(images).float()  # what a feature cache holds for it
         cached = FeatureBatches(feats[None], labels, 4, seed=0)
         with_cache(learner, cached)
     trainer = Trainer(learner, TrainConfig(epochs=2, batch_size=4, lr=0.01, precision=precision),

@@ -100,7 +100,8 @@ def evaluate(prompt: str | Path | PromptLearner, dataset: str, root: str | None 
     if learner.uses_image_tower:
         feats = encode_with_learner(learner, data, data.test, batch_size, desc="test features")
     else:
-        feats = encode_records(learner.backbone, data, data.test, views=1, seed=0, desc="test features")[0]
+        feats = encode_records(learner.backbone, data, data.test, views=1, seed=0, desc="test features",
+                               tokens=learner.uses_image_tokens)[0]
     labels = torch.tensor([r.label for r in data.test])
     return evaluate_features(learner, feats, labels, batch_size=batch_size)
 

@@ -92,7 +92,7 @@ def test_pan_loss_value_and_food_pets_scale(tiny_backbone, classnames):
     learner, gain_image, gain_label, _, _ = pan_case(tiny_backbone, classnames)
     norm = learner.ctx.detach().norm().item()
     outputs = LearnerOutput(logits=torch.zeros(1, 5), image_features=gain_image[None], text_features=torch.zeros(5, 128))
-    batch = {"labels": torch.tensor([gain_label])}
+    batch = {"features": gain_image[None], "labels": torch.tensor([gain_label])}  # PAN re-scores the batch's features
     for override, scale, lam in ((False, 3.0, loss_schedule(1, 4)), (True, 50.0, 1.0)):
         reg = Nemesis(beta=0, omega=3.0, food_pets_override=override)
         ctx = TrainContext(learner=learner, epoch=1, max_epochs=4)

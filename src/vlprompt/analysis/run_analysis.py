@@ -30,13 +30,14 @@ NORMS_FIGURE = "prompt_norms.png"
 
 
 def run_neural_collapse(run_dir: str | Path) -> dict:
-    """Neural-collapse metrics per evaluated subset and dataset; {} for per-image prompts (CoCoOp)."""
+    """Neural-collapse metrics per evaluated subset and dataset; {} where a class is not one vector: per-image
+    prompts (CoCoOp), several prompts matched to image regions (PLOT)."""
     run_dir = Path(run_dir)
     if not (run_dir / RESULTS_FILE).is_file():
         raise ConfigError(f"{run_dir} has no {RESULTS_FILE}: analyse a finished run (rerun its train command)")
     config = RunConfig.from_dict(yaml.safe_load((run_dir / "config.yaml").read_text()))
     learner = from_pretrained(run_dir / "prompt")
-    if learner.image_conditioned:
+    if learner.image_conditioned or learner.uses_image_tokens:
         return {}
     cache = FeatureCache(Path(config.cache_dir).expanduser() / "features")
     parts = {subset: subsample_classes(resolve_dataset(config.data.dataset, config.data.root), subset)

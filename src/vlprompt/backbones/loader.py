@@ -23,6 +23,7 @@ from torch import nn
 
 from vlprompt.backbones.download import checkpoint_of_tag
 from vlprompt.backbones.embedded import BACKBONES, CONFIG_DIR, EMBEDDED_NAME, ShippedBackbone
+from vlprompt.backbones.image_tokens import encode_image_tokens, image_token_count
 from vlprompt.backbones.text_tower import TextTower
 from vlprompt.errors import BackboneError, ConfigError
 from vlprompt.io import write_bytes, write_text
@@ -172,6 +173,15 @@ class Backbone(nn.Module):
     def encode_image(self, images: torch.Tensor) -> torch.Tensor:
         """Unnormalised image features (images are cast to the towers' precision)."""
         return self.model.encode_image(images.to(self.dtype))
+
+    def encode_image_tokens(self, images: torch.Tensor) -> torch.Tensor:
+        """Unnormalised (B, 1 + R, D) features: the pooled one (``encode_image``'s), then R regions'."""
+        return encode_image_tokens(self.visual, images.to(self.dtype))
+
+    @property
+    def image_tokens(self) -> int:
+        """1 + R, the tokens per image of ``encode_image_tokens``."""
+        return image_token_count(self.visual)
 
     def encode_text(self, texts: list[str]) -> torch.Tensor:
         """Unnormalised text features of plain strings, through the same path prompt learners use."""

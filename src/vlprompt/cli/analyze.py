@@ -59,7 +59,8 @@ def cmd_corruption(args) -> int:
     learner = from_pretrained(args.prompt, classnames=data.classnames)
     if not data.test:
         raise ConfigError(f"dataset {args.dataset!r} has no test images to evaluate on")
-    feats = encode_records(learner.backbone, data, data.test, views=1, seed=0, desc="test features")[0]
+    feats = encode_records(learner.backbone, data, data.test, views=1, seed=0, desc="test features",
+                           tokens=learner.uses_image_tokens)[0]
     labels = torch.tensor([r.label for r in data.test])
     table = corruption_sweep(learner, feats, labels, replace=args.replace, rescale=args.rescale, seed=args.seed)
     paths = table.write(args.out or Path(args.prompt).parent / RUN_SUBDIR)

@@ -77,6 +77,18 @@ LEARNERS = {
             "transfers_to_new_classes"
         ]
     },
+    "plot": {
+        "summary": "N CoOp contexts per class, scored against the image's region features by optimal transport.",
+        "offers": [
+            "context_vectors",
+            "encode_context",
+            "fixed_image_features",
+            "image_tokens",
+            "learned_prompts",
+            "learned_text_prompts",
+            "transfers_to_new_classes"
+        ]
+    },
     "tip_adapter": {
         "summary": "Zero-shot CLIP plus a training-free cache model of the few-shot training features.",
         "offers": [

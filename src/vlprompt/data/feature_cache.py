@@ -1,7 +1,8 @@
 """Image features computed once per (backbone weights, transform, image list) and kept on disk.
 
 Learners that leave the image tower frozen see the same features every epoch, so encoding each
-image once replaces an image-encoder pass per step. Training with augmentation uses V cached
+image once replaces an image-encoder pass per step. Learners that read region features
+(``Capability.IMAGE_TOKENS``) get a separate entry of (1 + R, D) tokens per image. Training with augmentation uses V cached
 augmented views per image (view v of image i comes from a seed derived from (seed, i, v), so the
 cache is reproducible); V = 1 means the test transform, i.e. no augmentation. An image file enters
 the key with its size and modification time, so an image replaced in place gets new features.
@@ -75,9 +76,10 @@ class FeatureCache:
     def __init__(self, directory: str | Path):
         self.directory = Path(directory)
 
-    def key(self, backbone: Backbone, records: list[ImageRecord], views: int, seed: int) -> str:
+    def key(self, backbone: Backbone, records: list[ImageRecord], views: int, seed: int, tokens: bool = False) -> str:
         transform = train_transform(backbone) if views > 1 else eval_transform(backbone)
-        spec = {
+        spec = {"tokens": True} if tokens else {}  # pooled features keep the keys they always had
+        spec |= {
             "backbone": backbone.identity.sha256,
             "precision": str(backbone.dtype),
             "transform": describe(transform),
@@ -98,13 +100,15 @@ class FeatureCache:
         batch_size: int = 64,
         desc: str = "features",
         workers: int = 0,
+        tokens: bool = False,
     ) -> torch.Tensor:
-        """Unnormalised features of shape (views, N, D), from disk when already computed; ``workers``
-        processes decode the images (the features do not depend on how many)."""
+        """Unnormalised features of shape (views, N, D), or (views, N, 1 + R, D) with ``tokens``, from disk
+        when already computed; ``workers`` processes decode the images (the features do not depend on how
+        many)."""
         if views < 1:
             raise ValueError(f"views={views} must be at least 1")
-        path = self.directory / f"{self.key(backbone, records, views, seed)}.safetensors"
-        shape = (views, len(records), backbone.embed_dim)
+        path = self.directory / f"{self.key(backbone, records, views, seed, tokens)}.safetensors"
+        shape = (views, len(records), *feature_shape(backbone, tokens))
         try:
             found = os.stat(path)
         except FileNotFoundError:
@@ -118,7 +122,7 @@ class FeatureCache:
                 with contextlib.suppress(FileNotFoundError):
                     if os.stat(path).st_ino == found.st_ino:  # not a sound entry another process just wrote
                         path.unlink()
-        feats = encode_records(backbone, data, records, views, seed, batch_size, desc, workers).contiguous()
+        feats = encode_records(backbone, data, records, views, seed, batch_size, desc, workers, tokens).contiguous()
         if not torch.isfinite(feats).all():
             raise BackboneError(f"{backbone.identity.describe()} gives NaN or infinite features for some of the "
                                 f"{len(records)} images ({desc}) at {backbone.dtype}; use backbone.precision=fp32 "
@@ -127,16 +131,23 @@ class FeatureCache:
         return feats
 
 
+def feature_shape(backbone: Backbone, tokens: bool = False) -> tuple[int, ...]:
+    """One image's features: (D,), or (1 + R, D) with its region tokens."""
+    return (backbone.image_tokens, backbone.embed_dim) if tokens else (backbone.embed_dim,)
+
+
 @torch.no_grad()
 def encode_records(
     backbone: Backbone, data: DatasetSplits, records: list[ImageRecord], views: int, seed: int,
-    batch_size: int = 64, desc: str = "features", workers: int = 0,
+    batch_size: int = 64, desc: str = "features", workers: int = 0, tokens: bool = False,
 ) -> torch.Tensor:
-    """Encode every record (in views augmented versions when views > 1) with the frozen image tower."""
+    """Encode every record (in views augmented versions when views > 1) with the frozen image tower;
+    with ``tokens``, the pooled feature and the regions' of each."""
     augmented = views > 1
     transform = train_transform(backbone) if augmented else eval_transform(backbone)
     device = backbone.device
-    out = torch.empty(views, len(records), backbone.embed_dim, device="cpu")
+    encode = backbone.encode_image_tokens if tokens else backbone.encode_image
+    out = torch.empty(views, len(records), *feature_shape(backbone, tokens), device="cpu")
     keys = chunks([(i, v) for i in range(len(records)) for v in range(views)], batch_size)
     images = RecordImages(data, records, transform, seed if augmented else None)
     batches = load_batches(images, keys, workers, pin_memory=device.type == "cuda")
@@ -145,6 +156,6 @@ def encode_records(
     for key in Progress([key for batch_keys in keys for key in batch_keys], desc, unit="img"):  # lines per image
         if key not in encoded:
             batch_keys, batch = next(pending)
-            encoded = dict(zip(batch_keys, backbone.encode_image(batch.to(device, non_blocking=True)).float().cpu()))
+            encoded = dict(zip(batch_keys, encode(batch.to(device, non_blocking=True)).float().cpu()))
         out[key[1], key[0]] = encoded[key]
     return out

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import torch
 
+from vlprompt.data.feature_cache import feature_shape
 from vlprompt.data.loading import RecordImages, chunks, load_batches
 from vlprompt.data.transforms import eval_transform
 from vlprompt.engine.precision import autocast
@@ -36,8 +37,9 @@ def predict_logits(learner: PromptLearner, features: torch.Tensor, batch_size: i
                    precision: str = "fp32", desc: str = "evaluate") -> torch.Tensor:
     """Logits for the image tower's (unnormalised) features, in batches, through the learner's own
     forward; class text features that do not depend on the image are computed once."""
-    if features.dim() != 2:
-        raise ValueError(f"expected features of shape (N, D), got {tuple(features.shape)}")
+    if features.dim() != (3 if learner.uses_image_tokens else 2):
+        shape = "(N, 1 + R, D)" if learner.uses_image_tokens else "(N, D)"
+        raise ValueError(f"expected features of shape {shape}, got {tuple(features.shape)}")
     learner.eval()
     out = []
     with autocast(precision, learner.backbone.device), learner.fixed_classifier():
@@ -67,4 +69,6 @@ def encode_with_learner(learner: PromptLearner, data, records, batch_size: int =
     for batch in Progress(batches, desc, total=len(keys), unit="batch"):
         with autocast(precision, device):
             out.append(learner.encode_images(batch.to(device, non_blocking=True)).float().cpu())
-    return torch.cat(out) if out else torch.empty(0, learner.backbone.embed_dim)
+    if out:
+        return torch.cat(out)
+    return torch.empty(0, *feature_shape(learner.backbone, learner.uses_image_tokens))

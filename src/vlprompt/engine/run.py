@@ -161,8 +161,8 @@ def fit(run: PreparedRun, stop_after_epoch: int | None = None) -> list[dict]:
         batches = ImageBatches(run.backbone, data, data.train, config.train.batch_size, seed, config.data.workers)
     else:
         with main_first():  # rank 0 encodes and writes the features; the other processes load them
-            feats = run.cache.features(run.backbone, data, data.train, views=config.train.views, seed=seed,
-                                       desc="train features", workers=config.data.workers)
+            feats = frozen_features(run, data, data.train, views=config.train.views, seed=seed,
+                                    desc="train features")
         labels = torch.tensor([r.label for r in data.train])
         batches = FeatureBatches(feats, labels, config.train.batch_size, seed)
         if builds_cache:
@@ -184,13 +184,20 @@ def fit(run: PreparedRun, stop_after_epoch: int | None = None) -> list[dict]:
     return history
 
 
+def frozen_features(run: PreparedRun, part: DatasetSplits, records: list, **kwargs) -> torch.Tensor:
+    """The frozen image tower's features of ``records`` from the run's cache, (views, N, ...) in the form the
+    learner reads: pooled, or with the regions' tokens."""
+    return run.cache.features(run.backbone, part, records, workers=run.config.data.workers,
+                              tokens=run.learner.uses_image_tokens, **kwargs)
+
+
 def validation_accuracy(run: PreparedRun):
     """A function giving the learner's accuracy on the validation split as it stands (best_val selection);
     frozen image features are encoded once, a prompted image tower's at every call."""
     config, data, learner = run.config, run.train_data, run.learner
     labels = torch.tensor([r.label for r in data.val])
-    cached = None if learner.uses_image_tower else run.cache.features(
-        run.backbone, data, data.val, desc="validation features", workers=config.data.workers)[0]
+    cached = None if learner.uses_image_tower else frozen_features(run, data, data.val,
+                                                                   desc="validation features")[0]
 
     def accuracy() -> float:
         feats = cached if cached is not None else encode_with_learner(
@@ -209,8 +216,7 @@ def select_on_validation(run: PreparedRun) -> dict | None:
     if Capability.VALIDATION_SEARCH not in learner.offers:
         return None
     start = time.perf_counter()
-    feats = run.cache.features(run.backbone, data, data.val, desc="validation features",
-                               workers=run.config.data.workers)[0]
+    feats = frozen_features(run, data, data.val, desc="validation features")[0]
     chosen = learner.select_on_validation(feats, torch.tensor([r.label for r in data.val]))
     log.info("%s chose on %d validation images: %s", learner.name, len(data.val), chosen)
     _lap(run, "validation search", start)
@@ -226,8 +232,7 @@ def evaluate(run: PreparedRun, part: DatasetSplits) -> dict:
                                     config.train.precision, desc=f"test features ({part.name})",
                                     workers=config.data.workers)
     else:
-        feats = run.cache.features(run.backbone, part, part.test, desc=f"test features ({part.name})",
-                                   workers=config.data.workers)[0]
+        feats = frozen_features(run, part, part.test, desc=f"test features ({part.name})")[0]
     labels = torch.tensor([r.label for r in part.test])
     result = evaluate_features(classifier, feats, labels, batch_size=config.train.eval_batch_size,
                                precision=config.train.precision, desc=f"evaluate {part.name}")

@@ -125,6 +125,11 @@ class PromptLearner(nn.Module):
         return Capability.PROMPTED_IMAGE_TOWER in self.offers
 
     @property
+    def uses_image_tokens(self) -> bool:
+        """True when the image features are (1 + R, D) per image: the pooled one, then the regions'."""
+        return Capability.IMAGE_TOKENS in self.offers
+
+    @property
     def image_conditioned(self) -> bool:
         """True when the text features depend on the image (per-image prompts)."""
         return Capability.PER_IMAGE_CONTEXT in self.offers

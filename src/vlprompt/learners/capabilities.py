@@ -28,6 +28,7 @@ class Capability(str, Enum):
     CLASS_PROTOTYPES = "class_prototypes"
     CACHE_MODEL = "cache_model"
     VALIDATION_SEARCH = "validation_search"
+    IMAGE_TOKENS = "image_tokens"
 
     @property
     def description(self) -> str:
@@ -37,8 +38,8 @@ class Capability(str, Enum):
 DESCRIPTIONS = {
     Capability.LEARNED_PROMPTS: "the learner has trained prompt tensors",
     Capability.LEARNED_TEXT: "the class text features depend on trained prompt tensors",
-    Capability.CONTEXT: "a context tensor `ctx` of prompt vectors, (M, W) or (K, M, W), in the text input, "
-                        "that can be replaced for one forward pass",
+    Capability.CONTEXT: "a context tensor `ctx` of prompt vectors, (M, W), or (K, M, W) for one context per class "
+                        "or per prompt set, in the text input, that can be replaced for one forward pass",
     Capability.PER_IMAGE_CONTEXT: "the prompts are conditioned on each image",
     Capability.DEEP_PROMPTS: "prompts enter deeper transformer blocks, not only the input",
     Capability.PROMPTED_IMAGE_TOWER: "the prompts change the image tower, so image features are trained",
@@ -52,6 +53,8 @@ DESCRIPTIONS = {
     Capability.CACHE_MODEL: "the classifier holds a cache of the training set's features and labels, built "
                             "before training",
     Capability.VALIDATION_SEARCH: "hyper-parameters are chosen on the validation split after training",
+    Capability.IMAGE_TOKENS: "the classifier reads the image's region features beside the pooled one: its image "
+                             "features, cached or not, are (1 + R, D) per image",
 }
 
 

@@ -48,7 +48,8 @@ def saved_context_options(options: dict | None) -> dict:
 
 
 def init_context(backbone: Backbone, n_ctx: int, ctx_init: str | None, n_classes: int | None = None) -> torch.Tensor:
-    """Initial context: the init phrase's token embeddings, or N(0, 0.02^2) (per class when ``n_classes``).
+    """Initial context: the init phrase's token embeddings, or N(0, 0.02^2) (one per class or prompt set when
+    ``n_classes``).
 
     Random values are drawn on the CPU, so a seed gives the same context on every device.
     """

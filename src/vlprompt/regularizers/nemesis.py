@@ -143,7 +143,7 @@ class Nemesis(Regularizer):
         learner = ctx.learner
         weight = self.schedule(ctx)
         losses = {}
-        pan_weights = self.pan_weights(learner, outputs.image_features, batch["labels"]) if self.beta < 1 else None
+        pan_weights = self.pan_weights(learner, batch["features"], batch["labels"]) if self.beta < 1 else None
         device_type = learner.ctx.device.type
         with torch.autocast(device_type=device_type, enabled=False):  # norm losses in fp32
             norms = position_norms(learner.ctx, self.p)
@@ -158,7 +158,8 @@ class Nemesis(Regularizer):
 
     @torch.no_grad()
     def pan_weights(self, learner: PromptLearner, image_features: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        """The PAN position weights a for this batch (the pre-inference step, without gradient)."""
+        """The PAN position weights a for this batch (the pre-inference step, without gradient); ``image_features``
+        are the batch's as the learner reads them (the frozen tower's, pooled or with region tokens)."""
         key, latent = prompt_latent(learner)
         n_ctx = latent.shape[-2]
         positions = self._rng.sample(range(n_ctx), self.count)
