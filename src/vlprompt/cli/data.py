@@ -21,6 +21,19 @@ def register(subparsers) -> None:
     p.add_argument("--download", action="store_true",
                    help="download the files that have a direct address (into --from, else ROOT/downloads); resumable")
     p.set_defaults(func=cmd_prepare)
+    p = sub.add_parser("export-split", help="write a dataset's split or few-shot subset as a split file",
+                       description="Write the split of a dataset, or the few-shot subset a run with the same shots "
+                       "and seed trains on, as CoOp's split_zhou JSON (--format coop, one file) or as "
+                       "rethinking_fewshot_vlms JSONL (--format jsonl, a folder of shot_K-seed_S_{train,val}.jsonl). "
+                       "A run reads either back with data.split_file=PATH.")
+    p.add_argument("dataset", help="a standard name, folder:PATH, csv:PATH or world:TASK")
+    p.add_argument("--root", help="folder holding the standard datasets")
+    p.add_argument("--format", required=True, choices=["coop", "jsonl"], help="coop: one .json; jsonl: a folder")
+    p.add_argument("--out", required=True, help="the .json file (coop) or the folder (jsonl) to write")
+    p.add_argument("--shots", type=int, help="write the few-shot subset of this many images per class")
+    p.add_argument("--seed", type=int, default=1, help="the seed of the few-shot subset (a run's train.seed)")
+    p.add_argument("--split-file", help="start from this split file instead of the dataset's own split")
+    p.set_defaults(func=cmd_export_split)
 
 
 def cmd_verify(args) -> int:
@@ -39,4 +52,13 @@ def cmd_prepare(args) -> int:
         DATASETS.get(name)  # every name checked before the first dataset is prepared
     for name in args.names:
         print(prepare_dataset(name, args.root, args.from_dir, args.download))
+    return 0
+
+
+def cmd_export_split(args) -> int:
+    from vlprompt.engine.split import export_dataset_split
+
+    for path in export_dataset_split(args.dataset, args.root, args.format, args.out, args.shots, args.seed,
+                                     args.split_file):
+        print(f"wrote {path}")
     return 0
