@@ -11,6 +11,7 @@ prepare only adds the single files it lacks (a split file, classnames.txt) or re
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import shutil
@@ -52,6 +53,7 @@ class Context:
 def stage(final: Path, fill: Callable[[Path], None]) -> Path:
     """``final`` filled by ``fill`` in a temporary sibling and renamed: complete, or absent and redone."""
     if final.is_dir():
+        log.info("%s: unpacked by an earlier run, reused", final.name)
         return final
     tmp = final.with_name(f".{final.name}.partial")
     if tmp.exists():
@@ -191,8 +193,6 @@ def validation_wnids(devkit: Path, archive: Path) -> list[str]:
 
 def flowers_labels_agree(files: dict[str, Path]) -> None:
     """The split file's labels are imagelabels.mat's (1-based, image_00001.jpg first) minus one."""
-    import json
-
     from scipy.io import loadmat
 
     try:
