@@ -34,7 +34,6 @@ def download(url: str, dest: Path, checksum: str | None = None, checksum_source:
     dest = Path(dest)
     if dest.exists():
         return dest
-    dest.parent.mkdir(parents=True, exist_ok=True)
     part = part_path(dest)
     offset = part.stat().st_size if part.exists() else 0
     request = urllib.request.Request(url, headers={"User-Agent": USER_AGENT})
@@ -51,6 +50,7 @@ def download(url: str, dest: Path, checksum: str | None = None, checksum_source:
         raise DataError(f"cannot reach {url} ({getattr(exc, 'reason', exc)}); this machine may be offline: "
                         f"download {dest.name} elsewhere and pass its folder with --from") from exc
     if response is not None:
+        dest.parent.mkdir(parents=True, exist_ok=True)
         with response:
             resumed = offset and response.status == 206
             if offset and not resumed:  # the server ignored the range: it sends the whole file again

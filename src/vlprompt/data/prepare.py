@@ -330,24 +330,26 @@ def prepare_dataset(name: str, root: str | Path, from_dir: str | Path | None = N
         return _complete_existing(name, root, folder, finder)
     keys = [k for k, s in sources.items() if not s.optional or finder.obtainable(s)]
     _refuse_missing(name, root, [sources[k] for k in keys], finder)
-    staging.mkdir(parents=True, exist_ok=True)
-    files = {k: finder.get(sources[k]) for k in keys}
-    if name in CONSISTENCY:
-        CONSISTENCY[name](files)
-    ctx = Context(name, staging, files)
-    for step in STEPS[name]:  # every archive unpacked (or found unpacked by an earlier run) before anything moves
-        step.stage(ctx)
     try:
-        with atomic_dir(folder, is_own=lambda p: False, what="dataset folder") as out:
-            for step in STEPS[name]:
-                step.place(ctx, out)
-    except BaseException:
-        for drawn in ctx.drawn:  # partly moved out: unpack again next time
-            shutil.rmtree(drawn, ignore_errors=True)
-        raise
-    shutil.rmtree(staging)
-    if not any((root / STAGING).iterdir()):
-        (root / STAGING).rmdir()
+        files = {k: finder.get(sources[k]) for k in keys}
+        if name in CONSISTENCY:
+            CONSISTENCY[name](files)
+        ctx = Context(name, staging, files)
+        for step in STEPS[name]:  # every archive unpacked (or found unpacked by an earlier run) before anything moves
+            step.stage(ctx)
+        try:
+            with atomic_dir(folder, is_own=lambda p: False, what="dataset folder") as out:
+                for step in STEPS[name]:
+                    step.place(ctx, out)
+        except BaseException:
+            for drawn in ctx.drawn:  # partly moved out: unpack again next time
+                shutil.rmtree(drawn, ignore_errors=True)
+            raise
+        shutil.rmtree(staging)
+    finally:
+        for empty in (staging, root / STAGING):  # what an earlier step left is kept for the next run
+            if empty.is_dir() and not any(empty.iterdir()):
+                empty.rmdir()
     return f"{name}: prepared in {folder}"
 
 
