@@ -198,12 +198,14 @@ def test_an_interrupted_preparation_resumes_with_the_archives_not_yet_unpacked(d
     assert sorted(os.listdir(root / STAGING / "oxford_pets")) == ["images.tar.gz.d"]  # the complete one is kept
     files["annotations.tar.gz"].write_bytes(good)
     publish(monkeypatch, "oxford_pets", files)
-    unpacked = []
-    real_unpack = prepare_module.unpack
+    unpacked, hashed = [], []
+    real_unpack, real_check = prepare_module.unpack, prepare_module.checksum_problem
     monkeypatch.setattr(prepare_module, "unpack", lambda archive, dest: (unpacked.append(archive.name),
                                                                          real_unpack(archive, dest)))
+    monkeypatch.setattr(prepare_module, "checksum_problem", lambda path, checksum: (hashed.append(path.name),
+                                                                                    real_check(path, checksum))[1])
     prepare_dataset("oxford_pets", root, tmp_path / "downloads")
-    assert unpacked == ["annotations.tar.gz"]
+    assert unpacked == ["annotations.tar.gz"] and hashed == ["annotations.tar.gz", "split_zhou_OxfordPets.json"]
     assert relative_records("oxford_pets", root) == relative_records("oxford_pets", datasets_root)
     assert not (root / STAGING).exists()
 

@@ -113,7 +113,7 @@ def test_the_option_is_checked_at_parse_time(datasets_root, tmp_path):
     (tmp_path / "s.txt").write_text("")
     with pytest.raises(ConfigError, match="must be a CoOp split_zhou .json file or a few-shot .jsonl file"):
         resolve_config("world-demo", base + [f"data.split_file={tmp_path / 's.txt'}"])
-    (paths) = export_dataset_split("dtd", str(datasets_root), "jsonl", tmp_path, shots=2, seed=1)
+    paths = export_dataset_split("dtd", str(datasets_root), "jsonl", tmp_path, shots=2, seed=1)
     with pytest.raises(ConfigError, match=r"is a 2-shot subset and data.shots=16; set data.shots=2 \(or null\)"):
         resolve_config("world-demo", base + [f"data.split_file={paths[0]}"])
     (tmp_path / "broken.json").write_text("{")

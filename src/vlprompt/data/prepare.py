@@ -285,7 +285,7 @@ class Finder:
             path = path / Path(source.member).name
         elif path is None:
             path = download(source.url, self.download_dir / source.name, source.checksum, source.checksum_source)
-        else:
+        elif not (self.staging / f"{source.name}.d").is_dir():  # else checked before an earlier run unpacked it
             problem = checksum_problem(path, source.checksum)
             if problem:
                 raise DataError(f"{problem} (checksum from {source.checksum_source}): it is not the published "
