@@ -52,7 +52,7 @@ def tiny_image(path: Path) -> None:
 
 def relative_path(pattern: str, split: str, label: int, index: int) -> str:
     """A unique path per (split, class, image); Cars keeps train and val in cars_train like the real file."""
-    serial = {"train": 0, "val": 100, "test": 200}[split] + index
+    serial = {"train": 1, "val": 101, "test": 201}[split] + index  # from 1, as image_00001.jpg
     part = "test" if split == "test" else "train"
     return pattern.format(i=serial + 1000 * label, j=serial + 1000 * label, part=part)
 

@@ -123,7 +123,7 @@ def test_data_verify_command(datasets_root, tmp_path, capsys):
     assert args.func(args) == 0
     assert "caltech101: OK (30 images listed)" in capsys.readouterr().out
     shutil.copytree(datasets_root / "ucf101", tmp_path / "ucf101")
-    victim = tmp_path / "ucf101" / "UCF-101-midframes" / "Archery" / "v_Archery_g1000_c01.jpg"
+    victim = tmp_path / "ucf101" / "UCF-101-midframes" / "Archery" / "v_Archery_g1001_c01.jpg"
     victim.unlink()
     assert main(["data", "verify", "--root", str(tmp_path), "--dataset", "ucf101"]) == 1
     assert f"missing image {victim}" in capsys.readouterr().out

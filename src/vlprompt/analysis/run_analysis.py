@@ -18,7 +18,7 @@ from vlprompt.analysis.prompt_norms import plot_norm_history
 from vlprompt.data.feature_cache import FeatureCache
 from vlprompt.data.sampling import subsample_classes
 from vlprompt.engine.config import RunConfig
-from vlprompt.engine.datasets import resolve_dataset
+from vlprompt.engine.datasets import resolve_dataset, run_dataset
 from vlprompt.engine.evaluate import encode_with_learner
 from vlprompt.engine.run import RESULTS_FILE
 from vlprompt.errors import ConfigError
@@ -40,7 +40,8 @@ def run_neural_collapse(run_dir: str | Path) -> dict:
     if learner.image_conditioned or learner.uses_image_tokens:
         return {}
     cache = FeatureCache(Path(config.cache_dir).expanduser() / "features")
-    parts = {subset: subsample_classes(resolve_dataset(config.data.dataset, config.data.root), subset)
+    data = run_dataset(config.data.dataset, config.data.root, config.data.split_file)
+    parts = {subset: subsample_classes(data, subset)
              for subset in config.data.eval_subsets}
     parts.update({spec: resolve_dataset(spec, config.data.root) for spec in config.data.eval_datasets})
     found = {}

@@ -10,9 +10,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-
 from vlprompt.data.datasets import DATASETS, expected_files, read_dataset, split_json
 from vlprompt.data.datasets.class_names import NAME_FROM_PATH
+from vlprompt.data.prepare import fix_commands
 from vlprompt.data.records import ImageRecord, load_image_file
 from vlprompt.errors import DataError, VlpromptError
 from vlprompt.progress import Progress
@@ -23,6 +23,7 @@ MAX_LISTED = 10
 @dataclass
 class DatasetReport:
     name: str
+    root: str
     missing_files: list[tuple[str, str]] = field(default_factory=list)  # (path, what to do)
     error: str | None = None
     images: int = 0
@@ -57,7 +58,7 @@ def wrong_class_names(name: str, root: str | Path, records: list[ImageRecord]) -
 
 
 def verify_dataset(name: str, root: str | Path, decode: bool = False) -> DatasetReport:
-    report = DatasetReport(name)
+    report = DatasetReport(name, str(root))
     for path, help_text in expected_files(name, root):
         if not path.exists():
             report.missing_files.append((str(path), help_text))
@@ -100,6 +101,10 @@ def format_report(reports: list[DatasetReport]) -> str:
             lines.append(f"  missing {path} (from: {help_text})")
         if r.error and not r.missing_files:
             lines.append(f"  cannot read: {r.error}")
+        if r.missing_files:
+            fix, *online = fix_commands(r.name, r.root)
+            lines.append(f"  -> fix: {fix}")
+            lines += [f"  -> or, online: {line}" for line in online]
         for kind, paths in (("missing image", r.missing_images), ("unreadable image", r.unreadable_images)):
             for p in paths[:MAX_LISTED]:
                 lines.append(f"  {kind} {p}")

@@ -20,6 +20,7 @@ from pathlib import Path
 import yaml
 
 from vlprompt.backbones import text_context_length
+from vlprompt.data.split_files import check_split_file
 from vlprompt.engine.trainer import TrainConfig
 from vlprompt.errors import ConfigError, check_choice
 from vlprompt.learners.capabilities import Capability
@@ -56,6 +57,8 @@ class DataConfig:
     eval_datasets: list[str] = field(default_factory=list)
     imbalance_ratio: float | None = None
     workers: int = 0  # DataLoader processes decoding images (0: in the main process); results do not depend on it
+    # a published split: CoOp's split_zhou .json (replaces the dataset's splits) or a few-shot .jsonl (is the sample)
+    split_file: str | None = None
 
     def __post_init__(self):
         check_choice("data.subsample", self.subsample, SUBSETS)
@@ -66,6 +69,8 @@ class DataConfig:
                               "process)")
         if self.shots is not None and self.shots < 1:
             raise ConfigError(f"data.shots={self.shots} must be at least 1 (or null for the full split)")
+        if self.split_file is not None:
+            check_split_file(self.split_file, self.shots)
 
 
 @dataclass
@@ -151,6 +156,8 @@ class RunConfig:
 
     def to_dict(self) -> dict:
         d = asdict(self)
+        if d["data"]["split_file"] is None:  # absent, as before the option existed: earlier runs keep their ids
+            del d["data"]["split_file"]
         d["learner"]["options"] = self.learner.options.to_dict()
         d["regularizers"] = [r.to_spec() for r in self.regularizers]
         return d

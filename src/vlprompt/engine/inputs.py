@@ -18,7 +18,7 @@ from pathlib import Path
 from vlprompt.data.records import DatasetSplits, unreadable_images
 from vlprompt.data.sampling import subsample_classes
 from vlprompt.engine.config import OWN_DATA_KINDS, RunConfig
-from vlprompt.engine.datasets import resolve_dataset
+from vlprompt.engine.datasets import resolve_dataset, run_dataset
 from vlprompt.errors import ConfigError, DataError
 from vlprompt.learners.capabilities import Capability
 from vlprompt.learners.registry import LEARNERS
@@ -42,7 +42,7 @@ def check_inputs(config: RunConfig) -> RunInputs:
     check_writable_folder("output_dir", config.output_dir)
     check_writable_folder("cache_dir", config.cache_dir)
     data = config.data
-    dataset = resolve_dataset(data.dataset, data.root)
+    dataset = run_dataset(data.dataset, data.root, data.split_file)
     check_class_counts(config, dataset)
     check_validation_split(config, dataset)
     others = {spec: resolve_dataset(spec, data.root) for spec in data.eval_datasets}

@@ -9,6 +9,8 @@ the resolved config and per-epoch metrics (JSONL), each written atomically. A ru
 
 from __future__ import annotations
 
+import hashlib
+
 import json
 import logging
 import re
@@ -272,11 +274,20 @@ def record(run: PreparedRun, metrics: dict, history: list[dict], selected: dict 
         "selected_on_validation": selected,
         "per_class_train_counts": run.per_class_train_counts,
         "split_hash": split_hash(run.train_data, tested_data(config, run.data)),
+        "split_file": split_file_record(config.data.split_file),
         "timings_s": run.timings,
         "run_dir": str(run.run_dir),
     }
     write_json(run.run_dir / RESULTS_FILE, results)
     return results
+
+
+def split_file_record(path: str | None) -> dict | None:
+    """The split file a run used, with its SHA-256: the exact images can be traced to the published file."""
+    if path is None:
+        return None
+    return {"path": str(Path(path).expanduser().absolute()),
+            "sha256": hashlib.sha256(Path(path).expanduser().read_bytes()).hexdigest()}
 
 
 def run_experiment(config: RunConfig, stop_after_epoch: int | None = None, lock_timeout: float | None = None) -> dict:

@@ -15,20 +15,23 @@ from pathlib import Path
 
 from vlprompt.data.records import DatasetSplits
 from vlprompt.data.sampling import few_shot, imbalanced, subsample_classes
+from vlprompt.data.split_files import FORMATS, export_split, is_subset
 from vlprompt.engine.config import RunConfig
-from vlprompt.engine.datasets import resolve_dataset
+from vlprompt.engine.datasets import resolve_dataset, run_dataset, split_base
+from vlprompt.errors import check_choice
 
 
 def sample_split(config: RunConfig, dataset: DatasetSplits | None = None
                  ) -> tuple[DatasetSplits, DatasetSplits, dict | None]:
     """(dataset after sampling, its training subset of classes, per-class training counts or None).
 
-    ``dataset`` is the resolved ``config.data.dataset`` when the caller has it already.
+    ``dataset`` is the run's dataset (``run_dataset``, with its split file) when the caller has it already.
     """
-    data = dataset if dataset is not None else resolve_dataset(config.data.dataset, config.data.root)
+    data = dataset if dataset is not None else run_dataset(config.data.dataset, config.data.root,
+                                                           config.data.split_file)
     seed = config.train.seed
     counts = None
-    if config.data.shots is not None:
+    if config.data.shots is not None and not is_subset(config.data.split_file):  # a few-shot file is the sample
         data = few_shot(data, config.data.shots, seed, cache_dir=Path(config.cache_dir).expanduser() / "splits")
     if config.data.imbalance_ratio is not None:
         data, counts = imbalanced(data, config.data.imbalance_ratio, seed)
@@ -50,3 +53,17 @@ def split_hash(train_data: DatasetSplits, tested: Sequence[DatasetSplits] = ()) 
         h.update(b"\0")
     return h.hexdigest()[:16]
 
+
+
+def export_dataset_split(spec: str, root: str | None, fmt: str, out: str | Path, shots: int | None = None,
+                         seed: int = 1, split_file: str | None = None) -> list[Path]:
+    """Write a dataset's split, or the few-shot subset a run with ``data.shots=shots`` and ``train.seed=seed``
+    trains on, as CoOp JSON or rethinking_fewshot_vlms JSONL (``data.split_file`` reads both back)."""
+    check_choice("--format", fmt, FORMATS)
+    data = run_dataset(spec, root, split_file)
+    if shots is not None and not is_subset(split_file):
+        data = few_shot(data, shots, seed)
+    base = split_base(spec, root)
+    if fmt == "jsonl" and ":" not in spec and root is not None:  # the reference's paths start at the data root
+        base = Path(root).absolute()
+    return export_split(data, fmt, Path(out), base, shots, seed if shots is not None else None)

@@ -16,7 +16,7 @@ from concurrent.futures import FIRST_COMPLETED, wait
 from pathlib import Path
 
 from vlprompt.engine.config import RunConfig
-from vlprompt.engine.datasets import resolve_dataset
+from vlprompt.engine.datasets import run_dataset
 from vlprompt.engine.run import RESULTS_FILE
 from vlprompt.engine.split import sample_split, split_hash, tested_data
 from vlprompt.errors import VlpromptError
@@ -46,16 +46,16 @@ def stale_rows(registry: Registry, spec_ids: list[str] | None = None) -> dict[st
     found = {}
     datasets = {}  # each dataset is read once, however many runs use it
 
-    def dataset(spec: str, root: str | None):
-        if (spec, root) not in datasets:
-            datasets[spec, root] = resolve_dataset(spec, root)
-        return datasets[spec, root]
+    def dataset(spec: str, root: str | None, split_file: str | None = None):
+        if (spec, root, split_file) not in datasets:
+            datasets[spec, root, split_file] = run_dataset(spec, root, split_file)
+        return datasets[spec, root, split_file]
 
     for row in registry.rows():
         if row.state == "done" and (spec_ids is None or row.spec_id in spec_ids):
             config = RunConfig.from_dict(row.config)
             try:
-                data, train_data, _ = sample_split(config, dataset(config.data.dataset, config.data.root))
+                data, train_data, _ = sample_split(config, dataset(config.data.dataset, config.data.root, config.data.split_file))
                 reason = stale_reason(row, split_hash(train_data, tested_data(config, data, dataset)))
             except VlpromptError as exc:
                 reason = f"its data cannot be read or sampled now ({exc})"

@@ -33,3 +33,23 @@ def expected_files(name: str, root: str | Path) -> list[tuple[Path, str]]:
     if name == "fgvc_aircraft":
         return aircraft.expected_files(Path(root))
     return imagenet.expected_files(name, Path(root))
+
+
+def dataset_folder(name: str) -> str:
+    """The dataset's folder under the data root, as CoOp's DATASETS.md names it."""
+    check_choice("dataset", name, sorted(DATASETS))
+    if name in split_json.LAYOUTS:
+        return split_json.LAYOUTS[name].folder
+    if name == "fgvc_aircraft":
+        return aircraft.FOLDER
+    return imagenet.LAYOUTS[name].folder
+
+
+def image_base(name: str, root: str | Path) -> Path:
+    """The folder the dataset's image paths are written relative to in a split file (CoOp's image folder)."""
+    d = Path(root) / dataset_folder(name)
+    if name in split_json.LAYOUTS:
+        return d / split_json.LAYOUTS[name].image_dir
+    if name == "fgvc_aircraft":
+        return d / "images"
+    return d / imagenet.LAYOUTS[name].image_dir

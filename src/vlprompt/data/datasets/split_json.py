@@ -59,13 +59,14 @@ LAYOUTS = {
 }
 
 
-def read_split_file(path: Path, image_dir: Path) -> dict[str, list[ImageRecord]]:
+def read_split_file(path: Path, image_dir: Path | None) -> dict[str, list[ImageRecord]]:
+    """The three splits of a split_zhou file; paths relative to ``image_dir`` (None: kept as written, e.g. keys)."""
     if not path.is_file():
         raise DataError(f"split file {path} is missing; download it ({SPLITS_HELP}) into {path.parent}")
     try:
         content = json.loads(path.read_text())
-        return {s: [ImageRecord(str(image_dir / rel), int(label), name) for rel, label, name in content[s]]
-                for s in SPLITS}
+        return {s: [ImageRecord(rel if image_dir is None else str(image_dir / rel), int(label), name)
+                    for rel, label, name in content[s]] for s in SPLITS}
     except (ValueError, KeyError, TypeError) as exc:
         raise DataError(f"split file {path} is not in the split_zhou format ({exc}); download it again") from exc
 
