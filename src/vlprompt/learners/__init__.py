@@ -3,5 +3,5 @@
 Importing the package registers every built-in learner by name.
 """
 
-from vlprompt.learners import (clip_adapter, cocoop, coop, ivlp, linear_probe, lpp, maple, tip_adapter,  # noqa: F401
-                               zeroshot, zslp)  # (registration)
+from vlprompt.learners import (clip_adapter, cocoop, coop, ivlp, linear_probe, lpp, maple, tcp,  # noqa: F401
+                               tip_adapter, zeroshot, zslp)  # (registration)
