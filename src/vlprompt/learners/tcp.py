@@ -76,7 +76,10 @@ class QuickGELU(nn.Module):
 
 @register_learner
 class TCP(PromptLearner):
-    """Learnable tensors: ``ctx`` (M, W) and the meta-net ``meta_net.linear1/linear2`` (D -> H -> M·W)."""
+    """CoOp's context plus class-aware tokens, made from the frozen class features, at a middle text block.
+
+    Learnable tensors: ``ctx`` (M, W) and the meta-net ``meta_net.linear1/linear2`` (D -> H -> M·W).
+    """
 
     name = "tcp"
     Config = TCPConfig
