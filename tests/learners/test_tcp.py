@@ -173,3 +173,16 @@ def test_artifact_round_trip_for_the_trained_and_for_new_classes(tiny_backbone, 
         assert torch.equal(from_pretrained(path, new, tiny_backbone).text_features(),
                            tcp.for_classes(new).text_features())
     assert reloaded.config == tcp.config
+
+
+def test_checkpointed_class_chunks_give_the_same_features_and_gradients(tiny_backbone, classnames):
+    tcp = TCP(tiny_backbone, classnames, layer=2)
+    grads = []
+    for chunk in (None, 2):
+        tcp.text_chunk = chunk
+        tcp.zero_grad()
+        features = tcp.text_features()
+        features.pow(3).sum().backward()
+        grads.append((features.detach(), tcp.ctx.grad.clone(), tcp.meta_net.linear2.weight.grad.clone()))
+    for whole, chunked in zip(*grads):
+        assert (whole - chunked).abs().max() < 1e-5 * whole.abs().max()  # float summation order only
