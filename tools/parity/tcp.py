@@ -19,6 +19,7 @@ class-aware tokens, logits, the KgCoOp-style term, the loss and the gradient of 
 
 from __future__ import annotations
 
+import sys
 import types
 from collections import OrderedDict
 from pathlib import Path
@@ -44,7 +45,6 @@ def official_modules(reference: Path):
         "trainers.clip_text.simple_tokenizer": text / "simple_tokenizer.py",
         "trainers.clip_text.model": text / "model.py",
         "trainers.clip_text.clip": text / "clip.py"})
-    import sys
     return tcp, sys.modules["trainers.clip_text.model"], sys.modules["trainers.clip_text.clip"]
 
 

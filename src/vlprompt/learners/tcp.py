@@ -101,8 +101,8 @@ class TCP(PromptLearner):
         self.ctx = nn.Parameter(init_context(backbone, self.n_ctx, self.ctx_init))
         dim, width = backbone.embed_dim, backbone.text.width
         hidden = cfg.hidden or max(dim // 4, 1)
-        self.meta_net = nn.Sequential(OrderedDict([
-            ("linear1", nn.Linear(dim, hidden)), ("gelu", QuickGELU()), ("linear2", nn.Linear(hidden, self.n_ctx * width))]))
+        self.meta_net = nn.Sequential(OrderedDict([("linear1", nn.Linear(dim, hidden)), ("gelu", QuickGELU()),
+                                                   ("linear2", nn.Linear(hidden, self.n_ctx * width))]))
         self.set_classnames(classnames)
 
     def set_classnames(self, classnames: list[str]) -> None:
