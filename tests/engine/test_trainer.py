@@ -62,6 +62,15 @@ def test_one_step_is_adamw_with_decoupled_weight_decay(tiny_backbone, classnames
     assert torch.allclose(after, start * (1 - 0.01 * 0.01) - 0.01 * grad / (grad.abs() + 1e-4), atol=1e-6)
 
 
+def test_one_step_is_adam_with_weight_decay_in_the_gradient(tiny_backbone, classnames):
+    """First Adam step (Dassl's, as TCP trains): g' = g + wd ctx, ctx <- ctx - lr g' / (|g'| + eps)."""
+    config = TrainConfig(epochs=1, lr=0.01, batch_size=8, warmup_epochs=0, optimizer="adam", adam_eps=1e-3,
+                         weight_decay=0.5)
+    start, grad, after = one_step(tiny_backbone, classnames, config)
+    coupled = grad + 0.5 * start
+    assert torch.allclose(after, start - 0.01 * coupled / (coupled.abs() + 1e-3), atol=1e-6)
+
+
 def test_nothing_to_train_and_bad_options_are_refused(tiny_backbone, classnames):
     with pytest.raises(ConfigError, match="nothing to train"):
         Trainer(ZeroShotCLIP(tiny_backbone, classnames), TrainConfig())
@@ -69,8 +78,8 @@ def test_nothing_to_train_and_bad_options_are_refused(tiny_backbone, classnames)
         TrainConfig(precision="fp8")
     with pytest.raises(ConfigError, match="batch_size"):
         TrainConfig(batch_size=0)
-    with pytest.raises(ConfigError, match="train.optimizer='adam' is not valid; choose one of: 'sgd', 'adamw'"):
-        TrainConfig(optimizer="adam")
+    with pytest.raises(ConfigError, match="train.optimizer='lion' is not valid; choose one of: 'sgd', 'adamw', 'adam'"):
+        TrainConfig(optimizer="lion")
     with pytest.raises(ConfigError, match="train.adam_eps=0"):
         TrainConfig(adam_eps=0)
 

@@ -1,7 +1,8 @@
 """Deep prompts: run open_clip's own tower blocks one at a time, with a hook that edits the tokens between blocks.
 
 MaPLe-style learners (methods.md §4) put learned tokens inside the towers: they replace text
-positions before some blocks, and append image tokens after the patch tokens. open_clip's
+positions before some blocks, and append image tokens after the patch tokens; TCP injects class-aware
+tokens into the text tower at one middle block (``encode_text_injected``). open_clip's
 ``Transformer.forward`` runs all blocks in one call, so these functions take over only that loop
 and reuse everything else (embeddings, blocks, norms, pooling, projections) from the model itself.
 With no hook and no extra tokens they compute open_clip's own features.
@@ -34,9 +35,11 @@ def check_token_vit(visual: nn.Module) -> None:
 
 
 def replace_tokens(x: torch.Tensor, start: int, tokens: torch.Tensor) -> torch.Tensor:
-    """``x`` (B, L, W) with positions start .. start+n-1 set to ``tokens`` (n, W) in every row."""
-    n = tokens.shape[0]
-    fill = tokens.to(x.dtype).unsqueeze(0).expand(x.shape[0], -1, -1)
+    """``x`` (B, L, W) with positions start .. start+n-1 set to ``tokens``: (n, W) in every row, or
+    (B, n, W) one set per row."""
+    n = tokens.shape[-2]
+    fill = tokens.to(x.dtype)
+    fill = fill.unsqueeze(0).expand(x.shape[0], -1, -1) if fill.dim() == 2 else fill
     return torch.cat([x[:, :start], fill, x[:, start + n :]], dim=1)
 
 
@@ -60,6 +63,31 @@ def encode_text_blocks(tower: TextTower, embeddings: torch.Tensor, eot: torch.Te
     x = _run_blocks(tower.transformer, x, hook, tower.attn_mask[:length, :length])
     x = tower.ln_final(x)
     return tower.project(x[torch.arange(x.shape[0], device=x.device), eot])
+
+
+def encode_text_injected(tower: TextTower, embeddings: torch.Tensor, eot: torch.Tensor, layer: int,
+                         tokens: torch.Tensor, start: int = 1, mix: float = 1.0) -> torch.Tensor:
+    """Unnormalised text features of token embeddings (N, L, W) with tokens injected at a middle block:
+    the hidden states at positions start .. start+n-1 that enter block ``layer`` (0-based) become
+    ``mix * tokens + (1 - mix) * hidden`` (``tokens`` (n, W) or (N, n, W); mix 1 replaces them), as
+    TCP's class-aware tokens enter the text encoder. Every other block runs as open_clip runs it."""
+    blocks = len(tower.transformer.resblocks)
+    if not 0 <= layer < blocks:
+        raise BackboneError(f"token injection before text block {layer} is not possible: this text tower has "
+                            f"{blocks} blocks (valid: 0 to {blocks - 1})")
+    n = tokens.shape[-2]
+    if start + n > int(eot.min()):
+        raise BackboneError(f"injecting {n} tokens at position {start} would overwrite an end-of-text token "
+                            f"(the shortest prompt ends at position {int(eot.min())})")
+
+    def hook(j: int, x: torch.Tensor) -> torch.Tensor:
+        if j != layer:
+            return x
+        held = x[:, start : start + n]
+        fill = tokens.to(x.dtype)
+        return replace_tokens(x, start, mix * fill + (1 - mix) * held)
+
+    return encode_text_blocks(tower, embeddings, eot, hook)
 
 
 def encode_image_blocks(visual: nn.Module, images: torch.Tensor, extra_tokens: torch.Tensor | None = None,

@@ -89,6 +89,19 @@ LEARNERS = {
             "transfers_to_new_classes"
         ]
     },
+    "tcp": {
+        "summary": "CoOp's context plus class-aware tokens, made from the frozen class features, at a middle text block.",
+        "offers": [
+            "class_classifier",
+            "context_vectors",
+            "deep_prompts",
+            "encode_context",
+            "fixed_image_features",
+            "learned_prompts",
+            "learned_text_prompts",
+            "transfers_to_new_classes"
+        ]
+    },
     "tip_adapter": {
         "summary": "Zero-shot CLIP plus a training-free cache model of the few-shot training features.",
         "offers": [

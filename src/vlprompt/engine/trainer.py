@@ -33,7 +33,7 @@ from vlprompt.regularizers.composition import check_composition
 log = logging.getLogger(__name__)
 
 
-OPTIMIZERS = ("sgd", "adamw")
+OPTIMIZERS = ("sgd", "adamw", "adam")
 #: which epoch's tensors a run keeps: the last (CoOp's rule) or the best on the validation split (Dassl's best_val)
 MODEL_SELECTION = ("last", "best_val")
 
@@ -43,7 +43,8 @@ class TrainConfig:
     epochs: int = 10
     lr: float = 0.002
     batch_size: int = 32
-    optimizer: str = "sgd"  # sgd (Dassl's, with momentum) | adamw (Tip-Adapter-F's, with adam_eps)
+    optimizer: str = "sgd"  # sgd (Dassl's, with momentum) | adamw (Tip-Adapter-F's) | adam (Dassl's, L2 in the
+    # gradient: TCP's); both Adams take adam_eps
     momentum: float = 0.9
     adam_eps: float = 1e-8
     weight_decay: float = 5e-4
@@ -98,6 +99,9 @@ class Trainer:
         if config.optimizer == "adamw":
             self.optimizer = torch.optim.AdamW(params, lr=config.lr, eps=config.adam_eps,
                                                weight_decay=config.weight_decay)
+        elif config.optimizer == "adam":
+            self.optimizer = torch.optim.Adam(params, lr=config.lr, eps=config.adam_eps,
+                                              weight_decay=config.weight_decay)
         else:
             self.optimizer = torch.optim.SGD(params, lr=config.lr, momentum=config.momentum,
                                              weight_decay=config.weight_decay)

@@ -4,4 +4,4 @@ Importing the package registers every built-in learner by name.
 """
 
 from vlprompt.learners import (clip_adapter, cocoop, coop, ivlp, linear_probe, lpp, maple, plot,  # noqa: F401
-                               tip_adapter, zeroshot, zslp)  # (registration)
+                               tcp, tip_adapter, zeroshot, zslp)  # (registration)

@@ -94,17 +94,25 @@ def template_context_init(backbone: Backbone, template: str, n_ctx: int = 16) ->
 
 
 class ClassPromptTokens(nn.Module):
-    """Fixed token embeddings of every class prompt around an M-vector context slot."""
+    """Fixed token embeddings of every class prompt around an M-vector context slot.
 
-    def __init__(self, backbone: Backbone, classnames: list[str], n_ctx: int, placeholder: str, position: str):
+    The words after the context are ``template`` with the class name at its "{}" (CoOp's "{}.";
+    TCP's per-dataset ones such as "{}, a type of pet.").
+    """
+
+    def __init__(self, backbone: Backbone, classnames: list[str], n_ctx: int, placeholder: str, position: str,
+                 template: str = "{}."):
         super().__init__()
         check_choice("class_token_position", position, POSITIONS)
+        if position != "end" and not template.startswith("{}"):
+            raise ConfigError(f"class_token_position={position!r} needs the class name first after the context; "
+                              f"the template {template!r} puts words before it")
         self.n_ctx = n_ctx
         self.position = position
         names = [c.replace("_", " ") for c in classnames]
-        check_prompts_fit(backbone, classnames, lambda c: f"{placeholder} {c.replace('_', ' ')}.")
+        check_prompts_fit(backbone, classnames, lambda c: f"{placeholder} {template.format(c.replace('_', ' '))}")
         self.name_lens = [_bpe_len(backbone, n) for n in names]
-        ids = backbone.tokenize([f"{placeholder} {n}." for n in names])
+        ids = backbone.tokenize([f"{placeholder} {template.format(n)}" for n in names])
         with torch.no_grad():
             emb = backbone.text.embed(ids)
         self.register_buffer("token_prefix", emb[:, :1].clone(), persistent=False)  # start-of-text
