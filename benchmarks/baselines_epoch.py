@@ -1,7 +1,7 @@
-"""Seconds per training epoch of the trainable baselines on cached features against their official way
-(the image encoder in the loop, every step), in one run.
+"""Seconds per training epoch of the trainable learners added beside CoOp on cached features against their
+official way (the image encoder in the loop, every step), in one run.
 
-For each of clip_adapter, zslp+clap and tip_adapter_f: one epoch over K classes x S shots at the
+For each of clip_adapter, zslp+clap, tip_adapter_f, plot (region tokens cached) and tcp: one epoch over K classes x S shots at the
 method's batch size, (a) as the official trainers run it, encoding each batch's images with the frozen
 image tower before the method's forward and backward, and (b) as vlprompt trains, on features cached
 once. The cached way's one-time cost (encoding every training image once) is printed too. Before
@@ -9,6 +9,7 @@ timing, both ways' logits on one batch are checked to agree. Random weights: the
 not accuracies. The official way is timed on a few batches and scaled to the epoch.
 
     python benchmarks/baselines_epoch.py [--backbone ViT-B-16] [--classes 100] [--shots 16] [--batches 1]
+        [--methods plot,tcp]
 """
 
 from __future__ import annotations
@@ -20,8 +21,10 @@ import torch
 
 from threads import add_threads_argument, set_threads
 from vlprompt.backbones import load_backbone
+from vlprompt.data.feature_cache import feature_shape
 from vlprompt.engine.batches import FeatureBatches
 from vlprompt.engine.trainer import TrainConfig, Trainer
+from vlprompt.learners.capabilities import Capability
 from vlprompt.learners.registry import build_learner
 from vlprompt.regularizers.base import TrainContext
 from vlprompt.regularizers.registry import build_regularizer
@@ -31,19 +34,24 @@ METHODS = {
     "clip_adapter": (32, {"lr": 0.002}),
     "zslp+clap": (256, {"lr": 0.1, "weight_decay": 0.0}),
     "tip_adapter_f": (256, {"lr": 0.001, "optimizer": "adamw", "adam_eps": 1e-4, "weight_decay": 0.01}),
+    "plot": (128, {"lr": 0.002}),
+    "tcp": (32, {"lr": 0.002, "optimizer": "adam", "adam_eps": 1e-3, "weight_decay": 5e-4}),
 }
 
 
-def build(method: str, backbone, classnames, features, labels):
+def build(method: str, backbone, classnames, labels):
+    """The method's learner and trainer, and random features of the shape its cache holds (the values do not
+    change the cost)."""
     learner_name, *regs = method.split("+")
     learner = build_learner(learner_name, backbone, classnames, "a photo of a {}.")
-    if hasattr(learner, "cache_keys"):
+    features = torch.randn(len(labels), *feature_shape(backbone, learner.uses_image_tokens))
+    if Capability.CACHE_MODEL in learner.offers:
         learner.build_from_training_set(features[None], labels)
     batch_size, settings = METHODS[method]
     trainer = Trainer(learner, TrainConfig(epochs=1, batch_size=batch_size, warmup_epochs=0, **settings),
                       [build_regularizer({"name": r}) for r in regs], TrainContext(learner=learner))
     trainer.start(FeatureBatches(features[None], labels, batch_size, seed=0))
-    return learner, trainer, batch_size
+    return learner, trainer, batch_size, features
 
 
 def timed(fn, repeats: int) -> float:
@@ -60,6 +68,7 @@ def main() -> None:
     parser.add_argument("--classes", type=int, default=100)
     parser.add_argument("--shots", type=int, default=16)
     parser.add_argument("--batches", type=int, default=1, help="batches timed for the official way")
+    parser.add_argument("--methods", default=",".join(METHODS), help=f"some of {', '.join(METHODS)}")
     add_threads_argument(parser)
     args = parser.parse_args()
     set_threads(args.threads)
@@ -73,20 +82,21 @@ def main() -> None:
     one_image = torch.randn(1, 3, size, size)
 
     per_image = timed(lambda: backbone.encode_image(torch.randn(32, 3, size, size)), 1) / 32
-    features = torch.randn(n, backbone.embed_dim)  # what the cache holds (values do not change the cost)
     print(f"{args.backbone} (random weights), {args.classes} classes x {args.shots} shots = {n} images, "
           f"{torch.get_num_threads()} threads; encoding one image: {per_image * 1e3:.1f} ms, so caching the "
           f"training set once costs {per_image * n:.1f} s")
     print(f"{'method':<16}{'official s/epoch':>18}{'cached s/epoch':>16}{'speed-up':>10}")
-    for method in METHODS:
-        learner, trainer, batch_size = build(method, backbone, classnames, features, labels)
+    for method in args.methods.split(","):
+        if method not in METHODS:
+            parser.error(f"--methods: {method!r} is not one of {', '.join(METHODS)}")
+        learner, trainer, batch_size, features = build(method, backbone, classnames, labels)
         steps, batch = max(n // batch_size, 1), min(batch_size, n)
         images = torch.randn(batch, 3, size, size)
         batch_labels = labels[:batch]
 
         def official_step():
             with torch.no_grad():
-                encoded = backbone.encode_image(images)
+                encoded = learner.encode_images(images)  # the frozen tower, pooled or with region tokens
             trainer._step({"features": encoded, "labels": batch_labels})
 
         def cached_epoch():
@@ -94,7 +104,7 @@ def main() -> None:
                 trainer._step(batch)
 
         with torch.no_grad():  # the two ways score a batch alike
-            encoded = backbone.encode_image(one_image)
+            encoded = learner.encode_images(one_image)
             assert torch.allclose(learner(images=one_image).logits, learner(features=encoded).logits, atol=1e-4)
         official = timed(official_step, args.batches) * steps
         cached = timed(cached_epoch, 2)
