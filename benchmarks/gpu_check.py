@@ -326,7 +326,7 @@ def main(argv: list[str] | None = None) -> int:
             "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "torch": torch.__version__,
             "cuda": torch.version.cuda, "python": platform.python_version(), "mode": "quick" if quick else "full",
             "budgets_s": {p: (QUICK_BUDGETS if quick else BUDGETS)[p] * args.budget_scale for p in parts},
-            "commit": _commit()}
+            "open_clip": f"{open_clip.__version__} from {Path(open_clip.__file__).parent.parent}", "commit": _commit()}
     results = Results(out, meta)
     results.write()
     print(f"{meta['device']}; torch {meta['torch']}; results in {out}/gpu_check.md", flush=True)
