@@ -114,6 +114,26 @@ class Check:
         self.results, self.device, self.quick, self.work = results, device, quick, work
         self.cuda = device.startswith("cuda")
         self.deadline = 0.0
+        self.backbones: dict[tuple[str, str], object] = {}
+
+    def run_part(self, part: str, budget: float) -> None:
+        """Every case of a part, within ``budget`` seconds; a part that breaks outside its cases is recorded."""
+        self.deadline = time.monotonic() + budget
+        start = time.monotonic()
+        try:
+            getattr(self, part)()
+        except Exception as exc:
+            self.results.add(part, "(the part itself)", "fail", time.monotonic() - start,
+                             f"{type(exc).__name__}: {exc}"[:400], {"traceback": traceback.format_exc().splitlines()[-12:]})
+        self.backbones.clear()
+
+    def backbone(self, name: str, precision: str, pretrained: str | None):
+        """A backbone on the check's device, loaded once (inside the case that first needs it)."""
+        if (name, precision) not in self.backbones:
+            from vlprompt.backbones import load_backbone
+
+            self.backbones[name, precision] = load_backbone(name, pretrained, device=self.device, precision=precision)
+        return self.backbones[name, precision]
 
     def case(self, part: str, name: str, fn, *args) -> dict | None:
         """Run one case unless its part's budget is spent; a failure is recorded, never raised."""
@@ -156,20 +176,18 @@ class Check:
     # -- parts ---------------------------------------------------------------------------------------------
     def methods(self) -> None:
         import method_matrix
-        from vlprompt.backbones import load_backbone
 
         cases = [(lname, None) for lname in method_matrix.trained_learners()]
         cases += method_matrix.composing_pairs(method_matrix.DEVICE_OPTIONS)
         if self.quick:  # one of each kind: cached features, the image tower, a regularizer
             cases = [c for c in cases if c in [("coop", None), ("maple", None), ("coop", "kgcoop")]]
-        for precision in method_matrix.DEVICE_PRECISIONS:
-            backbone = load_backbone("vlprompt-tiny", "world", device=self.device, precision=precision)
-            for lname, rname in cases:
+        for lname, rname in cases:  # each method at every precision, so a short budget skips whole methods
+            for precision in method_matrix.DEVICE_PRECISIONS:
                 name = f"{lname}+{rname}" if rname else lname
-                self.case("methods", f"{name} {precision}", self._method, method_matrix, lname, rname, backbone,
-                          precision)
+                self.case("methods", f"{name} {precision}", self._method, method_matrix, lname, rname, precision)
 
-    def _method(self, method_matrix, lname, rname, backbone, precision):
+    def _method(self, method_matrix, lname, rname, precision):
+        backbone = self.backbone("vlprompt-tiny", precision, "world")
         folder = Path(tempfile.mkdtemp(dir=self.work))
         out = method_matrix.check_on_device(lname, rname, backbone, precision, folder)
         last = out["losses"][-1]
@@ -255,7 +273,6 @@ class Check:
 
     def benchmark(self) -> None:
         import gpu
-        from vlprompt.backbones import load_backbone
 
         name = "vlprompt-tiny" if self.quick else "ViT-B-16"
         self.results.meta["benchmark_backbone"] = name
@@ -263,19 +280,16 @@ class Check:
         steps = 1 if self.quick else 10
         precisions = ["fp32"] if self.quick else ["fp16", "bf16"]  # bf16 as far as the budget goes
         for precision in precisions:
-            if time.monotonic() > self.deadline:
-                break
-            backbone = load_backbone(name, None, device=self.device, precision=precision)
             for learner in gpu.LEARNERS:
                 for k in classes:
-                    self.case("benchmark", f"{learner} {k} classes {precision}", self._bench, gpu, backbone,
-                              learner, k, precision, steps)
-            del backbone
+                    self.case("benchmark", f"{learner} {k} classes {precision}", self._bench, gpu, name, learner, k,
+                              precision, steps)
+            self.backbones.clear()  # one ViT-B/16 on the GPU at a time
             if self.cuda:
                 torch.cuda.empty_cache()
 
-    def _bench(self, gpu, backbone, learner, classes, precision, steps):
-        r = gpu.compare(backbone, learner, classes, precision, steps)
+    def _bench(self, gpu, name, learner, classes, precision, steps):
+        r = gpu.compare(self.backbone(name, precision, None), learner, classes, precision, steps)
         if self.cuda:
             torch.cuda.empty_cache()
         details = {"learner": learner, "classes": classes, "precision": precision, "batch": gpu.BATCH[learner],
@@ -333,8 +347,7 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="vlprompt-gpu-check-") as work:
         check = Check(results, device, quick, Path(work))
         for part in parts:
-            check.deadline = time.monotonic() + meta["budgets_s"][part]
-            getattr(check, part)()
+            check.run_part(part, meta["budgets_s"][part])
     failed = [r for r in results.rows if r["status"] == "fail"]
     print(f"{len(results.rows) - len(failed)} of {len(results.rows)} cases passed or were skipped; "
           f"{len(failed)} failed; {out}/gpu_check.md", flush=True)
