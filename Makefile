@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test experiment experiment-fewshot phenomena bench setup clean
+.PHONY: demo test experiment experiment-fewshot phenomena bench gpu-check-prepare gpu-check setup clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -77,6 +77,24 @@ bench: $(STAMP)
 	$(PY) benchmarks/cocoop_step.py
 	$(PY) benchmarks/data_loading.py
 	$(PY) benchmarks/text_chunk.py
+
+## The GPU check, in two steps (docs/performance.md says how to start it on a lent GPU machine).
+## Here, where pip works: download the wheels the GPU machine lacks into $(GPU_WHEELS) (ignored by git).
+GPU_WHEELS := .gpu-wheels
+gpu-check-prepare:
+	rm -rf $(GPU_WHEELS).part
+	$(PYTHON) -m pip download --quiet --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
+		--platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 \
+		-r benchmarks/gpu_check_wheels.txt -d $(GPU_WHEELS).part
+	rm -rf $(GPU_WHEELS) && mv $(GPU_WHEELS).part $(GPU_WHEELS)
+	du -sh $(GPU_WHEELS) && ls $(GPU_WHEELS)
+
+## There (python3 with PyTorch, no network): install those wheels into a temporary folder and run every
+## CUDA path and the GPU benchmark within 8 minutes; results in OUT/gpu_check.json, .md and .log. Without
+## CUDA it runs the check's CPU parts, small (here: make gpu-check OUT=DIR PYTHON=.venv/bin/python).
+gpu-check:
+	@test -n "$(OUT)" || { echo "usage: make gpu-check OUT=DIR (after make gpu-check-prepare where pip works)"; exit 2; }
+	PYTHON=$(PYTHON) bash benchmarks/gpu_check.sh "$(OUT)"
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache

@@ -196,3 +196,92 @@ def check_composition(lname: str, rname: str, backbone, classnames, make_batches
     assert all(rname not in key for record in alone_history for key in record)
     assert all(torch.isfinite(torch.tensor(record[key])) for record in history for key in own)
     assert (logits - alone_logits).abs().max() > 1e-4, f"{rname} did not change what {lname} predicts"
+
+
+# -- a real device: two steps at a precision, whose files load on the CPU with the same tensors ------------
+#: the precisions of the device check: towers stored and autocast in each (fp16 with the gradient scaler)
+DEVICE_PRECISIONS = ("fp32", "fp16", "bf16")
+
+
+class ImageTensorBatches:
+    """Fixed batches of images held in memory, for learners that prompt the image tower (no file needed)."""
+
+    def __init__(self, images: torch.Tensor, labels: torch.Tensor, batch_size: int):
+        self.images, self.labels, self.batch_size = images, labels, batch_size
+
+    def __len__(self) -> int:
+        return len(self.labels) // self.batch_size
+
+    def epoch(self, epoch: int):
+        for start in range(0, len(self.labels), self.batch_size):
+            idx = torch.arange(start, start + self.batch_size)
+            yield {"images": self.images[idx], "labels": self.labels[idx], "index": idx}
+
+
+def two_batches(learner, backbone, classes: int):
+    """Two seeded batches of four on the CPU (the trainer moves them): images for learners that prompt the
+    image tower, else cached features."""
+    g = torch.Generator().manual_seed(0)
+    labels = torch.arange(8) % classes
+    if learner.uses_image_tower:
+        return ImageTensorBatches(torch.rand(8, 3, backbone.image_size, backbone.image_size, generator=g), labels, 4)
+    return FeatureBatches(torch.randn(1, 8, backbone.embed_dim, generator=g), labels, 4, seed=0)
+
+
+def effective_tensors(learner) -> dict[str, torch.Tensor]:
+    """The learned and fitted tensors as the learner uses them, under their plain names: a parametrized
+    tensor (``owner.parametrizations.name.original``, QPrompt's) by its parametrized value."""
+    out = {}
+    for key, tensor in {**learner.learnable_tensors(), **learner.fitted_tensors()}.items():
+        owner, found, rest = key.rpartition("parametrizations.")
+        if not found:
+            out[key] = tensor.detach()
+            continue
+        owner, attr = owner.rstrip("."), rest.removesuffix(".original")
+        with torch.no_grad():
+            out[f"{owner}.{attr}" if owner else attr] = getattr(learner.get_submodule(owner), attr).detach()
+    return out
+
+
+def check_on_device(lname: str, rname: str | None, backbone, precision: str, folder) -> dict:
+    """Two training steps on ``backbone``'s device (towers at its precision, autocast at ``precision``); the
+    learned tensors stay fp32 and finite there, and the prompt artifact and checkpoint written then load on
+    the CPU with exactly those tensors. Returns the steps' losses."""
+    from pathlib import Path
+
+    from vlprompt.learners.artifact import from_pretrained, save_pretrained
+
+    folder = Path(folder)
+    torch.manual_seed(0)
+    learner = build(lname, backbone, PRECISION_CLASSES)
+    batches = two_batches(learner, backbone, len(PRECISION_CLASSES))
+    with_cache(learner, batches)
+    config = TrainConfig(epochs=1, batch_size=4, lr=0.01, precision=precision)
+    trainer = Trainer(learner, config, regularizer(rname, DEVICE_OPTIONS), TrainContext(learner=learner, dataset="tiny"))
+    trainer.start(batches)
+    losses = []
+    for batch in batches.epoch(0):
+        step, _ = trainer._step(dict(batch))
+        assert all(torch.isfinite(v) for v in step.values()), step
+        losses.append({k: float(v) for k, v in step.items()})
+    for reg in trainer.regularizers:
+        reg.on_epoch_end(trainer.context)
+    saved = effective_tensors(learner)
+    for name, tensor in learner.learnable_tensors().items():
+        assert tensor.device == backbone.device and tensor.dtype == torch.float32, (name, tensor.device, tensor.dtype)
+        assert torch.isfinite(tensor).all(), name
+    save_pretrained(learner, folder / "prompt")
+    trainer.save_checkpoint(folder / "checkpoint.pt")
+
+    loaded = from_pretrained(folder / "prompt")  # its backbone is built on the CPU
+    assert loaded.backbone.device.type == "cpu"
+    loaded_tensors = {**loaded.learnable_tensors(), **loaded.fitted_tensors()}
+    for name, tensor in saved.items():
+        assert torch.equal(loaded_tensors[name], tensor.detach().cpu()), f"artifact tensor {name} changed on loading"
+    resumed = with_cache(build(lname, loaded.backbone, PRECISION_CLASSES), batches)
+    cpu_trainer = Trainer(resumed, TrainConfig(epochs=1, batch_size=4, lr=0.01), regularizer(rname, DEVICE_OPTIONS),
+                          TrainContext(learner=resumed, dataset="tiny"))
+    cpu_trainer.load_checkpoint(folder / "checkpoint.pt")
+    for name, tensor in learner.learnable_tensors().items():
+        assert torch.equal(resumed.learnable_tensors()[name], tensor.detach().cpu()), f"checkpoint tensor {name} changed"
+    return {"losses": losses}

@@ -120,3 +120,35 @@ def test_cocoop_shared_prefix_equals_its_plain_per_image_path(tiny_backbone, n_c
     assert (plain - fast).abs().max() < 1e-5
     for name, a, b in zip(learner.learnable_tensors(), g_plain, g_fast):
         assert (a - b).abs().max() / a.abs().max() < 1e-4, name
+
+
+@pytest.mark.parametrize("name", ["coop", "cocoop", "maple"])
+def test_the_naive_way_of_the_gpu_benchmark_runs_77_tokens_and_gives_the_same_logits(tiny_backbone, name):
+    """benchmarks/gpu.py times the reference's computation by turning vlprompt's text speed-ups off
+    (the tower's ``truncate``, the learner's ``shared_prefix``): the logits must not change, and every
+    prompt must then pass the text transformer at its full context length."""
+    from vlprompt.learners.registry import build_learner
+
+    torch.manual_seed(0)
+    options = {"maple": {"prompt_depth": 3}}.get(name, {})
+    learner = build_learner(name, tiny_backbone, random_classnames(12, 3), **options)
+    features = torch.randn(3, tiny_backbone.embed_dim)
+    images = torch.rand(3, 3, tiny_backbone.image_size, tiny_backbone.image_size)
+    lengths = []
+    block = tiny_backbone.text.transformer.resblocks[0]
+    handle = block.register_forward_pre_hook(lambda module, args: lengths.append(args[0].shape[1]))
+    try:
+        with torch.no_grad():
+            kwargs = {"images": images} if learner.uses_image_tower else {"features": features}
+            fast = learner(**kwargs).logits
+            fast_lengths, lengths[:] = list(lengths), []
+            tiny_backbone.text.truncate = False
+            if hasattr(learner, "shared_prefix"):
+                learner.shared_prefix = False
+            naive = learner(**kwargs).logits
+    finally:
+        handle.remove()
+        tiny_backbone.text.truncate = True
+    assert lengths and set(lengths) == {tiny_backbone.text.context_length}, lengths
+    assert all(n < tiny_backbone.text.context_length for n in fast_lengths), fast_lengths  # (shared prefix: no block call)
+    assert (fast - naive).abs().max() < 1e-4

@@ -57,8 +57,9 @@ def _run_blocks(transformer: nn.Module, x: torch.Tensor, hook: BlockHook | None,
 def encode_text_blocks(tower: TextTower, embeddings: torch.Tensor, eot: torch.Tensor,
                        hook: BlockHook | None = None) -> torch.Tensor:
     """Unnormalised text features of token embeddings (N, L, W), as ``tower(embeddings, eot)`` computes
-    them (cut after the last end-of-text token), with ``hook`` applied before every block."""
-    length = int(eot.max()) + 1
+    them (cut after the last end-of-text token unless the tower's ``truncate`` is off), with ``hook``
+    applied before every block."""
+    length = int(eot.max()) + 1 if tower.truncate else embeddings.shape[1]
     x = embeddings[:, :length] + tower.positional_embedding[:length].to(embeddings.dtype)
     x = _run_blocks(tower.transformer, x, hook, tower.attn_mask[:length, :length])
     x = tower.ln_final(x)

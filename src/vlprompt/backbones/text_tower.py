@@ -44,6 +44,9 @@ class TextTower(nn.Module):
         self.eos_id = getattr(source, "text_eos_id", None) or getattr(source, "eos_id", None)
         self.context_length = self.positional_embedding.shape[0]
         self.width = self.token_embedding.weight.shape[1]
+        #: an execution choice (same numbers either way), not a setting: False runs every prompt at all
+        #: context positions, as the reference implementations do (the benchmarks' naive way)
+        self.truncate = True
 
     @property
     def output_dim(self) -> int:
@@ -71,10 +74,11 @@ class TextTower(nn.Module):
     def forward(self, embeddings: torch.Tensor, eot: torch.Tensor, truncate: bool = True) -> torch.Tensor:
         """Text features of prompts given as token embeddings (N, L, width) and their end-of-text index.
 
-        With ``truncate`` the sequence is cut after the last end-of-text position of the batch: under
-        the causal mask later positions cannot influence any pooled token, so the result is the same.
+        With ``truncate`` (and the tower's own ``truncate``) the sequence is cut after the last end-of-text
+        position of the batch: under the causal mask later positions cannot influence any pooled token,
+        so the result is the same.
         """
-        length = int(eot.max()) + 1 if truncate else embeddings.shape[1]
+        length = int(eot.max()) + 1 if truncate and self.truncate else embeddings.shape[1]
         x = embeddings[:, :length] + self.positional_embedding[:length].to(embeddings.dtype)
         x = self.transformer(x, attn_mask=self.attn_mask[:length, :length])
         x = self.ln_final(x)

@@ -165,12 +165,16 @@ def build_parser() -> argparse.ArgumentParser:
 def cmd_train(args) -> int:
     from vlprompt.analysis.run_analysis import analyze_run
     from vlprompt.engine.config import resolve_config
+    from vlprompt.engine.distributed import leave as leave_process_group
     from vlprompt.engine.run import run_experiment
 
     config = resolve_config(args.preset, args.overrides)  # a bad config is refused before processes start
     if args.nproc > 1 and "WORLD_SIZE" not in os.environ:
         return _torchrun(args.nproc)
-    results = run_experiment(config, lock_timeout=args.lock_timeout)
+    try:
+        results = run_experiment(config, lock_timeout=args.lock_timeout)
+    finally:
+        leave_process_group()
     if "rank" in results:  # a process of a multi-process run other than the first: process 0 reports
         return 0
     if "metrics" not in results:

@@ -10,11 +10,14 @@ projection. Rank 0 alone writes files (run directory, caches, checkpoints); the 
 
 from __future__ import annotations
 
+import logging
 import os
 from contextlib import contextmanager
 
 import torch
 import torch.distributed as dist
+
+log = logging.getLogger(__name__)
 
 
 def world() -> tuple[int, int]:
@@ -28,10 +31,16 @@ def is_main() -> bool:
     return world()[0] == 0
 
 
+def launched_by_torchrun() -> bool:
+    """True in a process torchrun started (it describes the group in the environment), even a group of one."""
+    return int(os.environ.get("WORLD_SIZE", "1")) > 1 or "TORCHELASTIC_RUN_ID" in os.environ
+
+
 def init_from_env(device: torch.device) -> torch.device:
-    """Join the process group torchrun describes (WORLD_SIZE > 1) and return this rank's device: its own
-    GPU (LOCAL_RANK) with NCCL on CUDA, the given device with gloo otherwise."""
-    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+    """Join the process group torchrun describes and return this rank's device: its own GPU (LOCAL_RANK)
+    with NCCL on CUDA, the given device with gloo otherwise. A group of one process (``torchrun
+    --nproc-per-node 1``) joins too, so that a launch on one GPU takes the path of several."""
+    if not launched_by_torchrun():
         return device
     cuda = device.type == "cuda"
     if not dist.is_initialized():
@@ -39,7 +48,15 @@ def init_from_env(device: torch.device) -> torch.device:
     if cuda:
         device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
         torch.cuda.set_device(device)
+    log.info("process %d of %d joined the process group (backend %s) on %s", dist.get_rank(), dist.get_world_size(),
+             dist.get_backend(), device)
     return device
+
+
+def leave() -> None:
+    """Leave the process group this process joined (NCCL warns at exit about a group left open)."""
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
 
 
 def shard(n: int) -> slice:
