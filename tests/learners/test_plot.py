@@ -207,3 +207,17 @@ def test_nemesis_pan_on_plot_rescales_a_position_of_every_prompt_and_scores_the_
         rescaled = plot.ctx.detach().clone()
         rescaled[:, p] *= 0.001
         assert weights[p] == (1.0 if correct(rescaled) > original else 0.0)
+
+
+def test_features_larger_than_the_memory_are_refused_before_any_image_is_encoded(tiny_backbone, tmp_path,
+                                                                                image_folder_factory, classnames):
+    root = image_folder_factory(tmp_path / "imgs", classnames, per_class=1, splits=("train",))
+    records = [ImageRecord(str(f), k, d.name) for k, d in enumerate(sorted((root / "train").iterdir()))
+               for f in sorted(d.iterdir())]
+    data = DatasetSplits("tiny", classnames, records, [], [])
+    views = 10**7  # 5 images x 65 tokens x 128 floats: 1.5 TiB
+    with pytest.raises(ConfigError, match=r"train features of 5 images x 10000000 views would take .* GiB, more than "
+                                          r"this machine's .*train.views"):
+        FeatureCache(tmp_path / "cache").features(tiny_backbone, data, records, views=views, tokens=True,
+                                                  desc="train features")
+    assert not (tmp_path / "cache").exists() or not any((tmp_path / "cache").iterdir())

@@ -29,7 +29,7 @@ from vlprompt.backbones import Backbone
 from vlprompt.data.loading import RecordImages, chunks, load_batches
 from vlprompt.data.records import DatasetSplits, ImageRecord
 from vlprompt.data.transforms import describe, eval_transform, train_transform
-from vlprompt.errors import BackboneError
+from vlprompt.errors import BackboneError, ConfigError
 from vlprompt.io import write_bytes
 from vlprompt.progress import Progress
 
@@ -122,6 +122,7 @@ class FeatureCache:
                 with contextlib.suppress(FileNotFoundError):
                     if os.stat(path).st_ino == found.st_ino:  # not a sound entry another process just wrote
                         path.unlink()
+        check_fits_in_memory(shape, desc)
         feats = encode_records(backbone, data, records, views, seed, batch_size, desc, workers, tokens).contiguous()
         if not torch.isfinite(feats).all():
             raise BackboneError(f"{backbone.identity.describe()} gives NaN or infinite features for some of the "
@@ -129,6 +130,25 @@ class FeatureCache:
                                 "or check the weights")
         write_bytes(path, save({"features": feats}, metadata={"sha256": _sha256(feats)}))
         return feats
+
+
+def physical_memory_bytes() -> int | None:
+    """This machine's memory (None where the platform does not say)."""
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (AttributeError, ValueError, OSError):
+        return None
+
+
+def check_fits_in_memory(shape: tuple[int, ...], desc: str) -> None:
+    """Refuse, before any image is encoded, features that could not be held in this machine's memory (region
+    tokens take 1 + R times the pooled features' room: 394 KiB per image and view for ViT-B/16)."""
+    needed, memory = 4 * torch.Size(shape).numel(), physical_memory_bytes()
+    if memory is not None and needed > memory:
+        views, images = shape[0], shape[1]
+        raise ConfigError(f"the {desc} of {images} images x {views} views would take {needed / 2**30:.1f} GiB, more "
+                          f"than this machine's {memory / 2**30:.1f} GiB of memory; use fewer cached views "
+                          f"(train.views, e.g. 1) or fewer shots")
 
 
 def feature_shape(backbone: Backbone, tokens: bool = False) -> tuple[int, ...]:
