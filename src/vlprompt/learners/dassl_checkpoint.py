@@ -14,6 +14,7 @@ theirs runs. Any other class the file names is refused.
 from __future__ import annotations
 
 import hashlib
+import pickle
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -76,16 +77,18 @@ def read_dassl_checkpoint(path: str | Path, what: str) -> DasslCheckpoint:
     """Load a Dassl checkpoint file safely and check its outer layout; ``what`` names the expected
     checkpoint in messages (e.g. "a CoOp checkpoint")."""
     path = Path(path)
-    data = path.read_bytes()
     try:
         content = _load(path)
     except ArtifactError:
         raise
+    except pickle.UnpicklingError as exc:
+        if "GLOBAL" not in str(exc):  # e.g. "invalid load key": not a pickle at all
+            raise _unreadable(path, what, exc) from None
+        raise ArtifactError(f"{path} pickles Python objects that a weights-only read does not create (they could "
+                            f"run code): {str(exc).splitlines()[0]}; a Dassl checkpoint holds tensors, numbers and "
+                            "the optimizer's and scheduler's state only") from None
     except Exception as exc:  # torch, zipfile and pickle raise many types for a damaged file
-        raise ArtifactError(f"{path} is not a readable PyTorch checkpoint ({type(exc).__name__}: "
-                            f"{str(exc).splitlines()[0] if str(exc) else 'no detail'}): the file is truncated or "
-                            f"damaged, or not a torch.save file; {what} is a file Dassl's save_checkpoint "
-                            "wrote; copy or download it again") from None
+        raise _unreadable(path, what, exc) from None
     if not isinstance(content, dict) or "state_dict" not in content:
         raise ArtifactError(f"{path} is {_describe(content)}, not a Dassl checkpoint: {what} is a dict with "
                             "'state_dict', 'epoch', 'optimizer' and 'scheduler' (as Dassl's save_checkpoint writes "
@@ -97,7 +100,23 @@ def read_dassl_checkpoint(path: str | Path, what: str) -> DasslCheckpoint:
                             "the prompt learner's tensors there")
     epoch = content.get("epoch")
     return DasslCheckpoint(path=path, state_dict=dict(state), epoch=epoch if isinstance(epoch, int) else None,
-                           sha256=hashlib.sha256(data).hexdigest())
+                           sha256=_sha256(path))
+
+
+def _sha256(path: Path) -> str:
+    """The file's SHA-256, read in blocks (a whole-model checkpoint is hundreds of MB)."""
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        while block := f.read(1 << 20):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _unreadable(path: Path, what: str, exc: Exception) -> ArtifactError:
+    detail = str(exc).splitlines()[0] if str(exc) else "no detail"
+    return ArtifactError(f"{path} is not a readable PyTorch checkpoint ({type(exc).__name__}: {detail}): the file is "
+                         f"truncated or damaged, or not a torch.save file; {what} is a file Dassl's save_checkpoint "
+                         "wrote; copy or download it again")
 
 
 def _load(path: Path):

@@ -72,24 +72,23 @@ class _Keys:
     def has(self, key: str) -> bool:
         return self.prefix + key in self.state
 
-    def take(self, key: str, *shape: int | None, optional: bool = False) -> torch.Tensor | None:
-        """Tensor ``key`` (under the prefix); ``shape`` entries None are free."""
+    def take_any(self, key: str) -> torch.Tensor:
+        """Tensor ``key`` (under the prefix), whatever its shape: the caller checks it."""
         name = self.prefix + key
         if name not in self.state:
-            if optional:
-                return None
             raise _Refused(f"it has no tensor {name!r}")
-        tensor = self.state[name]
+        self.taken.add(name)
+        return self.state[name]
+
+    def take(self, key: str, *shape: int | None, optional: bool = False) -> torch.Tensor | None:
+        """Tensor ``key`` (under the prefix) of shape ``shape``, whose None entries are free."""
+        if optional and not self.has(key):
+            return None
+        tensor = self.take_any(key)
         if tensor.dim() != len(shape) or any(s is not None and s != t for s, t in zip(shape, tensor.shape)):
             want = "(" + ", ".join("*" if s is None else str(s) for s in shape) + ")"
-            raise _Refused(f"{name!r} has shape {tuple(tensor.shape)} where {want} is expected")
-        self.taken.add(name)
+            raise _Refused(f"{self.prefix + key!r} has shape {tuple(tensor.shape)} where {want} is expected")
         return tensor
-
-    def take_any(self, key: str) -> torch.Tensor:
-        """Tensor ``key`` whatever its shape (the caller checks it)."""
-        tensor = self.take(key, *([None] * self.state[self.prefix + key].dim())) if self.has(key) else None
-        return self.take(key) if tensor is None else tensor
 
     def numbered(self, pattern: str) -> list[int]:
         """Sorted indices i of keys matching ``pattern`` with ``{i}`` in it (under the prefix)."""
