@@ -253,6 +253,22 @@ def test_imported_prompt_gives_the_checkpoints_features(method, tiny_backbone, c
     assert not list(tmp_path.glob("*.tmp"))  # nothing left beside the output
 
 
+def test_a_run_folder_stands_for_its_best_checkpoint(tiny_backbone, classnames, tmp_path):
+    """As Dassl's load_model: model-best.pth.tar where the run kept one, else the last epoch's file."""
+    model = tiny_backbone.model
+    first, trained, name, _ = coop_file(model, classnames, seed=1)
+    last, _, _, expected_last = coop_file(model, classnames, seed=2)
+    best = dassl_save(tmp_path / "output", name, first, trained)
+    dassl_save(tmp_path / "later", name, last, trained)
+    (tmp_path / "later" / name / f"model.pth.tar-{EPOCH}").rename(tmp_path / "output" / name / "model.pth.tar-20")
+    learner, _ = import_official("coop", tmp_path / "output", tiny_backbone, classnames, tmp_path / "last")
+    with torch.no_grad():
+        assert (learner.text_features() - expected_last(None)).abs().max() < 1e-5
+    best.rename(best.with_name("model-best.pth.tar"))
+    _, out = import_official("coop", tmp_path / "output", tiny_backbone, classnames, tmp_path / "best")
+    assert json.loads((out / "config.json").read_text())["metadata"]["imported_from"]["file"] == "model-best.pth.tar"
+
+
 def test_shapes_set_the_options(tiny_backbone, classnames, tmp_path):
     model = tiny_backbone.model
     for method, expect in [("nemesis", {"n_ctx": 3, "csc": True, "ctx_init": None}),
@@ -305,6 +321,8 @@ def test_refuses_another_methods_file(tiny_backbone, classnames, tmp_path):
     refused(tmp_path, "coop", path, tiny_backbone, classnames,
             r"not CoOp's prompt learner for vlprompt-tiny: it has no tensor 'ctx'\. Its keys are those of a MaPLe "
             r"checkpoint; import it with `vlprompt import maple \.\.\.`")
+    refused(tmp_path, "coop", tmp_path, tiny_backbone, classnames,  # the run folder: no prompt_learner/ in it
+            r"folder without a prompt_learner checkpoint: .* it holds MultiModalPromptLearner/ \(saved by MaPLe\)")
 
 
 def test_refuses_a_cocoop_file_as_kgcoop(tiny_backbone, classnames, tmp_path):

@@ -54,9 +54,11 @@ class DasslCheckpoint:
     sha256: str
 
 
-def find_checkpoint_file(path: str | Path, model_name: str) -> Path:
+def find_checkpoint_file(path: str | Path, model_name: str, others: dict[str, str] | None = None) -> Path:
     """The checkpoint file ``path`` stands for: the file itself, or in a Dassl output folder (the run's
-    or its ``model_name`` subfolder) ``model-best.pth.tar`` where present, else the last epoch's file."""
+    or its ``model_name`` subfolder) ``model-best.pth.tar`` where present, else the last epoch's file.
+    ``others`` names, per model folder, the methods that save there (for the message when the folder
+    holds another model's checkpoints)."""
     path = Path(path)
     if path.is_file():
         return path
@@ -64,13 +66,24 @@ def find_checkpoint_file(path: str | Path, model_name: str) -> Path:
         raise ArtifactError(f"checkpoint {path} not found; give the file (e.g. OUTPUT/{model_name}/"
                             f"model.pth.tar-10) or the Dassl output folder that holds {model_name}/")
     folder = path / model_name if (path / model_name).is_dir() else path
-    if (folder / BEST_FILE).is_file():
-        return folder / BEST_FILE
-    epochs = sorted((int(m.group(1)), f) for f in folder.iterdir() if (m := EPOCH_FILE.fullmatch(f.name)))
-    if not epochs:
-        raise ArtifactError(f"{path} is a folder without a Dassl checkpoint: neither {folder / BEST_FILE} nor any "
-                            f"{folder}/model.pth.tar-N exists; give the checkpoint file itself")
-    return epochs[-1][1]
+    found = _checkpoint_files(folder)
+    if found:
+        return found[0]
+    present = [d.name for d in sorted(path.iterdir()) if d.is_dir() and _checkpoint_files(d)]
+    where = "; it holds " + ", ".join(f"{d}/ (saved by {(others or {}).get(d, 'another model')})" for d in present) \
+        if present else ""
+    raise ArtifactError(f"{path} is a folder without a {model_name} checkpoint: neither {folder / BEST_FILE} nor any "
+                        f"{folder}/model.pth.tar-N exists{where}; give the checkpoint file itself or the method "
+                        "that saved it")
+
+
+def _checkpoint_files(folder: Path) -> list[Path]:
+    """Dassl's checkpoints in ``folder``, the one its load_model reads by default first: the best, then the
+    epochs from the last."""
+    epochs = sorted(((int(m.group(1)), f) for f in folder.iterdir() if (m := EPOCH_FILE.fullmatch(f.name))),
+                    reverse=True)
+    best = [folder / BEST_FILE] if (folder / BEST_FILE).is_file() else []
+    return best + [f for _, f in epochs]
 
 
 def read_dassl_checkpoint(path: str | Path, what: str) -> DasslCheckpoint:

@@ -276,14 +276,18 @@ def convert_official(method: str, checkpoint: str | Path, backbone: Backbone, cl
     """The learner an official checkpoint stands for, and a record of the import for the artifact's
     metadata; every check is done here, nothing is written."""
     spec = _method(method)
-    path = find_checkpoint_file(checkpoint, spec.model_name)
+    savers = {}
+    for m in OFFICIAL_METHODS.values():
+        savers[m.model_name] = f"{savers[m.model_name]}, {m.title}" if m.model_name in savers else m.title
+    path = find_checkpoint_file(checkpoint, spec.model_name, savers)
     what = f"a {spec.title} checkpoint ({spec.repository}: {spec.holds})"
     ckpt = read_dassl_checkpoint(path, what)
     options = dict(options or {})
     derived = [o for o in SHAPE_OPTIONS[spec.learner] if o in options]
     if derived:
-        raise ConfigError(f"{', '.join(derived)} come{'s' if len(derived) == 1 else ''} from the checkpoint's shapes; "
-                          "leave them out of the import's options")
+        one = len(derived) == 1
+        raise ConfigError(f"{', '.join(derived)} come{'s' if one else ''} from the checkpoint's shapes; leave "
+                          f"{'it' if one else 'them'} out of the import's options")
     if len(set(classnames)) != len(classnames) or not classnames:
         raise ConfigError("the class names must be non-empty and each given once, in the order of the "
                           "checkpoint's training labels")
