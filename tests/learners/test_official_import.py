@@ -26,6 +26,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from vlprompt.backbones import load_backbone
+from vlprompt.cli.official import parse_options, read_classes
 from vlprompt.errors import ArtifactError, ConfigError
 from vlprompt.io import OutputExistsError
 from vlprompt.learners.artifact import from_pretrained
@@ -431,6 +432,8 @@ def test_refuses_options_the_shapes_fix_and_a_missing_file(tiny_backbone, classn
     path = dassl_save(tmp_path, name, state, trained)
     refused(tmp_path, "coop", path, tiny_backbone, classnames, r"n_ctx comes from the checkpoint's shapes",
             ConfigError, {"n_ctx": 8})
+    refused(tmp_path, "coop", path, tiny_backbone, classnames, r"coop has no option ctx_innit; the options an import "
+            r"of CoOp takes: ctx_init, class_token_position, ctx_init_template", ConfigError, {"ctx_innit": "a"})
     refused(tmp_path, "coop", tmp_path / "missing", tiny_backbone, classnames,
             r"checkpoint .*missing not found; give the file")
     refused(tmp_path, "dpt", path, tiny_backbone, classnames, r"choose one of: coop, prograd", ConfigError)
@@ -476,3 +479,18 @@ def test_cli_round_trip(classnames, tmp_path, image_folder_factory):
     done = subprocess.run(command[:-1] + [str(tmp_path / "q")], capture_output=True, text=True, env=env)
     assert done.returncode == 2 and done.stderr.startswith("error: ") and "token_suffix" in done.stderr
     assert not (tmp_path / "q").exists()
+
+
+def test_classes_come_from_a_file_or_a_dataset(classnames, tmp_path, image_folder_factory):
+    (tmp_path / "classes.txt").write_text("\n".join(classnames) + "\n\n")
+    assert read_classes(str(tmp_path / "classes.txt"), None, "all") == classnames
+    folder = image_folder_factory(tmp_path / "imgs", classnames, per_class=1)
+    everything = read_classes(f"folder:{folder}", None, "all")
+    assert sorted(everything) == sorted(classnames)
+    assert read_classes(f"folder:{folder}", None, "base") == everything[:3]  # base-to-new: the first half, rounded up
+    with pytest.raises(ConfigError, match="no such file; for a standard dataset give --root"):
+        read_classes(str(tmp_path / "missing.txt"), None, "all")
+    assert parse_options(["ctx_init=a photo of a", "class_token_position=middle", "ctx_init_template=null"]) == {
+        "ctx_init": "a photo of a", "class_token_position": "middle", "ctx_init_template": None}
+    with pytest.raises(ConfigError, match="is not KEY=VALUE"):
+        parse_options(["ctx_init"])

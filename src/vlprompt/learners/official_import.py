@@ -28,6 +28,7 @@ Nothing is written unless every check passes.
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -276,21 +277,10 @@ def convert_official(method: str, checkpoint: str | Path, backbone: Backbone, cl
     """The learner an official checkpoint stands for, and a record of the import for the artifact's
     metadata; every check is done here, nothing is written."""
     spec = _method(method)
-    savers = {}
-    for m in OFFICIAL_METHODS.values():
-        savers[m.model_name] = f"{savers[m.model_name]}, {m.title}" if m.model_name in savers else m.title
-    path = find_checkpoint_file(checkpoint, spec.model_name, savers)
-    what = f"a {spec.title} checkpoint ({spec.repository}: {spec.holds})"
-    ckpt = read_dassl_checkpoint(path, what)
     options = dict(options or {})
-    derived = [o for o in SHAPE_OPTIONS[spec.learner] if o in options]
-    if derived:
-        one = len(derived) == 1
-        raise ConfigError(f"{', '.join(derived)} come{'s' if one else ''} from the checkpoint's shapes; leave "
-                          f"{'it' if one else 'them'} out of the import's options")
-    if len(set(classnames)) != len(classnames) or not classnames:
-        raise ConfigError("the class names must be non-empty and each given once, in the order of the "
-                          "checkpoint's training labels")
+    _check_arguments(spec, classnames, options)
+    path = find_checkpoint_file(checkpoint, spec.model_name, _savers())
+    ckpt = read_dassl_checkpoint(path, f"a {spec.title} checkpoint ({spec.repository}: {spec.holds})")
     keys = _Keys(ckpt.state_dict)
     try:
         converted = spec.convert(keys, backbone, len(classnames))
@@ -324,6 +314,32 @@ def import_official(method: str, checkpoint: str | Path, backbone: Backbone, cla
     that is not a vlprompt prompt is refused untouched)."""
     learner, record = convert_official(method, checkpoint, backbone, classnames, options)
     return learner, save_pretrained(learner, out, metadata={"imported_from": record})
+
+
+def _check_arguments(spec: OfficialMethod, classnames: list[str], options: dict) -> None:
+    """What can be refused before the (possibly large) file is read."""
+    if not classnames or len(set(classnames)) != len(classnames):
+        raise ConfigError("the class names must be non-empty and each given once, in the order of the "
+                          "checkpoint's training labels")
+    config = LEARNERS.get(spec.learner).Config
+    valid = [f.name for f in dataclasses.fields(config) if f.name not in SHAPE_OPTIONS[spec.learner]]
+    derived = [o for o in options if o in SHAPE_OPTIONS[spec.learner]]
+    if derived:
+        one = len(derived) == 1
+        raise ConfigError(f"{', '.join(derived)} come{'s' if one else ''} from the checkpoint's shapes; leave "
+                          f"{'it' if one else 'them'} out of the import's options")
+    unknown = sorted(set(options) - set(valid))
+    if unknown:
+        raise ConfigError(f"{config.owner} has no option {', '.join(unknown)}; the options an import of {spec.title} "
+                          f"takes: {', '.join(valid)}")
+
+
+def _savers() -> dict[str, str]:
+    """Dassl model folder -> the methods whose trainers save there (for messages)."""
+    titles: dict[str, list[str]] = {}
+    for m in OFFICIAL_METHODS.values():
+        titles.setdefault(m.model_name, []).append(m.title)
+    return {folder: ", ".join(names) for folder, names in titles.items()}
 
 
 def _method(method: str) -> OfficialMethod:
