@@ -410,7 +410,8 @@ def test_refuses_a_checkpoint_of_another_clip(tiny_backbone, classnames, tmp_pat
     state, trained, name, _ = maple_file(other.model, classnames)
     path = dassl_save(tmp_path, name, state, trained)
     refused(tmp_path, "maple", path, tiny_backbone, classnames,
-            r"start-of-text embedding saved in the checkpoint \(token_prefix\) is not that of vlprompt-tiny .*another CLIP")
+            r"start-of-text embedding saved in the checkpoint \(token_prefix\) is not that of vlprompt-tiny "
+            r".*another CLIP")
     # without the token buffers, the CLIP weights saved beside the prompts tell the same
     state = {k: v for k, v in state.items() if "token_" not in k}
     path = dassl_save(tmp_path / "no-tokens", name, state, trained)

@@ -39,7 +39,8 @@ def cmd_import(args) -> int:
 
     options = parse_options(args.option)
     classnames = read_classes(args.classes, args.root, args.subset)
-    backbone = load_backbone(args.backbone) if args.pretrained is None else load_backbone(args.backbone, args.pretrained)
+    weights = {} if args.pretrained is None else {"pretrained": args.pretrained}  # left out: the name's own weights
+    backbone = load_backbone(args.backbone, **weights)
     learner, out = import_official(args.method, args.checkpoint, backbone, classnames, args.out, options)
     print(f"{OFFICIAL_METHODS[args.method].title} checkpoint imported as a {learner.name} prompt for "
           f"{len(classnames)} classes on {backbone.identity.describe()}: {out}")
