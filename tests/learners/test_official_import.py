@@ -26,6 +26,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from vlprompt.backbones import load_backbone
+from vlprompt.cli.main import main
 from vlprompt.cli.official import parse_options, read_classes
 from vlprompt.errors import ArtifactError, ConfigError
 from vlprompt.io import OutputExistsError
@@ -453,32 +454,32 @@ def test_never_replaces_a_foreign_folder(tiny_backbone, classnames, tmp_path):
 
 # -- the command --------------------------------------------------------------------------------------------------
 
-def test_cli_round_trip(classnames, tmp_path, image_folder_factory):
-    """`vlprompt import` in a process of its own, then `vlprompt predict` on what it wrote."""
+def test_cli_round_trip(classnames, tmp_path, image_folder_factory, capsys):
+    """`vlprompt import` in a process of its own, then `vlprompt predict` on what it wrote; the same import with
+    the classes in another order is refused in one line."""
     backbone = load_backbone("vlprompt-tiny")  # the shipped weights, as the command loads them by default
     state, trained, name, expected = cocoop_file(backbone.model, classnames)
     dassl_save(tmp_path / "output", name, state, trained)
     (tmp_path / "classes.txt").write_text("\n".join(classnames) + "\n")
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[2] / "src")}
-    command = [sys.executable, "-m", "vlprompt", "import", "cocoop", str(tmp_path / "output"),
-               "--backbone", "vlprompt-tiny", "--classes", str(tmp_path / "classes.txt"), "--out", str(tmp_path / "p")]
-    done = subprocess.run(command, capture_output=True, text=True, env=env)
+    argv = ["import", "cocoop", str(tmp_path / "output"), "--backbone", "vlprompt-tiny",
+            "--classes", str(tmp_path / "classes.txt"), "--out"]
+    done = subprocess.run([sys.executable, "-m", "vlprompt", *argv, str(tmp_path / "p")], capture_output=True,
+                          text=True, env=env)
     assert done.returncode == 0, done.stderr
-    assert "CoCoOp" in done.stdout and str(tmp_path / "p") in done.stdout
+    assert "CoCoOp checkpoint imported as a cocoop prompt for 5 classes" in done.stdout
     learner = from_pretrained(tmp_path / "p")
     images = torch.randn(2, 3, 64, 64, generator=torch.Generator().manual_seed(1))
     with torch.no_grad():
         feats = F.normalize(backbone.model.encode_image(images), dim=-1)
         assert (learner.text_features(feats) - expected(images)).abs().max() < 1e-5
     folder = image_folder_factory(tmp_path / "imgs", classnames[:1], per_class=1, splits=("test",))
-    done = subprocess.run([sys.executable, "-m", "vlprompt", "predict", str(folder), "--prompt", str(tmp_path / "p")],
-                          capture_output=True, text=True, env=env)
-    assert done.returncode == 0, done.stderr
-    assert "0.png: " in done.stdout and any(c in done.stdout for c in classnames)
-    # the same command with another class order is refused with one line, and writes nothing
+    assert main(["predict", str(folder), "--prompt", str(tmp_path / "p")]) == 0
+    assert "0.png: " in capsys.readouterr().out
     (tmp_path / "classes.txt").write_text("\n".join(reversed(classnames)) + "\n")
-    done = subprocess.run(command[:-1] + [str(tmp_path / "q")], capture_output=True, text=True, env=env)
-    assert done.returncode == 2 and done.stderr.startswith("error: ") and "token_suffix" in done.stderr
+    assert main(argv + [str(tmp_path / "q")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and err.count("\n") == 1 and "token_suffix" in err
     assert not (tmp_path / "q").exists()
 
 
