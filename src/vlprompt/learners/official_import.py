@@ -50,7 +50,7 @@ KGCOOP_UNUSED_WIDTH = 512
 
 
 class _Refused(Exception):
-    """A problem with the file's content; ``import_official`` turns it into one ArtifactError."""
+    """A problem with the file's content; ``convert_official`` turns it into one ArtifactError."""
 
 
 @dataclass
