@@ -1,24 +1,30 @@
 """Parity of ``vlprompt import`` with the official code: the official prompt learners save the checkpoint.
 
-For CoOp (shared and class-specific context), CoCoOp, ProGrad, Nemesis, MaPLe and IVLP, the official
-module builds its prompt learner (and, where the trainer registers it, its whole ``CustomCLIP``) on an
-OpenAI-format CLIP that the MaPLe repository's copy of OpenAI's ``clip`` package builds from the same
-random weights as an open_clip model (ViT, text width 512 and image width 768 as MaPLe hard-codes, 3
-layers each, 64-wide heads as OpenAI's ``build_model`` assumes). Its prompt tensors are drawn at random;
-the registered model's ``state_dict()`` is saved as Dassl's ``save_checkpoint`` does; vlprompt imports
-the file onto the open_clip model; the script prints the largest differences of the class text features
-(and, where the official model has a forward pass of its own, the logits of a batch of random images).
+For CoOp (shared and class-specific context), CoCoOp, ProGrad, KgCoOp, Nemesis, MaPLe, IVLP and
+PromptSRC, the official module builds its prompt learner (and, where the trainer registers it, its whole
+``CustomCLIP``) on an OpenAI-format CLIP that the MaPLe repository's copy of OpenAI's ``clip`` package
+builds from the same random weights as an open_clip model (ViT, text width 512 and image width 768 as
+MaPLe hard-codes, 3 layers each, 64-wide heads as OpenAI's ``build_model`` assumes). Its prompt tensors
+are drawn at random; the registered model's ``state_dict()`` is saved as Dassl's ``save_checkpoint``
+does; vlprompt imports the file onto the open_clip model; the script prints the largest differences of
+the class text features and of the logits of a batch of random images.
 
-    python tools/parity/official_import.py --coop PATH --maple PATH --prograd PATH --nemesis PATH
+    python tools/parity/official_import.py --coop PATH --maple PATH --prograd PATH --kgcoop PATH \
+        --nemesis PATH --promptsrc PATH
 
 each PATH a checkout of KaiyangZhou/CoOp, muzairkhattak/multimodal-prompt-learning, BeierZhu/Prompt-align
-(its ``ProGrad.public`` folder is found) and ShyFoo/Nemesis.
+(its ``ProGrad.public`` folder is found), htyao89/KgCoOp (its ``KgCoOp`` folder), ShyFoo/Nemesis and
+muzairkhattak/PromptSRC. KgCoOp's and PromptSRC's prompt learners load a second CLIP from disk in their
+constructors (the zero-shot teacher) and move it to a GPU: here their ``load_clip_to_cpu`` returns a copy
+of the same CLIP and ``.cuda()`` leaves tensors where they are.
 """
 
 from __future__ import annotations
 
 import argparse
+import copy
 import sys
+from contextlib import contextmanager
 import tempfile
 import types
 from pathlib import Path
@@ -37,7 +43,8 @@ from vlprompt.learners.artifact import from_pretrained  # noqa: E402
 from vlprompt.learners.official_import import import_official  # noqa: E402
 
 CLASSES = ["red circle", "blue_square", "green triangle", "yellow star"]
-MODEL_NAMES = {"maple": "MultiModalPromptLearner", "ivlp": "VLPromptLearner", "cocoop": "prompt_learner"}
+MODEL_NAMES = {"maple": "MultiModalPromptLearner", "ivlp": "VLPromptLearner", "promptsrc": "VLPromptLearner",
+               "cocoop": "prompt_learner"}
 
 
 def official_clip_package(maple: Path):
@@ -88,8 +95,39 @@ def save_dassl(folder: Path, model_name: str, module) -> Path:
 
 
 def cfg(**trainer):
-    return NS(INPUT=NS(SIZE=(64, 64)), DATASET=NS(NAME="ImageNet"),
-              TRAINER=NS(**{k: NS(**v) for k, v in trainer.items()}))
+    return NS(INPUT=NS(SIZE=(64, 64)), DATASET=NS(NAME="ImageNet"), OPTIM=NS(MAX_EPOCH=5),
+              MODEL=NS(BACKBONE=NS(NAME="ViT-B/16")), TRAINER=NS(**{k: NS(**v) for k, v in trainer.items()}))
+
+
+@contextmanager
+def teacher_on_cpu(module, clip, reference):
+    """KgCoOp's and PromptSRC's constructors load their zero-shot CLIP and call .cuda(): serve a copy of
+    ``reference`` (for PromptSRC an unprompted one, as its ``zero_shot_model`` is) and keep it on the CPU."""
+    def load(cfg, zero_shot_model=False):
+        if not zero_shot_model:
+            return copy.deepcopy(reference)
+        plain = {"trainer": "IVLP", "vision_depth": 0, "language_depth": 0, "vision_ctx": 0, "language_ctx": 0}
+        state = {k: v for k, v in reference.state_dict().items() if "VPT" not in k}
+        return clip.build_model(state, plain).float().eval()
+
+    saved = module.load_clip_to_cpu, torch.nn.Module.cuda, torch.Tensor.cuda
+    module.load_clip_to_cpu = load
+    torch.nn.Module.cuda = lambda self, *args, **kwargs: self
+    torch.Tensor.cuda = lambda self, *args, **kwargs: self
+    try:
+        yield
+    finally:
+        module.load_clip_to_cpu, torch.nn.Module.cuda, torch.Tensor.cuda = saved
+
+
+def load_trainer(name: str, path: Path):
+    """An official trainer file as ``trainers.NAME``, its relative imports (imagenet_templates) served
+    from its own folder without running the package's __init__ (which registers every trainer)."""
+    sys.modules.setdefault("trainers", types.ModuleType("trainers"))
+    templates = path.parent / "imagenet_templates.py"
+    if templates.is_file():
+        official._load("trainers.imagenet_templates", templates)
+    return official._load(f"trainers.{name}", path)
 
 
 def run(args, work: Path):
@@ -97,7 +135,11 @@ def run(args, work: Path):
     trainers = {"coop": args.coop / "trainers/coop.py", "cocoop": args.coop / "trainers/cocoop.py",
                 "prograd": args.prograd / "ProGrad.public/trainers/prograd.py",
                 "nemesis": args.nemesis / "trainers/coop_nemesis.py", "maple": args.maple / "trainers/maple.py",
-                "ivlp": args.maple / "trainers/independentVL.py"}
+                "ivlp": args.maple / "trainers/independentVL.py", "kgcoop": args.kgcoop / "KgCoOp/trainers/kgcoop.py",
+                "promptsrc": args.promptsrc / "trainers/promptsrc.py"}
+    trained = {"maple": ("prompt_learner",), "cocoop": ("prompt_learner",),  # what each trainer optimises
+               "kgcoop": ("ctx", "bias_vectors", "meta_net"), "ivlp": ("prompt_learner.ctx", "VPT"),
+               "promptsrc": ("prompt_learner.ctx", "VPT")}
     images = torch.randn(3, 3, 64, 64, generator=torch.Generator().manual_seed(1))
     coop_like = {"N_CTX": 4, "CTX_INIT": "", "CSC": False, "CLASS_TOKEN_POSITION": "end", "PREC": "fp32"}
     cases = [
@@ -105,6 +147,8 @@ def run(args, work: Path):
         ("coop", "class-specific context", {"COOP": {**coop_like, "CSC": True}}, {"trainer": "CoOp"}),
         ("prograd", "template init 'a photo of a {}.', 6 vectors",
          {"COOP": {**coop_like, "N_CTX": 6, "CTX_INIT": True}}, {"trainer": "CoOp"}),
+        ("kgcoop", "'a photo of a'", {"COOP": {**coop_like, "CTX_INIT": "a photo of a"}, "COCOOP": {"PREC": "fp32"}},
+         {"trainer": "CoOp"}),
         ("nemesis", "class-specific context", {"CoOpNemesis": {**coop_like, "CSC": True}}, {"trainer": "CoOp"}),
         ("cocoop", "'a photo of a'", {"COCOOP": {"N_CTX": 4, "CTX_INIT": "a photo of a", "PREC": "fp32"}},
          {"trainer": "CoCoOp"}),
@@ -114,27 +158,31 @@ def run(args, work: Path):
          {"IVLP": {"N_CTX_TEXT": 2, "N_CTX_VISION": 3, "CTX_INIT": "a photo of a", "PROMPT_DEPTH_TEXT": 2,
                    "PROMPT_DEPTH_VISION": 3}},
          {"trainer": "IVLP", "vision_depth": 3, "language_depth": 2, "vision_ctx": 3, "language_ctx": 2}),
+        ("promptsrc", "4+4 vectors, depths 3 and 3",
+         {"PROMPTSRC": {"N_CTX_TEXT": 4, "N_CTX_VISION": 4, "CTX_INIT": "a photo of a", "PROMPT_DEPTH_TEXT": 3,
+                        "PROMPT_DEPTH_VISION": 3, "PREC": "fp32"}},
+         {"trainer": "IVLP", "vision_depth": 3, "language_depth": 3, "vision_ctx": 4, "language_ctx": 4}),
     ]
     print(f"{'method':8} {'setting':42} {'max |text diff|':>16} {'max |logit diff|':>17}")
-    for method, setting, trainer_cfg, design in cases:
-        module = official._load(f"official_{method}", trainers[method])
+    for case, (method, setting, trainer_cfg, design) in enumerate(cases):
+        module = load_trainer(method, trainers[method])
         backbone, reference = models(clip, design)
         config, text = cfg(**trainer_cfg), None
-        with torch.no_grad():
-            if method in ("maple", "ivlp", "cocoop"):  # their CustomCLIP scores images itself
+        with torch.no_grad(), teacher_on_cpu(module, clip, reference):
+            if method in ("maple", "ivlp", "promptsrc", "cocoop"):  # their CustomCLIP scores images itself
                 whole = module.CustomCLIP(config, CLASSES, reference).eval()
                 if method == "maple":  # MaPLe makes proj fp16 for an fp16 CLIP (its GPU default); fp32 here
                     whole.prompt_learner.proj.float()
-                randomise(whole, ("prompt_learner", "VPT"), seed=len(setting))
-                folder = save_dassl(work / f"{method}-{len(setting)}", MODEL_NAMES[method],
+                randomise(whole, trained[method], seed=case)
+                folder = save_dassl(work / str(case), MODEL_NAMES[method],
                                     whole.prompt_learner if method == "cocoop" else whole)
                 logits = whole(images.type(reference.dtype))
                 if method != "cocoop":  # CoCoOp's text features are per image: its logits compare them
                     text = text_of(whole, method)
             else:
                 learner = module.PromptLearner(config, CLASSES, reference)
-                randomise(learner, ("ctx",), seed=len(setting))
-                folder = save_dassl(work / f"{method}-{len(setting)}", "prompt_learner", learner)
+                randomise(learner, trained.get(method, ("ctx",)), seed=case)
+                folder = save_dassl(work / str(case), "prompt_learner", learner)
                 text = F.normalize(module.TextEncoder(reference)(learner(), learner.tokenized_prompts), dim=-1)
                 image = F.normalize(reference.encode_image(images), dim=-1)
                 logits = reference.logit_scale.exp() * image @ text.t()
@@ -159,7 +207,7 @@ def text_of(whole, method):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    for name in ("coop", "maple", "prograd", "nemesis"):
+    for name in ("coop", "maple", "prograd", "kgcoop", "nemesis", "promptsrc"):
         parser.add_argument(f"--{name}", type=Path, required=True, help=f"checkout of the {name} repository")
     with tempfile.TemporaryDirectory(prefix="vlprompt-import-parity-") as work:
         run(parser.parse_args(), Path(work))
