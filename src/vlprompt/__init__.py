@@ -9,9 +9,9 @@ The verbs a user needs are attributes of the package (``vlprompt.load_backbone``
 from vlprompt.version import __version__
 
 _API = (
-    "Method", "create_method", "describe", "evaluate", "export_classifier", "from_pretrained", "list_backbones",
-    "list_datasets", "list_learners", "list_methods", "list_presets", "list_protocols", "list_regularizers",
-    "load_backbone", "save_pretrained", "train",
+    "Method", "create_method", "describe", "evaluate", "export_classifier", "from_pretrained", "import_official",
+    "list_backbones", "list_datasets", "list_learners", "list_methods", "list_presets", "list_protocols",
+    "list_regularizers", "load_backbone", "save_pretrained", "train",
 )
 __all__ = ["__version__", *_API]
 

@@ -26,6 +26,7 @@ from vlprompt.learners.artifact import from_pretrained, save_pretrained
 from vlprompt.learners.base import PromptLearner
 from vlprompt.learners.capabilities import Capability
 from vlprompt.learners.export import export_classifier
+from vlprompt.learners.official_import import import_official
 from vlprompt.learners.registry import LEARNERS, build_learner, list_learners
 from vlprompt.protocols.common import list_protocols
 from vlprompt.regularizers.base import Regularizer
@@ -33,9 +34,9 @@ from vlprompt.regularizers.composition import check_composition, composition_mat
 from vlprompt.regularizers.registry import REGULARIZERS, build_regularizer, list_regularizers
 
 __all__ = [
-    "Method", "create_method", "describe", "evaluate", "export_classifier", "from_pretrained", "list_backbones",
-    "list_datasets", "list_learners", "list_methods", "list_presets", "list_protocols", "list_regularizers",
-    "load_backbone", "save_pretrained", "train",
+    "Method", "create_method", "describe", "evaluate", "export_classifier", "from_pretrained", "import_official",
+    "list_backbones", "list_datasets", "list_learners", "list_methods", "list_presets", "list_protocols",
+    "list_regularizers", "load_backbone", "save_pretrained", "train",
 ]
 
 

@@ -8,7 +8,7 @@ import os
 import sys
 from pathlib import Path
 
-from vlprompt.cli import analyze, data, sweep, world
+from vlprompt.cli import analyze, data, official, sweep, world
 from vlprompt.errors import ConfigError, DataError, VlpromptError
 
 log = logging.getLogger("vlprompt")
@@ -158,6 +158,7 @@ def build_parser() -> argparse.ArgumentParser:
     analyze.register(sub)
     world.register(sub)
     data.register(sub)
+    official.register(sub)
     sweep.register(sub)
     return parser
 
