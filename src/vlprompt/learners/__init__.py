@@ -3,5 +3,5 @@
 Importing the package registers every built-in learner by name.
 """
 
-from vlprompt.learners import (clip_adapter, cocoop, coop, ivlp, linear_probe, lpp, maple, tip_adapter,  # noqa: F401
+from vlprompt.learners import (clip_adapter, clip_lora, cocoop, coop, ivlp, linear_probe, lpp, maple, tip_adapter,  # noqa: F401
                                zeroshot, zslp)  # (registration)

@@ -111,7 +111,7 @@ class PromptSRC(Regularizer):
         learner = ctx.learner
         self.teacher_text = teacher_text_features(learner.backbone, learner.classnames,
                                                   ctx.templates_of(self.config.templates))
-        self.image_term = Capability.PROMPTED_IMAGE_TOWER in learner.offers and self.config.image_weight > 0
+        self.image_term = learner.uses_image_tower and self.config.image_weight > 0
 
     def extra_loss(self, ctx: TrainContext, outputs: LearnerOutput, batch: dict) -> dict[str, torch.Tensor]:
         cfg, backbone = self.config, ctx.learner.backbone
