@@ -44,8 +44,8 @@ def test_update_is_scaled_low_rank_product_by_hand():
     """s B A x with s = alpha / sqrt(r) (CLIP-LoRA's scale) on a 3 -> 2 projection of rank 2."""
     update = LowRankUpdate(3, 2, rank=2, alpha=2.0, dropout=0.0)
     with torch.no_grad():
-        update.lora_A.copy_(torch.tensor([[1.0, 0.0, 2.0], [0.0, -1.0, 1.0]]))
-        update.lora_B.copy_(torch.tensor([[1.0, 1.0], [2.0, 0.0]]))
+        update.lora_A.weight.copy_(torch.tensor([[1.0, 0.0, 2.0], [0.0, -1.0, 1.0]]))
+        update.lora_B.weight.copy_(torch.tensor([[1.0, 1.0], [2.0, 0.0]]))
     x = torch.tensor([[1.0, 2.0, 3.0]])
     # A x = [1 + 6, -2 + 3] = [7, 1];  B (A x) = [7 + 1, 14] = [8, 14];  s = 2 / sqrt(2)
     assert torch.allclose(update(x), math.sqrt(2.0) * torch.tensor([[8.0, 14.0]]))
@@ -53,9 +53,10 @@ def test_update_is_scaled_low_rank_product_by_hand():
 
 def test_update_starts_at_zero_with_linear_default_a():
     update = LowRankUpdate(16, 8, rank=4, alpha=1.0, dropout=0.25)
-    assert not update.lora_B.any() and update.lora_A.shape == (4, 16) and update.lora_B.shape == (8, 4)
+    a, b = update.lora_A.weight, update.lora_B.weight
+    assert not b.any() and a.shape == (4, 16) and b.shape == (8, 4)
     bound = 1 / math.sqrt(16)  # nn.Linear's default: Kaiming-uniform with a = sqrt(5) gives 1 / sqrt(fan_in)
-    assert update.lora_A.abs().max() <= bound and update.lora_A.abs().max() > bound / 2
+    assert a.abs().max() <= bound and a.abs().max() > bound / 2
 
 
 @pytest.mark.parametrize("params", [["q"], ["k", "v"], ["q", "k", "v", "o"]])
@@ -66,17 +67,17 @@ def test_updated_attention_is_torch_attention_with_merged_weights(params):
     update = AttentionUpdate(attn, params, rank=2, alpha=1.0, dropout=0.0)
     with torch.no_grad():
         for p in update.updates.values():
-            p.lora_B.normal_()
+            p.lora_B.weight.normal_()
     merged = nn.MultiheadAttention(8, 2, batch_first=True).eval()
     merged.load_state_dict(attn.state_dict())
     with torch.no_grad():
         for i, p in enumerate("qkv"):
             if p in params:
                 u = update.updates[p]
-                merged.in_proj_weight[8 * i: 8 * (i + 1)] += u.scaling * u.lora_B @ u.lora_A
+                merged.in_proj_weight[8 * i: 8 * (i + 1)] += u.scaling * u.lora_B.weight @ u.lora_A.weight
         if "o" in params:
             u = update.updates["o"]
-            merged.out_proj.weight += u.scaling * u.lora_B @ u.lora_A
+            merged.out_proj.weight += u.scaling * u.lora_B.weight @ u.lora_A.weight
     x = torch.randn(3, 5, 8)
     mask = torch.full((5, 5), float("-inf")).triu(1)  # the text tower's causal mask
     with torch.no_grad():
@@ -137,7 +138,7 @@ def test_training_changes_only_the_updates_never_the_shared_backbone(tiny_backbo
     assert all(p.grad is None for p in tiny_backbone.parameters())
     grads = {k: t.grad for k, t in learner.learnable_tensors().items()}
     assert all(g is not None for g in grads.values())
-    assert all(g.abs().max() > 0 for k, g in grads.items() if k.endswith("lora_B"))  # A waits until B moves
+    assert all(g.abs().max() > 0 for k, g in grads.items() if k.endswith("lora_B.weight"))  # A waits until B moves
 
     trainer = Trainer(learner, TrainConfig(epochs=1, batch_size=4, lr=0.05, optimizer="adamw", warmup_epochs=0))
     trainer.start(None)

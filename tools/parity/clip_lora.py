@@ -57,7 +57,7 @@ def paired_tensors(layers, ours, params):
             official = getattr(layer, PROJECTION_NAMES[p])
             for which in ("A", "B"):
                 pairs.append((f"{tower}.{j}.{p}.{which}", getattr(official, f"w_lora_{which}"),
-                              getattr(block.updates[p], f"lora_{which}")))
+                              getattr(block.updates[p], f"lora_{which}").weight))
     return pairs
 
 

@@ -54,21 +54,24 @@ def layer_indices(position: str | list[int], depth: int, tower: str) -> list[int
 
 
 class LowRankUpdate(nn.Module):
-    """s * B A dropout(x) for one projection of width ``in_features`` -> ``out_features``."""
+    """s * B A dropout(x) for one projection of width ``in_features`` -> ``out_features``; A and B are
+    bias-free linear layers (``lora_A.weight`` (r, in), ``lora_B.weight`` (out, r)), as PEFT holds them."""
 
     def __init__(self, in_features: int, out_features: int, rank: int, alpha: float, dropout: float):
         super().__init__()
-        a = torch.empty(rank, in_features, device="cpu")  # drawn on the CPU: the same values on every device
-        nn.init.kaiming_uniform_(a, a=math.sqrt(5))
-        self.lora_A = nn.Parameter(a)
-        self.lora_B = nn.Parameter(torch.zeros(out_features, rank, device="cpu"))
+        # drawn on the CPU (the same values on every device): A as nn.Linear's default, B zero
+        self.lora_A = nn.Linear(in_features, rank, bias=False, device="cpu")
+        self.lora_B = nn.Linear(rank, out_features, bias=False, device="cpu")
+        nn.init.kaiming_uniform_(self.lora_A.weight, a=math.sqrt(5))
+        nn.init.zeros_(self.lora_B.weight)
         self.scaling = alpha / math.sqrt(rank)
         self.dropout = nn.Dropout(dropout)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         # learned tensors stay fp32; the update runs in the towers' precision (the gradient reaches fp32)
         x = self.dropout(x)
-        return (x @ self.lora_A.to(x.dtype).t()) @ (self.scaling * self.lora_B).to(x.dtype).t()
+        a, b = self.lora_A.weight.to(x.dtype), (self.scaling * self.lora_B.weight).to(x.dtype)
+        return F.linear(F.linear(x, a), b)
 
 
 class AttentionUpdate(nn.Module):

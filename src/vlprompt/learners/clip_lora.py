@@ -79,7 +79,8 @@ class CLIPLoRAConfig(ZeroShotConfig):
 class CLIPLoRA(PromptLearner):
     """Zero-shot CLIP with trained low-rank updates of its towers' attention.
 
-    Learnable tensors: ``text_updates.blocks.{j}.updates.{p}.lora_A`` / ``lora_B`` (and ``image_updates...``)
+    Learnable tensors: ``text_updates.blocks.{j}.updates.{p}.lora_A.weight`` / ``lora_B.weight`` (and
+    ``image_updates...``)
     for block j and projection p."""
 
     name = "clip_lora"
