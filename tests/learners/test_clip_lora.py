@@ -164,6 +164,31 @@ def test_dropout_acts_on_the_update_input_in_training_only(tiny_backbone, classn
     assert torch.equal(*evaluated)
 
 
+def test_checkpointed_text_chunks_replay_their_dropout_masks(tiny_backbone, classnames, monkeypatch):
+    """Chunks are recomputed in the backward pass; the recomputation must draw the forward's masks again,
+    or the gradients would belong to another forward: they equal those of the same chunks kept in memory."""
+    from vlprompt.learners import prompts
+
+    learner = CLIPLoRA(tiny_backbone, classnames, templates=TEMPLATE, encoder="text", dropout=0.5).train()
+    randomise(learner)
+    learner.text_chunk = 2
+
+    def features_and_grads():
+        torch.manual_seed(5)
+        features = learner.text_features()
+        grads = torch.autograd.grad(features.square().sum() + features[:, 0].sum(),
+                                    list(learner.learnable_tensors().values()))
+        return features.detach(), grads
+
+    checkpointed = features_and_grads()
+    monkeypatch.setattr(prompts, "checkpoint", lambda fn, *args, **kwargs: fn(*args))
+    kept = features_and_grads()
+    assert torch.equal(checkpointed[0], kept[0])
+    assert all(torch.allclose(a, b, atol=1e-6) for a, b in zip(checkpointed[1], kept[1]))
+    torch.manual_seed(6)
+    assert not torch.equal(learner.text_features().detach(), kept[0])  # the masks do act
+
+
 def test_save_and_load_round_trip(tiny_backbone, classnames, images, tmp_path):
     learner = CLIPLoRA(tiny_backbone, classnames, templates=TEMPLATE, position="up", params=["q", "v", "o"], r=3,
                        alpha=4.0)

@@ -5,6 +5,9 @@ positions before some blocks, and append image tokens after the patch tokens. op
 ``Transformer.forward`` runs all blocks in one call, so these functions take over only that loop
 and reuse everything else (embeddings, blocks, norms, pooling, projections) from the model itself.
 With no hook and no extra tokens they compute open_clip's own features.
+
+The same loop serves any learner that changes what happens inside the towers: a ``run`` function may
+take over a block (``backbones.lora`` runs updated blocks with low-rank attention updates).
 """
 
 from __future__ import annotations

@@ -47,7 +47,7 @@ def layer_indices(position: str | list[int], depth: int, tower: str) -> list[int
              "half-bottom": (0, half), "half-up": (half, depth), "top1": (depth - 1, depth),
              "top2": (depth - 2, depth), "top3": (depth - 3, depth)}
     start, stop = spans[position]
-    if stop - max(start, 0) < 1 or start < 0:
+    if start < 0 or stop <= start:
         raise ConfigError(f"position {position!r} selects no block of the {depth}-block {tower} tower; "
                           "list the block indices instead")
     return list(range(start, stop))
