@@ -122,7 +122,7 @@ class PromptSRC(Regularizer):
             losses["promptsrc_text"] = cfg.text_weight * mean_l1(outputs.text_features.float(), teacher_text)
         if self.image_term:
             if batch.get("images") is None:
-                raise ConfigError(f"promptsrc: learner {ctx.learner.name!r} prompts the image tower, so the "
+                raise ConfigError(f"promptsrc: learner {ctx.learner.name!r} trains its image features, so the "
                                   "batches must carry images (not cached features)")
             with torch.no_grad():
                 frozen = F.normalize(backbone.encode_image(batch["images"]).float(), dim=-1)
