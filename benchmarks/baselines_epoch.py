@@ -1,8 +1,9 @@
 """Seconds per training epoch of the trainable learners added beside CoOp on cached features against their
 official way (the image encoder in the loop, every step), in one run.
 
-For each of clip_adapter, zslp+clap, tip_adapter_f, plot (region tokens cached) and tcp: one epoch over K classes x S shots at the
-method's batch size, (a) as the official trainers run it, encoding each batch's images with the frozen
+For each of clip_adapter, zslp+clap, tip_adapter_f, plot (region tokens cached), tcp and clip_lora with its text
+tower updated alone (encoder=text, the CLIP-LoRA variant whose image features stay frozen): one epoch over K
+classes x S shots at the method's batch size, (a) as the official trainers run it, encoding each batch's images with the frozen
 image tower before the method's forward and backward, and (b) as vlprompt trains, on features cached
 once. The cached way's one-time cost (encoding every training image once) is printed too. Before
 timing, both ways' logits on one batch are checked to agree. Random weights: the numbers are costs,
@@ -29,13 +30,15 @@ from vlprompt.learners.registry import build_learner
 from vlprompt.regularizers.base import TrainContext
 from vlprompt.regularizers.registry import build_regularizer
 
-#: (method, batch size, train settings) as in the presets
+#: method: (batch size, train settings, learner options) as in the presets
 METHODS = {
-    "clip_adapter": (32, {"lr": 0.002}),
-    "zslp+clap": (256, {"lr": 0.1, "weight_decay": 0.0}),
-    "tip_adapter_f": (256, {"lr": 0.001, "optimizer": "adamw", "adam_eps": 1e-4, "weight_decay": 0.01}),
-    "plot": (128, {"lr": 0.002}),
-    "tcp": (32, {"lr": 0.002, "optimizer": "adam", "adam_eps": 1e-3, "weight_decay": 5e-4}),
+    "clip_adapter": (32, {"lr": 0.002}, {}),
+    "zslp+clap": (256, {"lr": 0.1, "weight_decay": 0.0}, {}),
+    "tip_adapter_f": (256, {"lr": 0.001, "optimizer": "adamw", "adam_eps": 1e-4, "weight_decay": 0.01}, {}),
+    "plot": (128, {"lr": 0.002}, {}),
+    "tcp": (32, {"lr": 0.002, "optimizer": "adam", "adam_eps": 1e-3, "weight_decay": 5e-4}, {}),
+    # the official loop encodes each batch's images (without gradient) even when only the text tower trains
+    "clip_lora": (32, {"lr": 2e-4, "optimizer": "adamw", "weight_decay": 0.01}, {"encoder": "text"}),
 }
 
 
@@ -43,11 +46,11 @@ def build(method: str, backbone, classnames, labels):
     """The method's learner and trainer, and random features of the shape its cache holds (the values do not
     change the cost)."""
     learner_name, *regs = method.split("+")
-    learner = build_learner(learner_name, backbone, classnames, "a photo of a {}.")
+    batch_size, settings, options = METHODS[method]
+    learner = build_learner(learner_name, backbone, classnames, "a photo of a {}.", **options)
     features = torch.randn(len(labels), *feature_shape(backbone, learner.uses_image_tokens))
     if Capability.CACHE_MODEL in learner.offers:
         learner.build_from_training_set(features[None], labels)
-    batch_size, settings = METHODS[method]
     trainer = Trainer(learner, TrainConfig(epochs=1, batch_size=batch_size, warmup_epochs=0, **settings),
                       [build_regularizer({"name": r}) for r in regs], TrainContext(learner=learner))
     trainer.start(FeatureBatches(features[None], labels, batch_size, seed=0))

@@ -22,11 +22,17 @@ from vlprompt.regularizers.registry import REGULARIZERS, build_regularizer
 TEMPLATE = "a photo of a {}."
 #: the tiny towers have 4 layers, fewer than the papers' prompt depths and TCP's injection block (8)
 LEARNER_OPTIONS = {"maple": {"prompt_depth": 3}, "ivlp": {"prompt_depth_text": 3, "prompt_depth_vision": 3},
-                   "tcp": {"layer": 3}}
-#: learning rates of the composition check where 0.01 cannot show a term in 4 steps: zslp's prototypes
-#: are raw text features (norm about 10 on the tiny towers), so a step turns them a tenth as far as a
-#: prompt's, and the terms that pull them back start at zero (CLAP trains them at 0.1 for 300 epochs)
-COMPOSITION_LR = {"zslp": 1.0}
+                   "tcp": {"layer": 3},
+                   # CLIP-LoRA's dropout makes training-mode logits random, and the matrices compare them with
+                   # evaluation's and across precisions (its dropout: tests/learners/test_clip_lora.py)
+                   "clip_lora": {"dropout": 0.0}}
+#: train settings of the composition check where the default (lr 0.01, one warm-up epoch at 1e-5) cannot show
+#: a term in its 4 steps: zslp's prototypes are raw text features (norm about 10 on the tiny towers), so a step
+#: turns them a tenth as far as a prompt's, and the terms that pull them back start at zero (CLAP trains them
+#: at 0.1 for 300 epochs); clip_lora's B starts at zero, so its features start exactly at the frozen model's,
+#: where a term pulling them back (KgCoOp, DeKg) has no gradient until a step at the full rate has moved B
+#: (CLIP-LoRA's own schedule has no warm-up)
+COMPOSITION_TRAIN = {"zslp": {"lr": 1.0}, "clip_lora": {"lr": 1.0, "warmup_epochs": 0}}
 #: options the composition check needs: a term with a gradient on any data, where the paper gives no default
 COMPOSITION_OPTIONS = {
     "nemesis": {"beta": 1, "omega": 1.0},  # PUN (PAN: test_nemesis.py)
@@ -42,7 +48,7 @@ DEVICE_OPTIONS = {
     "npt": {"lambda_lmc": 0.1, "lambda_mmi": 0.1, "lmc_form": "anchor", "align": True},
     "qprompt": {"bits": 2, "kmeans_init": "kmeans++", "kmeans_iters": 3, "cac_interval": 1, "cac_kl_threshold": 0.0},
 }
-OPTION_TABLES = {"learner": LEARNER_OPTIONS, "learner (composition lr)": COMPOSITION_LR,
+OPTION_TABLES = {"learner": LEARNER_OPTIONS, "learner (composition train)": COMPOSITION_TRAIN,
                  "regularizer (composition)": COMPOSITION_OPTIONS,
                  "regularizer (device)": DEVICE_OPTIONS}
 
@@ -161,7 +167,8 @@ def _train_for_composition(lname, regs, backbone, classnames, batches):
     """The history and the trained learner's logits on the first batch (what the method predicts)."""
     torch.manual_seed(0)
     learner = with_cache(build(lname, backbone, classnames), batches)
-    trainer = Trainer(learner, TrainConfig(epochs=2, batch_size=4, lr=COMPOSITION_LR.get(lname, 0.01)), regs,
+    settings = {"epochs": 2, "batch_size": 4, "lr": 0.01, **COMPOSITION_TRAIN.get(lname, {})}
+    trainer = Trainer(learner, TrainConfig(**settings), regs,
                       TrainContext(learner=learner, dataset="tiny"))
     history = trainer.fit(batches)
     probe = next(iter(batches.epoch(0)))

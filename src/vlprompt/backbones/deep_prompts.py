@@ -6,6 +6,9 @@ tokens into the text tower at one middle block (``encode_text_injected``). open_
 ``Transformer.forward`` runs all blocks in one call, so these functions take over only that loop
 and reuse everything else (embeddings, blocks, norms, pooling, projections) from the model itself.
 With no hook and no extra tokens they compute open_clip's own features.
+
+The same loop serves any learner that changes what happens inside the towers: a ``run`` function may
+take over a block (``backbones.lora`` runs updated blocks with low-rank attention updates).
 """
 
 from __future__ import annotations
@@ -20,6 +23,9 @@ from vlprompt.errors import BackboneError
 
 #: ``hook(j, x)`` returns the tokens (B, L, W) that enter block ``j`` (0-based) in place of ``x``.
 BlockHook = Callable[[int, torch.Tensor], torch.Tensor]
+#: ``run(j, block, x, attn_mask)`` runs block ``j`` on ``x`` in place of ``block(x, attn_mask=attn_mask)``
+#: (low-rank attention updates run the block's own parts around an updated attention).
+BlockRunner = Callable[[int, nn.Module, torch.Tensor, "torch.Tensor | None"], torch.Tensor]
 
 
 def check_token_vit(visual: nn.Module) -> None:
@@ -44,24 +50,25 @@ def replace_tokens(x: torch.Tensor, start: int, tokens: torch.Tensor) -> torch.T
 
 
 def _run_blocks(transformer: nn.Module, x: torch.Tensor, hook: BlockHook | None,
-                attn_mask: torch.Tensor | None = None) -> torch.Tensor:
+                attn_mask: torch.Tensor | None = None, run: BlockRunner | None = None) -> torch.Tensor:
     if not getattr(transformer, "batch_first", True):
-        raise BackboneError("deep prompts need a batch-first open_clip transformer (open_clip >= 2.24 builds them)")
+        raise BackboneError("running the tower block by block needs a batch-first open_clip transformer "
+                            "(open_clip >= 2.24 builds them)")
     for j, block in enumerate(transformer.resblocks):
         if hook is not None:
             x = hook(j, x)
-        x = block(x, attn_mask=attn_mask)
+        x = block(x, attn_mask=attn_mask) if run is None else run(j, block, x, attn_mask)
     return x
 
 
 def encode_text_blocks(tower: TextTower, embeddings: torch.Tensor, eot: torch.Tensor,
-                       hook: BlockHook | None = None) -> torch.Tensor:
+                       hook: BlockHook | None = None, run: BlockRunner | None = None) -> torch.Tensor:
     """Unnormalised text features of token embeddings (N, L, W), as ``tower(embeddings, eot)`` computes
     them (cut after the last end-of-text token unless the tower's ``truncate`` is off), with ``hook``
-    applied before every block."""
+    applied before every block and each block run by ``run`` when given."""
     length = int(eot.max()) + 1 if tower.truncate else embeddings.shape[1]
     x = embeddings[:, :length] + tower.positional_embedding[:length].to(embeddings.dtype)
-    x = _run_blocks(tower.transformer, x, hook, tower.attn_mask[:length, :length])
+    x = _run_blocks(tower.transformer, x, hook, tower.attn_mask[:length, :length], run)
     x = tower.ln_final(x)
     return tower.project(x[torch.arange(x.shape[0], device=x.device), eot])
 
@@ -92,10 +99,11 @@ def encode_text_injected(tower: TextTower, embeddings: torch.Tensor, eot: torch.
 
 
 def encode_image_blocks(visual: nn.Module, images: torch.Tensor, extra_tokens: torch.Tensor | None = None,
-                        hook: BlockHook | None = None) -> torch.Tensor:
+                        hook: BlockHook | None = None, run: BlockRunner | None = None) -> torch.Tensor:
     """Unnormalised image features of open_clip's ViT with ``extra_tokens`` (n, W) appended after the
-    patch tokens (after the positional embedding, before ``ln_pre``) and ``hook`` applied before
-    every block. Patch dropout runs as open_clip runs it (a no-op in eval mode)."""
+    patch tokens (after the positional embedding, before ``ln_pre``), ``hook`` applied before every
+    block and each block run by ``run`` when given. Patch dropout runs as open_clip runs it (a no-op
+    in eval mode)."""
     check_token_vit(visual)
     x = visual.conv1(images.to(visual.conv1.weight.dtype))
     x = x.reshape(x.shape[0], x.shape[1], -1).permute(0, 2, 1)
@@ -105,6 +113,6 @@ def encode_image_blocks(visual: nn.Module, images: torch.Tensor, extra_tokens: t
     if extra_tokens is not None:
         x = replace_tokens(x, x.shape[1], extra_tokens)  # positions L .. L+n-1: an append
     x = visual.ln_pre(x)
-    x = _run_blocks(visual.transformer, x, hook)
+    x = _run_blocks(visual.transformer, x, hook, run=run)
     pooled, _ = visual._pool(x)
     return pooled @ visual.proj if visual.proj is not None else pooled

@@ -27,21 +27,23 @@ from vlprompt.backbones.text_tower import TextTower
 from vlprompt.errors import ConfigError
 
 
-def supports_shared_prefix(tower: TextTower) -> bool:
-    """True when every block is open_clip's plain pre-norm block with a standard attention module.
+def is_plain_block(block: nn.Module) -> bool:
+    """True for open_clip's plain pre-norm block with a standard batch-first self-attention module: the
+    block whose arithmetic the fast text path and the low-rank attention updates re-implement.
 
-    The fast path re-implements that block's arithmetic, so anything else (custom blocks, cross
-    attention, extra key/value biases, attention dropout) must take the plain path.
+    Anything else (custom blocks, cross attention, extra key/value biases, attention dropout) is not.
     """
-    for block in tower.transformer.resblocks:
-        attn = getattr(block, "attn", None)
-        if type(block).__name__ != "ResidualAttentionBlock" or hasattr(block, "ln_1_kv"):
-            return False
-        if not isinstance(attn, nn.MultiheadAttention) or not attn._qkv_same_embed_dim or not attn.batch_first:
-            return False
-        if attn.bias_k is not None or attn.add_zero_attn or attn.dropout != 0.0:
-            return False
-    return True
+    attn = getattr(block, "attn", None)
+    if type(block).__name__ != "ResidualAttentionBlock" or hasattr(block, "ln_1_kv"):
+        return False
+    if not isinstance(attn, nn.MultiheadAttention) or not attn._qkv_same_embed_dim or not attn.batch_first:
+        return False
+    return attn.bias_k is None and not attn.add_zero_attn and attn.dropout == 0.0
+
+
+def supports_shared_prefix(tower: TextTower) -> bool:
+    """True when every block is plain (``is_plain_block``); any other tower takes the plain path."""
+    return all(is_plain_block(block) for block in tower.transformer.resblocks)
 
 
 class _Packing:

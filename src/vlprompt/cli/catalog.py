@@ -14,6 +14,16 @@ LEARNERS = {
             "transfers_to_new_classes"
         ]
     },
+    "clip_lora": {
+        "summary": "Zero-shot CLIP with trained low-rank updates of its towers' attention.",
+        "offers": [
+            "class_classifier",
+            "learned_prompts",
+            "learned_text_prompts",
+            "transfers_to_new_classes",
+            "tuned_image_tower"
+        ]
+    },
     "cocoop": {
         "summary": "CoOp's context shifted per image by a small meta-net of the image feature.",
         "offers": [

@@ -3,5 +3,5 @@
 Importing the package registers every built-in learner by name.
 """
 
-from vlprompt.learners import (clip_adapter, cocoop, coop, ivlp, linear_probe, lpp, maple, plot,  # noqa: F401
-                               tcp, tip_adapter, zeroshot, zslp)  # (registration)
+from vlprompt.learners import (clip_adapter, clip_lora, cocoop, coop, ivlp, linear_probe, lpp,  # noqa: F401
+                               maple, plot, tcp, tip_adapter, zeroshot, zslp)  # (registration)

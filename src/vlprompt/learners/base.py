@@ -121,8 +121,9 @@ class PromptLearner(nn.Module):
 
     @property
     def uses_image_tower(self) -> bool:
-        """True when the prompts change the image features (no feature cache)."""
-        return Capability.PROMPTED_IMAGE_TOWER in self.offers
+        """True when the learner changes the image features, by prompts or by updates of the tower's
+        weights (no feature cache: images go through the tower at every step)."""
+        return bool({Capability.PROMPTED_IMAGE_TOWER, Capability.TUNED_IMAGE_TOWER} & self.offers)
 
     @property
     def uses_image_tokens(self) -> bool:

@@ -21,6 +21,7 @@ class Capability(str, Enum):
     PER_IMAGE_CONTEXT = "per_image_context"
     DEEP_PROMPTS = "deep_prompts"
     PROMPTED_IMAGE_TOWER = "prompted_image_tower"
+    TUNED_IMAGE_TOWER = "tuned_image_tower"
     FIXED_IMAGE_FEATURES = "fixed_image_features"
     ENCODE_CONTEXT = "encode_context"
     CLASS_CLASSIFIER = "class_classifier"
@@ -43,6 +44,8 @@ DESCRIPTIONS = {
     Capability.PER_IMAGE_CONTEXT: "the prompts are conditioned on each image",
     Capability.DEEP_PROMPTS: "prompts enter deeper transformer blocks, not only the input",
     Capability.PROMPTED_IMAGE_TOWER: "the prompts change the image tower, so image features are trained",
+    Capability.TUNED_IMAGE_TOWER: "the learner trains updates of the image tower's own weights (low-rank updates of "
+                                  "its attention), so image features are trained",
     Capability.FIXED_IMAGE_FEATURES: "the image features are the frozen backbone's (they can be cached)",
     Capability.ENCODE_CONTEXT: "encode_context(ctx) gives the class text features of any context tensor",
     Capability.CLASS_CLASSIFIER: "the logits are logit_scale * normalize(image feature) @ W.T with one (K, D) "

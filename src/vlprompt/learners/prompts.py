@@ -167,8 +167,8 @@ def encode_in_chunks(encode: Callable[[int, int], torch.Tensor], n_classes: int,
     as one call, with activation memory of one chunk at a time.
 
     Under autograd each chunk is checkpointed: its activations are dropped after the forward pass and
-    recomputed during the backward pass (no dropout runs in the frozen towers, so the recomputation is
-    exact). ``chunk`` None or >= the class count: one call.
+    recomputed during the backward pass, exactly (the checkpoint restores the random state, so dropout in
+    CLIP-LoRA's updates draws the same masks again). ``chunk`` None or >= the class count: one call.
     """
     if not chunk or chunk >= n_classes:
         return encode(0, n_classes)

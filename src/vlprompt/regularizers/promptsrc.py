@@ -111,7 +111,7 @@ class PromptSRC(Regularizer):
         learner = ctx.learner
         self.teacher_text = teacher_text_features(learner.backbone, learner.classnames,
                                                   ctx.templates_of(self.config.templates))
-        self.image_term = Capability.PROMPTED_IMAGE_TOWER in learner.offers and self.config.image_weight > 0
+        self.image_term = learner.uses_image_tower and self.config.image_weight > 0
 
     def extra_loss(self, ctx: TrainContext, outputs: LearnerOutput, batch: dict) -> dict[str, torch.Tensor]:
         cfg, backbone = self.config, ctx.learner.backbone
@@ -122,7 +122,7 @@ class PromptSRC(Regularizer):
             losses["promptsrc_text"] = cfg.text_weight * mean_l1(outputs.text_features.float(), teacher_text)
         if self.image_term:
             if batch.get("images") is None:
-                raise ConfigError(f"promptsrc: learner {ctx.learner.name!r} prompts the image tower, so the "
+                raise ConfigError(f"promptsrc: learner {ctx.learner.name!r} trains its image features, so the "
                                   "batches must carry images (not cached features)")
             with torch.no_grad():
                 frozen = F.normalize(backbone.encode_image(batch["images"]).float(), dim=-1)
