@@ -59,7 +59,11 @@ def finish(reg: Registry, plan, base: float, new: float, extra: dict | None = No
 
 @pytest.fixture(scope="module")
 def report(tmp_path_factory):
-    root = tmp_path_factory.mktemp("paper")
+    return write_fixture_report(tmp_path_factory.mktemp("paper"))
+
+
+def write_fixture_report(root: Path) -> Path:
+    """The registry below ``root/out`` and its report in ``root/report`` (also drawn for docs/reproduce.md)."""
     out = root / "out"
     b2n = load_preset("coop-b2n-vitb16")  # ViT-B/16, 16 shots, 200 epochs: CoOp's setting in the paper
     plans = plan_base_to_new(["coop"], ELEVEN, [1, 2], b2n, out_dir=out)

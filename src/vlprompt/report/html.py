@@ -41,6 +41,9 @@ pre { background: #f6f6f6; padding: 0.8em; overflow-x: auto; }
 img { max-width: 100%; }
 .failed { color: #a00; }
 tr.differs td { background: #fff4e0; }
+.paper td:not(:nth-last-child(-n+2)) { white-space: nowrap; }
+.paper td:last-child { font-size: 0.85em; min-width: 22em; }
+.paper td:nth-last-child(2) { min-width: 14em; }
 """
 
 # click a header to sort by it (numbers by value, text alphabetically); a second click reverses
@@ -162,7 +165,7 @@ def _comparisons_html(comparisons: list[Comparison]) -> list[str]:
              "paper number comes from). — : the papers publish nothing for that row. ≈ : read off a plot.</p>"]
     for c in comparisons:
         parts.append(f"<h3>{escape(c.title)}</h3>")
-        parts.append(_table(c.header, c.rows, marked=set(c.flagged)))
+        parts.append(f"<div class=\"paper\">{_table(c.header, c.rows, marked=set(c.flagged))}</div>")
         parts.append(f"<p><a href=\"paper/{escape(c.name)}.csv\" download>{escape(c.name)}.csv</a> · "
                      f"<a href=\"paper/{escape(c.name)}.md\">{escape(c.name)}.md</a></p>")
     return parts
