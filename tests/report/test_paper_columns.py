@@ -13,12 +13,14 @@ from pathlib import Path
 import pytest
 import yaml
 
-from vlprompt.engine.config import load_preset
+from vlprompt.engine.config import load_preset, resolve_config
+from vlprompt.errors import ConfigError
 from vlprompt.io import write_json, write_text
 from vlprompt.protocols.base_to_new import plan_base_to_new
-from vlprompt.protocols.transfer import CROSS_DATASET_TARGETS, plan_transfer
+from vlprompt.protocols.few_shot import plan_few_shot
+from vlprompt.protocols.transfer import CROSS_DATASET_TARGETS, DG_TARGETS, plan_transfer
 from vlprompt.report.html import write_report
-from vlprompt.report.published import PUBLISHED_DIR, load_published
+from vlprompt.report.published import PUBLISHED_DIR, differences, load_published
 from vlprompt.sweep.registry import Registry
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -32,6 +34,7 @@ COOP = {"imagenet": (76.47, 67.88, 71.92), "caltech101": (98.00, 89.81, 93.73), 
         "dtd": (79.44, 41.18, 54.24), "eurosat": (92.19, 54.74, 68.69), "ucf101": (84.69, 56.05, 67.46)}
 COOP_AVERAGE = (82.69, 63.22, 71.66)
 KGCOOP_DTD = (77.55, 54.99, 64.35)
+FEW_SHOT = {1: 55.0, 16: 70.0}  # measured few-shot accuracy, plus the run's index
 SEED_OFFSETS = {1: (1.5, -2.0), 2: (-0.5, 1.0)}  # measured = paper + offset, per seed, for base and new
 
 
@@ -73,9 +76,15 @@ def write_fixture_report(root: Path) -> Path:
     world = plan_base_to_new(["coop"], ["world:objects"], [1, 2], load_preset("world-demo"), out_dir=out)
     cross = plan_transfer("cross_dataset", ["coop"], "imagenet", [1], CROSS_DATASET_TARGETS["imagenet"], b2n,
                           ["train.epochs=50"], out_dir=out)
+    # Nemesis' PAN (beta 0) on CoOp, few-shot on RN50: the paper's curve gives only the 11-dataset average
+    pan = {**load_preset("coop-fewshot-rn50"), "regularizers_defaults": {"nemesis": {"beta": 0, "omega": 1.0}}}
+    few = plan_few_shot(["coop+nemesis"], ELEVEN, [1, 16], [1], pan, out_dir=out)
+    # CoOp on RN50 trained on ImageNet: Nemesis' table of CoOp on RN50 is chosen over the ViT-B/16 one
+    dg = plan_transfer("domain_generalization", ["coop"], "imagenet", [1], DG_TARGETS["imagenet"],
+                       load_preset("coop-fewshot-rn50"), out_dir=out)
     reg = Registry(out)
     try:
-        reg.add(plans + kgcoop + rn50 + world + cross)
+        reg.add(plans + kgcoop + rn50 + world + cross + few + dg)
         for p in plans:
             finish(reg, p, *measured(COOP[p.dataset], p.seed))
         for p in kgcoop + rn50:
@@ -86,6 +95,13 @@ def write_fixture_report(root: Path) -> Path:
             targets = {t: {"accuracy": 60.0 + i, "macro_f1": 0.0, "num_samples": 10} for i, t in enumerate(
                 CROSS_DATASET_TARGETS["imagenet"])}
             finish(reg, p, 0, 0, {"all": {"accuracy": 72.0, "macro_f1": 0.0, "num_samples": 10}, "datasets": targets})
+        for i, p in enumerate(few):
+            accuracy = FEW_SHOT[p.keys["shots"]] + i
+            finish(reg, p, 0, 0, {"all": {"accuracy": accuracy, "macro_f1": 0.0, "num_samples": 10}})
+        for p in dg:
+            targets = {t: {"accuracy": 30.0 + i, "macro_f1": 0.0, "num_samples": 10}
+                       for i, t in enumerate(DG_TARGETS["imagenet"])}
+            finish(reg, p, 0, 0, {"all": {"accuracy": 63.0, "macro_f1": 0.0, "num_samples": 10}, "datasets": targets})
     finally:
         reg.close()
     write_report(out, root / "report")
@@ -147,7 +163,8 @@ def test_base_to_new_paper_and_difference_in_the_page_csv_and_markdown(report):
     # KgCoOp's average over two datasets cannot stand beside the paper's over 11
     assert rows["Average", "coop+kgcoop"][4:6] == ["—", "—"]
     assert rows["Average", "coop+kgcoop"][12] == "averaged over 2 datasets, the paper over the 11 of its table"
-    assert html.count('<tr class="differs">') == 5  # ImageNet, CoOp's average, and KgCoOp's three rows
+    # ImageNet, CoOp's average and KgCoOp's three rows here; the RN50 domain-generalisation average below
+    assert html.count('<tr class="differs">') == 6
     with open(report / "paper" / "paper_base_to_new.csv") as f:
         assert list(csv.reader(f)) == table
     markdown = (report / "paper" / "paper_base_to_new.md").read_text()
@@ -190,3 +207,55 @@ def test_every_preset_method_has_a_published_file_and_every_table_is_consistent(
                 for i in (0, 1):
                     mean = statistics.mean(t.cells[d][i] for d in ELEVEN)
                     assert abs(mean - t.cells["average"][i]) <= 0.006, (t.paper, i)
+
+
+def test_few_shot_average_beside_a_plot_value_of_the_right_variant(report):
+    with open(report / "paper" / "paper_few_shot.csv") as f:
+        header, *body = list(csv.reader(f))
+    assert header == ["Dataset", "Method", "Shots", "Seeds", "accuracy", "accuracy (paper)", "accuracy difference",
+                      "Protocol differs from the paper's", "Paper source"]
+    rows = {(r[0], r[2]): r for r in body}
+    assert rows["dtd", "16"][5:7] == ["—", "—"]  # no per-dataset numbers are public
+    # runs are indexed dataset by dataset, shots 1 then 16: the 16-shot runs are the odd ones
+    average = statistics.mean(FEW_SHOT[16] + i for i in range(1, 22, 2))
+    # PAN's curve (beta 0), not PUN's, read off the plot: 74.6 at 16 shots, 59.8 at 1 shot
+    assert rows["Average (11 datasets)", "16"][4:8] == [f"{average:.2f}", "≈74.6", f"≈{average - 74.6:+.2f}", ""]
+    assert rows["Average (11 datasets)", "1"][5] == "≈59.8"
+    assert "ShyFoo/Nemesis figures/result_few_shot_classification.jpg" in rows["Average (11 datasets)", "16"][8]
+
+
+def test_domain_generalisation_takes_the_table_of_the_runs_backbone(report):
+    with open(report / "paper" / "paper_domain_generalization.csv") as f:
+        header, *body = list(csv.reader(f))
+    rows = {r[2]: r for r in body}
+    # CoOp RN50 in Nemesis' table (methods.md §12.3): 62.70 / 55.04 / 32.64 / 22.44 / 54.60, no target average
+    assert [rows[d][5] for d in ["imagenet (source)", *DG_TARGETS["imagenet"]]] == [
+        "62.70", "55.04", "32.64", "22.44", "54.60"]
+    assert rows["imagenetv2"][4:8] == ["30.00 ± 0.00", "55.04", f"{30.0 - 55.04:+.2f}", ""]
+    # Nemesis' table has no target average: the ViT-B/16 table's stands beside it, flagged
+    assert rows["Average (targets)"][5:8] == ["59.28", f"{statistics.mean(30.0 + i for i in range(4)) - 59.28:+.2f}",
+                                              "backbone RN50 (paper ViT-B-16)"]
+    assert all("ShyFoo/Nemesis" in rows[d][8] for d in DG_TARGETS["imagenet"])
+
+
+def test_split_aware_and_transductive_papers_are_flagged(tmp_path):
+    config = resolve_config("kgcoop-b2n-vitb16", ["data.dataset=dtd"]).to_dict()
+    results = {"inference": "split_agnostic"}
+    (dept,) = [t for t in load_published() if t.paper == "KgCoOp+DePT"]
+    assert differences(dept, [config], [results], "dtd") == [
+        "paper tells the method each test image's split (base or new); measured numbers do not"]
+    (kgcoop,) = [t for t in load_published() if t.paper == "KgCoOp" and t.protocol == "base_to_new"]
+    assert differences(kgcoop, [config], [results], "dtd") == []  # the preset is KgCoOp's setting
+    (tmp_path / "teacher.yaml").write_text(yaml.safe_dump({"paper": "Distilled", "runs_as": ["coop+kgcoop"], "tables": [
+        {"protocol": "base_to_new", "setting": {"backbone": "ViT-B-16", "transductive": True}, "source": "[R] x",
+         "columns": ["base", "new", "H"], "cells": {"dtd": [80, 60, 68.57]}}]}))
+    (teacher,) = load_published(tmp_path)
+    assert differences(teacher, [config], [results], "dtd") == [
+        "paper trains on unlabelled images of every class (transductive); these runs do not"]
+
+
+def test_a_malformed_published_file_is_refused_naming_it(tmp_path):
+    (tmp_path / "bad.yaml").write_text(yaml.safe_dump({"paper": "X", "runs_as": ["coop"], "tables": [
+        {"protocol": "base_to_new", "source": "[R] x", "columns": ["base", "new", "H"], "cells": {"dtd": [1, 2]}}]}))
+    with pytest.raises(ConfigError, match=r"bad.yaml: table 1, dtd: 2 values for 3 columns"):
+        load_published(tmp_path)

@@ -38,7 +38,8 @@ class Comparison:
         return csv_table(self.header, self.rows)
 
     def markdown(self) -> str:
-        return f"## {self.title}\n\n" + markdown_table(self.header, [[c.replace("|", "\\|") for c in r] for r in self.rows])
+        cells = [[c.replace("|", "\\|") for c in r] for r in self.rows]  # a pipe would end a Markdown cell
+        return f"## {self.title}\n\n" + markdown_table(self.header, cells)
 
 
 def protocol_of(row: Row) -> str | None:
@@ -111,6 +112,10 @@ def _groups(rows: list[Row], key) -> dict[tuple, list[Row]]:
     return groups
 
 
+def _shots(row: Row):
+    return row.keys.get("shots", (row.config.get("data") or {}).get("shots", row.results.get("shots")))
+
+
 def _metric_header(columns: list[str]) -> list[str]:
     return [h for c in columns for h in (c, f"{c} (paper)", f"{c} difference")]
 
@@ -139,8 +144,7 @@ def _base_to_new(protocol: str, rows: list[Row], tables) -> Comparison:
 
 def _few_shot(protocol: str, rows: list[Row], tables) -> Comparison:
     b = _Builder(protocol, tables)
-    shots_of = lambda r: r.keys.get("shots", (r.config.get("data") or {}).get("shots", r.results.get("shots")))  # noqa: E731
-    groups = _groups(rows, lambda r: (r.method, r.dataset, shots_of(r)))
+    groups = _groups(rows, lambda r: (r.method, r.dataset, _shots(r)))
     for (method, dataset, shots), group in groups.items():
         b.add([dataset, method, shots, len(group)], group, dataset,
               [(shots, [r.results["metrics"]["all"]["accuracy"] for r in group])])
