@@ -22,6 +22,7 @@ from vlprompt.analysis.prompt_norms import plot_norm_history
 from vlprompt.analysis.run_analysis import NEURAL_COLLAPSE_FILE, analyze_run
 from vlprompt.io import atomic_dir, pyplot, save_figure, write_bytes, write_text
 from vlprompt.learners.artifact import TENSORS_FILE
+from vlprompt.report.paper_tables import Comparison, paper_comparisons
 from vlprompt.report.protocol_tables import Table, protocol_tables, unique
 from vlprompt.report.sources import load_rows
 from vlprompt.report.tables import csv_table
@@ -39,6 +40,10 @@ tfoot td { font-weight: bold; background: #fafafa; }
 pre { background: #f6f6f6; padding: 0.8em; overflow-x: auto; }
 img { max-width: 100%; }
 .failed { color: #a00; }
+tr.differs td { background: #fff4e0; }
+.paper td:not(:nth-last-child(-n+2)) { white-space: nowrap; }
+.paper td:last-child { font-size: 0.85em; min-width: 22em; }
+.paper td:nth-last-child(2) { min-width: 14em; }
 """
 
 # click a header to sort by it (numbers by value, text alphabetically); a second click reverses
@@ -76,9 +81,10 @@ def write_report(where: str | Path, out_dir: str | Path) -> Path:
             if table.header:
                 write_text(tmp / "csv" / f"{table.name}.csv", csv_table(table.header, table.rows + table.footer))
         raw = _write_raw(rows, tmp / "csv")
+        comparisons = _write_comparisons(rows, tmp / "paper")
         for row in rows:
             write_text(tmp / "runs" / f"{row.spec_id}.html", _run_page(row, tmp / "img"))
-        write_text(tmp / "index.html", _index(rows, tables, raw, where))
+        write_text(tmp / "index.html", _index(rows, tables, raw, where, comparisons))
     return out_dir / "index.html"
 
 
@@ -88,8 +94,9 @@ def _page(title: str, body: str) -> str:
             f"<script>{SORT_SCRIPT}</script>\n</body></html>\n")
 
 
-def _table(header: list | None, rows: list[list], footer: list[list] = (), sortable: bool = True, links=None) -> str:
-    """An HTML table; ``links`` maps a row index to the href of its first cell."""
+def _table(header: list | None, rows: list[list], footer: list[list] = (), sortable: bool = True, links=None,
+           marked=()) -> str:
+    """An HTML table; ``links`` maps a row index to the href of its first cell; ``marked`` rows are highlighted."""
     def cells(row, tag="td"):
         return "".join(f"<{tag}>{escape(str(c))}</{tag}>" for c in row)
 
@@ -99,7 +106,8 @@ def _table(header: list | None, rows: list[list], footer: list[list] = (), sorta
             first = f"<td><a href=\"{escape(links[i])}\">{escape(str(row[0]))}</a></td>"
             body.append(f"<tr>{first}{cells(row[1:])}</tr>")
         else:
-            body.append(f"<tr>{cells(row)}</tr>")
+            mark = ' class="differs"' if i in marked else ""
+            body.append(f"<tr{mark}>{cells(row)}</tr>")
     foot = "<tfoot>" + "".join(f"<tr>{cells(r)}</tr>" for r in footer) + "</tfoot>" if footer else ""
     kind = ' class="sortable"' if sortable else ""
     head = f"<thead><tr>{cells(header, 'th')}</tr></thead>" if header else ""
@@ -107,7 +115,7 @@ def _table(header: list | None, rows: list[list], footer: list[list] = (), sorta
             f"<tbody>{''.join(body)}</tbody>{foot}</table>")
 
 
-def _index(rows: list[Row], tables: list[Table], raw: dict[str, str], where) -> str:
+def _index(rows: list[Row], tables: list[Table], raw: dict[str, str], where, comparisons: list[Comparison]) -> str:
     counts = {s: sum(r.state == s for r in rows) for s in ("done", "failed", "running", "pending")}
     parts = [f"<p>{len(rows)} runs from <code>{escape(str(where))}</code>: "
              + ", ".join(f"{n} {s}" for s, n in counts.items()) + "</p>"]
@@ -120,6 +128,7 @@ def _index(rows: list[Row], tables: list[Table], raw: dict[str, str], where) -> 
         parts.append(f"<p><a href=\"csv/{escape(t.name)}.csv\" download>{escape(t.name)}.csv</a></p>")
         if t.figure is not None:
             parts.append(f"<p><img src=\"img/{escape(t.figure.name)}\" alt=\"{escape(t.title)}\"></p>")
+    parts += _comparisons_html(comparisons)
     if raw:
         parts.append("<h2>Raw numbers per dataset</h2><ul>" + "".join(
             f"<li><a href=\"csv/{escape(file)}\" download>{escape(dataset)}</a></li>" for dataset, file in raw.items())
@@ -134,6 +143,32 @@ def _index(rows: list[Row], tables: list[Table], raw: dict[str, str], where) -> 
                         [[r.spec_id, r.state, r.method, r.dataset, r.seed, _setting(r), _headline(r)] for r in rows],
                         links={i: f"runs/{r.spec_id}.html" for i, r in enumerate(rows)}))
     return _page("vlprompt report", "\n".join(parts))
+
+
+def _write_comparisons(rows: list[Row], folder: Path) -> list[Comparison]:
+    """Each protocol's paper-versus-measured table as CSV and Markdown (``paper/``)."""
+    comparisons = paper_comparisons(rows)
+    if comparisons:
+        folder.mkdir()
+    for c in comparisons:
+        write_text(folder / f"{c.name}.csv", c.csv())
+        write_text(folder / f"{c.name}.md", c.markdown())
+    return comparisons
+
+
+def _comparisons_html(comparisons: list[Comparison]) -> list[str]:
+    if not comparisons:
+        return []
+    parts = ["<h2>Our numbers beside the papers'</h2>",
+             "<p>Each measured mean ± std beside the published value and the difference (measured minus paper); "
+             "highlighted rows ran another protocol than the paper's (the last columns say how, and where each "
+             "paper number comes from). — : the papers publish nothing for that row. ≈ : read off a plot.</p>"]
+    for c in comparisons:
+        parts.append(f"<h3>{escape(c.title)}</h3>")
+        parts.append(f"<div class=\"paper\">{_table(c.header, c.rows, marked=set(c.flagged))}</div>")
+        parts.append(f"<p><a href=\"paper/{escape(c.name)}.csv\" download>{escape(c.name)}.csv</a> · "
+                     f"<a href=\"paper/{escape(c.name)}.md\">{escape(c.name)}.md</a></p>")
+    return parts
 
 
 def _setting(row: Row) -> str:
