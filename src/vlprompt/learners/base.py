@@ -161,6 +161,15 @@ class PromptLearner(nn.Module):
         features (N, D) after training; returns the chosen values, which results.json records."""
         return {}
 
+    def set_inference_split(self, split: str | None) -> None:
+        """Choose the scoring path for the images that follow: "base" or "new" when the evaluation tells the
+        learner which split its test images come from, None for the split-agnostic path used when it is
+        not told. Learners with capability ``split_aware_inference`` switch paths (and document which one
+        None takes); every other learner scores all classes through one path, so this does nothing.
+        Evaluation calls it on a ``for_classes`` view only, never on the trained learner."""
+        if split not in (None, "base", "new"):
+            raise ValueError(f"inference split must be 'base', 'new' or None, got {split!r}")
+
     def learnable_tensors(self) -> dict[str, nn.Parameter]:
         """Trained tensors by name: what is saved, optimised and seen by regularizers."""
         return {n: p for n, p in self.named_parameters() if p.requires_grad and not n.startswith("backbone.")}
