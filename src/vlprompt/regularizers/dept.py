@@ -50,8 +50,10 @@ class DePTConfig(Options):
 
 @register_regularizer
 class DePT(Regularizer):
-    """Decoupled prompt tuning: a channel-transformed linear head of the base classes beside the prompts,
-    fused with the learner's logits for base-class test images."""
+    """Decoupled prompt tuning: a linear head of the base classes, fused with the learner's for base images.
+
+    The head (channel-wise transforms, then a linear classifier) trains beside the prompts; new-class and
+    untold test images are scored by the learner alone."""
 
     name = "dept"
     Config = DePTConfig
