@@ -144,6 +144,11 @@ def test_split_aware_learner_records_both_numbers_and_the_report_marks_its_rows(
     assert page.tables[0] == [header, *[[str(c) for c in row] for row in result.rows]]
     with open(index.parent / "csv" / "base_to_new.csv") as f:
         assert list(csv.reader(f))[0] == header
+    (raw_file,) = (index.parent / "csv").glob("raw_*.csv")
+    raw = list(csv.DictReader(raw_file.open()))
+    told_lines = {(l["run"], l["evaluated_on"]): float(l["accuracy"]) for l in raw if "told" in l["evaluated_on"]}
+    assert told_lines == {(p.spec_id, f"{s} (told {s})"): r["metrics"][s]["split_aware"]["accuracy"]
+                          for p, r in zip(result.plans, result.results) if p.method == "toy_told" for s in ("base", "new")}
     told_plan = next(p for p in result.plans if p.method == "toy_told")
     run_page = (index.parent / "runs" / f"{told_plan.spec_id}.html").read_text()
     assert f"base ({MARK})" in run_page and f"harmonic mean {MARK}" in run_page
