@@ -165,6 +165,13 @@ REGULARIZERS = {
             "learned_text_prompts"
         ]
     },
+    "dept": {
+        "summary": "Decoupled prompt tuning: a linear head of the base classes, fused with the learner's for base images.",
+        "requires": [
+            "learned_prompts",
+            "transfers_to_new_classes"
+        ]
+    },
     "kgcoop": {
         "summary": "Pull the learned class text features towards the frozen model's hand-crafted ones.",
         "requires": [

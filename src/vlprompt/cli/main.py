@@ -186,8 +186,14 @@ def cmd_train(args) -> int:
     for subset, m in results["metrics"].items():
         if isinstance(m, dict):
             print(f"{subset:>5}: accuracy {m['accuracy']:.2f}%  macro-F1 {m['macro_f1']:.2f}%  ({m['num_samples']} images)")
+            if "split_aware" in m:
+                told = m["split_aware"]
+                print(f"{subset:>5}, told {subset} at test time: accuracy {told['accuracy']:.2f}%  "
+                      f"macro-F1 {told['macro_f1']:.2f}%")
     if "harmonic_mean" in results["metrics"]:
         print(f"harmonic mean: {results['metrics']['harmonic_mean']:.2f}")
+    if "split_aware_harmonic_mean" in results["metrics"]:
+        print(f"harmonic mean, told base/new at test time: {results['metrics']['split_aware_harmonic_mean']:.2f}")
     print(f"run directory: {results['run_dir']}")
     return 0
 

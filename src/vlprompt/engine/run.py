@@ -225,10 +225,15 @@ def select_on_validation(run: PreparedRun) -> dict | None:
     return chosen
 
 
-def evaluate(run: PreparedRun, part: DatasetSplits) -> dict:
-    """Test metrics of the trained prompt as a classifier of ``part``'s classes (the learner is untouched)."""
+def evaluate(run: PreparedRun, part: DatasetSplits, split: str | None = None) -> dict:
+    """Test metrics of the trained prompt as a classifier of ``part``'s classes (the learner is untouched).
+
+    ``split`` ("base"/"new") tells a split-aware learner which split the test images come from; None
+    scores them through its split-agnostic path (the only path of every other learner).
+    """
     config = run.config
     classifier = run.learner.for_classes(part.classnames)
+    classifier.set_inference_split(split)  # on the view only: the trained learner keeps its own mode
     if classifier.uses_image_tower:  # the learner's prompts change the image features
         feats = encode_with_learner(classifier, part, part.test, config.train.eval_batch_size,
                                     config.train.precision, desc=f"test features ({part.name})",
@@ -236,19 +241,42 @@ def evaluate(run: PreparedRun, part: DatasetSplits) -> dict:
     else:
         feats = frozen_features(run, part, part.test, desc=f"test features ({part.name})")[0]
     labels = torch.tensor([r.label for r in part.test])
+    told = f", told {split}" if split else ""
     result = evaluate_features(classifier, feats, labels, batch_size=config.train.eval_batch_size,
-                               precision=config.train.precision, desc=f"evaluate {part.name}")
+                               precision=config.train.precision, desc=f"evaluate {part.name}{told}")
     result["classnames"] = part.classnames
     return result
 
 
+SPLITS = ("base", "new")
+
+
+def inference_mode(learner: PromptLearner) -> str:
+    """How the run's test images were scored: "split_aware" when the learner is told base/new at test time
+    (its results also hold the split-agnostic numbers), else "split_agnostic"."""
+    return "split_aware" if Capability.SPLIT_AWARE in learner.offers else "split_agnostic"
+
+
 def evaluate_all(run: PreparedRun) -> dict:
-    """Metrics on every evaluation subset and dataset of the config, with H for base and new."""
+    """Metrics on every evaluation subset and dataset of the config, with H for base and new.
+
+    The main numbers of every learner are split-agnostic, so a table of all methods compares like with
+    like; a split-aware learner's base and new subsets are evaluated a second time told their split,
+    recorded under ``metrics[subset]["split_aware"]`` with their own ``split_aware_harmonic_mean``.
+    """
     start = time.perf_counter()
     data = run.config.data
     metrics: dict = {subset: evaluate(run, subsample_classes(run.data, subset)) for subset in data.eval_subsets}
+    if inference_mode(run.learner) == "split_aware":
+        for subset in SPLITS:
+            if subset in metrics:
+                told = evaluate(run, subsample_classes(run.data, subset), split=subset)
+                metrics[subset]["split_aware"] = {k: v for k, v in told.items() if k != "classnames"}
     if "base" in metrics and "new" in metrics:
         metrics["harmonic_mean"] = harmonic_mean(metrics["base"]["accuracy"], metrics["new"]["accuracy"])
+        if "split_aware" in metrics["base"]:
+            metrics["split_aware_harmonic_mean"] = harmonic_mean(metrics["base"]["split_aware"]["accuracy"],
+                                                                 metrics["new"]["split_aware"]["accuracy"])
     if data.eval_datasets:
         metrics["datasets"] = {spec: evaluate(run, run.eval_datasets.get(spec) or resolve_dataset(spec, data.root))
                                for spec in data.eval_datasets}
@@ -269,6 +297,7 @@ def record(run: PreparedRun, metrics: dict, history: list[dict], selected: dict 
         "shots": config.data.shots,
         "backbone": run.backbone.identity.to_dict(),
         "metrics": metrics,
+        "inference": inference_mode(run.learner),
         "final_epoch": history[-1] if history else None,
         "model_selection": run.model_selection,
         "selected_on_validation": selected,

@@ -95,7 +95,9 @@ class Trainer:
         self.params = learner.learnable_tensors()
         if not self.params:
             raise ConfigError(f"learner {learner.name!r} has nothing to train; evaluate it instead")
-        params = list(self.params.values())
+        multipliers = learner.lr_multipliers()  # a head's tensors train at a multiple of train.lr
+        params = [{"params": [t for n, t in self.params.items() if multipliers.get(n, 1.0) == m], "lr_multiplier": m}
+                  for m in sorted({multipliers.get(n, 1.0) for n in self.params})]
         if config.optimizer == "adamw":
             self.optimizer = torch.optim.AdamW(params, lr=config.lr, eps=config.adam_eps,
                                                weight_decay=config.weight_decay)
@@ -218,8 +220,9 @@ class Trainer:
     def _run_epoch(self, batches, epoch: int) -> dict:
         cfg, ctx = self.config, self.context
         lr = lr_at_epoch(epoch, cfg.lr, cfg.epochs, cfg.warmup_epochs, cfg.warmup_lr)
-        for group in self.optimizer.param_groups:
-            group["lr"] = lr
+        for group in self.optimizer.param_groups:  # warm-up is the same for all, as Dassl's constant warm-up
+            group["lr"] = lr_at_epoch(epoch, cfg.lr * group.get("lr_multiplier", 1.0), cfg.epochs, cfg.warmup_epochs,
+                                      cfg.warmup_lr)
         ctx.epoch = epoch
         self.learner.train()
         sums: dict[str, float] = {}

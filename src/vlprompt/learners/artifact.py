@@ -31,6 +31,7 @@ from vlprompt.backbones import Backbone, BackboneIdentity, load_backbone
 from vlprompt.errors import ArtifactError, BackboneError, ConfigError
 from vlprompt.io import atomic_dir, has_format, write_bytes, write_text
 from vlprompt.learners.base import PromptLearner
+from vlprompt.learners.heads import HEADS
 from vlprompt.learners.registry import LEARNERS, build_learner
 
 CONFIG_FILE = "config.json"
@@ -94,6 +95,8 @@ def save_pretrained(learner: PromptLearner, directory: str | Path, metadata: dic
         "options": learner.options(),
         "backbone": learner.backbone.identity.to_dict(),
         "classnames": learner.classnames,
+        "head": ({"name": learner.head.name, "options": learner.head.options(), "classnames": learner.head.trained_classes}
+                 if learner.head is not None else None),
         "tensors": {k: list(v.shape) for k, v in tensors.items()},
         "metadata": metadata or {},
     }
@@ -234,12 +237,21 @@ def from_pretrained(
         )
     options = LEARNERS.get(config["learner"]).Config.from_saved(config["options"]).to_dict()
     learner = build_learner(config["learner"], backbone, config["classnames"], **options)
+    head = config.get("head")
+    if head:  # a plug-in head (DePT's), rebuilt by its recorded name from the fixed table
+        if head.get("name") not in HEADS:
+            raise ArtifactError(f"{directory / CONFIG_FILE} names an unknown head {head.get('name')!r}; known heads: "
+                                f"{', '.join(HEADS)}")
+        learner.attach_head(HEADS[head["name"]](backbone.embed_dim, head["classnames"], **head["options"]))
     try:
         missing = learner.load_state_dict(state, strict=False).missing_keys
     except RuntimeError as exc:  # a shape that does not fit the learner its options build
         raise ArtifactError(f"the tensors in {directory} do not fit a {config['learner']} learner with options "
                             f"{config['options']} ({exc}); {_RESAVE}") from None
     absent = [k for k in {**learner.learnable_tensors(), **learner.fitted_tensors()} if k in missing]
+    orphans = sorted(k for k in state if k.startswith("head.") and learner.head is None)
+    if orphans:  # a head's tensors without its entry: loading them would silently drop the head
+        raise ArtifactError(f"the artifact in {directory} holds head tensors {orphans[:3]} but no head entry; {_RESAVE}")
     if absent:
         raise ArtifactError(f"the artifact in {directory} lacks the tensors {absent}; {_RESAVE}")
     if classnames is not None and list(classnames) != config["classnames"]:

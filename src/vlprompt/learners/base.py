@@ -109,6 +109,10 @@ class PromptLearner(nn.Module):
         #: choice like the shared prefix: same numbers, less memory; set from train.text_chunk)
         self.text_chunk: int | None = None
         self._fixed_text: torch.Tensor | None = None  # set only inside ``fixed_classifier``
+        #: a plug-in head (``learners/heads.py``) that adjusts the logits, attached by its method; None without
+        self.head: nn.Module | None = None
+        #: the split the evaluation told this classifier ("base"/"new"), None when not told (and in training)
+        self.inference_split: str | None = None
 
     @classmethod
     def capabilities_of(cls, config: Options) -> frozenset[Capability]:
@@ -117,7 +121,9 @@ class PromptLearner(nn.Module):
 
     @property
     def offers(self) -> frozenset[Capability]:
-        return self.capabilities_of(self.config)
+        """What this learner offers: its own capabilities, and those of an attached head."""
+        own = self.capabilities_of(self.config)
+        return own | self.head.capabilities if self.head is not None else own
 
     @property
     def uses_image_tower(self) -> bool:
@@ -161,6 +167,29 @@ class PromptLearner(nn.Module):
         """Learners with capability ``validation_search`` choose their hyper-parameters on the validation
         features (N, D) after training; returns the chosen values, which results.json records."""
         return {}
+
+    def set_inference_split(self, split: str | None) -> None:
+        """Choose the scoring path for the images that follow: "base" or "new" when the evaluation tells the
+        learner which split its test images come from, None for the split-agnostic path used when it is
+        not told. Learners with capability ``split_aware_inference`` switch paths (and document which one
+        None takes); every other learner scores all classes through one path, so this does nothing.
+        Evaluation calls it on a ``for_classes`` view only, never on the trained learner."""
+        if split not in (None, "base", "new"):
+            raise ValueError(f"inference split must be 'base', 'new' or None, got {split!r}")
+        self.inference_split = split  # read only by an attached head (and by learners that override this)
+
+    def attach_head(self, head: nn.Module) -> None:
+        """Attach a plug-in head (``learners/heads.py``): its tensors become learned tensors of this learner
+        (trained, checkpointed, saved in its artifact) and it adjusts the logits of ``forward``."""
+        if self.head is not None:
+            raise ConfigError(f"learner {self.name!r} already has a {self.head.name} head; a learner takes one head")
+        self.head = head.to(self.backbone.device)
+
+    def lr_multipliers(self) -> dict[str, float]:
+        """Learned tensors trained at a multiple of train.lr (after warm-up): an attached head's."""
+        if self.head is None:
+            return {}
+        return {f"head.{n}": self.head.lr_multiplier for n, p in self.head.named_parameters() if p.requires_grad}
 
     def learnable_tensors(self) -> dict[str, nn.Parameter]:
         """Trained tensors by name: what is saved, optimised and seen by regularizers."""
@@ -228,8 +257,11 @@ class PromptLearner(nn.Module):
             features = self.encode_images(images)
         image_features = self.adapt_image_features(features)
         text = self.text_features(image_features) if self._fixed_text is None else self._fixed_text
-        return LearnerOutput(logits=self.scores(image_features, text),
-                             image_features=image_features, text_features=text)
+        logits = self.scores(image_features, text)
+        if self.head is not None:  # reads the pooled feature of a learner with region tokens
+            pooled = image_features[:, 0] if self.uses_image_tokens else image_features
+            logits = self.head.adjust(logits, pooled, self.classnames, self.inference_split)
+        return LearnerOutput(logits=logits, image_features=image_features, text_features=text)
 
     def train(self, mode: bool = True):
         super().train(mode)

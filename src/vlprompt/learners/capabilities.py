@@ -30,6 +30,7 @@ class Capability(str, Enum):
     CACHE_MODEL = "cache_model"
     VALIDATION_SEARCH = "validation_search"
     IMAGE_TOKENS = "image_tokens"
+    SPLIT_AWARE = "split_aware_inference"
 
     @property
     def description(self) -> str:
@@ -58,6 +59,9 @@ DESCRIPTIONS = {
     Capability.VALIDATION_SEARCH: "hyper-parameters are chosen on the validation split after training",
     Capability.IMAGE_TOKENS: "the classifier reads the image's region features beside the pooled one: its image "
                              "features, cached or not, are (1 + R, D) per image",
+    Capability.SPLIT_AWARE: "scores base and new classes by different paths when told at test time which split an "
+                            "image comes from (set_inference_split); evaluation reports both that and the "
+                            "split-agnostic score",
 }
 
 

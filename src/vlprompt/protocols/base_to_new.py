@@ -1,6 +1,10 @@
 """Base-to-new generalisation (methods.md §1.4, §11.2): train on the base half of the classes, test
 on base and new classes with the same final prompt, report B, N and H = 2BN/(B+N).
 
+B, N and H are split-agnostic for every method (all classes of a subset scored through one path). A
+method told at test time which split an image comes from (capability ``split_aware_inference``: DePT,
+MMRL) is marked "told base/new at test time", and its split-aware B, N and H stand beside them.
+
 Per dataset, B and N are averaged over seeds; the average row averages B and N over datasets and
 takes H of those averages, as the papers' "average over 11 datasets" rows do. The same numbers are
 the panels of the base/new bar chart.
@@ -40,6 +44,22 @@ def base_new_accuracies(plans: list[RunPlan], results: list[dict], methods, data
     return found
 
 
+SPLIT_AWARE_MARK = "told base/new at test time"
+
+
+def told_accuracies(plans: list[RunPlan], results: list[dict], methods, datasets) -> dict:
+    """(dataset, method) -> (base, new) accuracies scored told the split, for the methods whose runs are
+    split-aware (results.json ``"inference": "split_aware"``); other methods are absent."""
+    found = {}
+    for d in datasets:
+        for m in methods:
+            mine = [r for p, r in zip(plans, results) if p.method == m and p.dataset == d]
+            if mine and all(r.get("inference") == "split_aware" for r in mine):
+                found[d, m] = ([r["metrics"]["base"]["split_aware"]["accuracy"] for r in mine],
+                               [r["metrics"]["new"]["split_aware"]["accuracy"] for r in mine])
+    return found
+
+
 def base_new_means(accuracies: dict, methods, datasets) -> dict[str, dict[str, tuple[float, float, float]]]:
     """Panel (each dataset, then "Average" if there are several) -> method -> (B, N, H)."""
     panels = {d: {m: b_n_h(*accuracies[d, m]) for m in methods} for d in datasets}
@@ -49,14 +69,31 @@ def base_new_means(accuracies: dict, methods, datasets) -> dict[str, dict[str, t
     return panels
 
 
-def base_to_new_table(accuracies: dict, methods, datasets) -> tuple[list[str], list[list]]:
+def base_to_new_table(accuracies: dict, methods, datasets, told: dict | None = None) -> tuple[list[str], list[list]]:
+    """B, N, H per (dataset, method) and their average; when some method is split-aware (``told``, from
+    ``told_accuracies``), a column marks its rows and its told B, N, H stand beside the split-agnostic ones."""
     header = ["Dataset", "Method", "Base", "New", "H", "Seeds"]
     means = base_new_means(accuracies, methods, datasets)
     rows = [[d, m, seed_stats(accuracies[d, m][0]), seed_stats(accuracies[d, m][1]), f"{means[d][m][2]:.2f}",
              len(accuracies[d, m][0])] for d in datasets for m in methods]
     if "Average" in means:
         rows += [["Average", m, *(f"{v:.2f}" for v in means["Average"][m]), ""] for m in methods]
-    return header, rows
+    if not told:
+        return header, rows
+    aware = [m for m in methods if all((d, m) in told for d in datasets)]
+    told_means = base_new_means(told, aware, datasets)
+
+    def beside(row: list) -> list:
+        d, m = row[0], row[1]
+        if m not in aware:
+            return row[:5] + ["split-agnostic", "", "", ""] + row[5:]
+        if d == "Average":
+            cells = [f"{v:.2f}" for v in told_means["Average"][m]]
+        else:
+            cells = [seed_stats(told[d, m][0]), seed_stats(told[d, m][1]), f"{told_means[d][m][2]:.2f}"]
+        return row[:5] + [SPLIT_AWARE_MARK, *cells] + row[5:]
+
+    return header[:5] + ["Inference", "Base (told)", "New (told)", "H (told)"] + header[5:], [beside(r) for r in rows]
 
 
 @register_protocol("base_to_new")
@@ -67,6 +104,6 @@ def run_base_to_new(request: ProtocolRequest) -> ProtocolResult:
                              request.out_dir)
     results = execute(plans, request)
     accuracies = base_new_accuracies(plans, results, methods, datasets)
-    header, rows = base_to_new_table(accuracies, methods, datasets)
+    header, rows = base_to_new_table(accuracies, methods, datasets, told_accuracies(plans, results, methods, datasets))
     return ProtocolResult("base_to_new", header, rows, figure="base_to_new",
-                          panels=base_new_means(accuracies, methods, datasets), results=results)
+                          panels=base_new_means(accuracies, methods, datasets), results=results, plans=plans)

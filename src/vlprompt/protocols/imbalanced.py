@@ -4,7 +4,7 @@ n_k = max(1, round(16 * ratio^(k/(K-1)))) per class, tests stay balanced; one bl
 from __future__ import annotations
 
 from vlprompt.errors import ConfigError
-from vlprompt.protocols.base_to_new import base_new_accuracies, base_to_new_table, plan_base_to_new
+from vlprompt.protocols.base_to_new import base_new_accuracies, base_to_new_table, plan_base_to_new, told_accuracies
 from vlprompt.protocols.common import ProtocolRequest, ProtocolResult, execute, register_protocol
 
 
@@ -20,6 +20,7 @@ def run_imbalanced(request: ProtocolRequest) -> ProtocolResult:
         results = execute(plans, request)
         all_plans += plans
         all_results += results
-        header, block = base_to_new_table(base_new_accuracies(plans, results, methods, datasets), methods, datasets)
+        header, block = base_to_new_table(base_new_accuracies(plans, results, methods, datasets), methods, datasets,
+                                          told_accuracies(plans, results, methods, datasets))
         rows += [[f"{ratio:g}"] + r for r in block]
     return ProtocolResult("imbalanced", ["Ratio"] + header, rows, results=all_results, plans=all_plans)

@@ -22,6 +22,7 @@ from vlprompt.analysis.prompt_norms import plot_norm_history
 from vlprompt.analysis.run_analysis import NEURAL_COLLAPSE_FILE, analyze_run
 from vlprompt.io import atomic_dir, pyplot, save_figure, write_bytes, write_text
 from vlprompt.learners.artifact import TENSORS_FILE
+from vlprompt.protocols.base_to_new import SPLIT_AWARE_MARK
 from vlprompt.report.paper_tables import Comparison, paper_comparisons
 from vlprompt.report.protocol_tables import Table, protocol_tables, unique
 from vlprompt.report.sources import load_rows
@@ -196,6 +197,7 @@ def _write_raw(rows: list[Row], csv_dir: Path) -> dict[str, str]:
         for r in (r for r in done if r.dataset == dataset):
             metrics = r.results["metrics"]
             evaluated = [(s, m) for s, m in metrics.items() if isinstance(m, dict) and "accuracy" in m]
+            evaluated += [(f"{s} (told {s})", m["split_aware"]) for s, m in evaluated if "split_aware" in m]
             evaluated += list((metrics.get("datasets") or {}).items())
             for name, m in evaluated:
                 lines.append([r.spec_id, r.protocol or "", r.method, dataset, r.seed, _setting(r), name,
@@ -240,9 +242,15 @@ def _results_table(results: dict) -> str:
     metrics = results["metrics"]
     rows = [[s, f"{m['accuracy']:.2f}", f"{m['macro_f1']:.2f}", m["num_samples"]]
             for s, m in metrics.items() if isinstance(m, dict) and "accuracy" in m]
+    rows += [[f"{s} ({SPLIT_AWARE_MARK})", f"{m['split_aware']['accuracy']:.2f}", f"{m['split_aware']['macro_f1']:.2f}",
+              m["split_aware"]["num_samples"]] for s, m in metrics.items() if isinstance(m, dict) and "split_aware" in m]
     rows += [[f"{d} (target)", f"{m['accuracy']:.2f}", f"{m['macro_f1']:.2f}", m["num_samples"]]
              for d, m in (metrics.get("datasets") or {}).items()]
     extra = f"<p>harmonic mean of base and new: {metrics['harmonic_mean']:.2f}</p>" if "harmonic_mean" in metrics else ""
+    if "split_aware_harmonic_mean" in metrics:
+        extra += (f"<p>harmonic mean {SPLIT_AWARE_MARK}: {metrics['split_aware_harmonic_mean']:.2f} (the method "
+                  "scores base and new images by different paths when told their split; the numbers above "
+                  "without the mark score every image through one path)</p>")
     return _table(["Evaluated on", "Accuracy (%)", "Macro-F1 (%)", "Images"], rows) + extra + _selection(results)
 
 

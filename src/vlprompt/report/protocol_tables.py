@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from vlprompt.engine.config import RunConfig
-from vlprompt.protocols.base_to_new import base_new_accuracies, base_new_means, base_to_new_table
+from vlprompt.protocols.base_to_new import base_new_accuracies, base_new_means, base_to_new_table, told_accuracies
 from vlprompt.protocols.common import RunPlan, seed_stats
 from vlprompt.protocols.few_shot import few_shot_table
 from vlprompt.protocols.transfer import transfer_table
@@ -93,8 +93,10 @@ def _base_to_new(rows: list[Row], figure_dir: Path, name: str, title: str) -> Ta
     table = Table(title, name, [], [], missing=_missing(rows, methods, datasets, unique(
         json.dumps(r.keys, sort_keys=True) for r in rows)))
     if not table.missing:
-        accuracies = base_new_accuracies(_plans(rows), [r.results for r in rows], methods, datasets)
-        header, body = base_to_new_table(accuracies, methods, datasets)
+        plans, results = _plans(rows), [r.results for r in rows]
+        accuracies = base_new_accuracies(plans, results, methods, datasets)
+        header, body = base_to_new_table(accuracies, methods, datasets,
+                                         told_accuracies(plans, results, methods, datasets))
         table.header, (table.rows, table.footer) = header, _split_average(body)
         table.figure = plot_base_to_new(base_new_means(accuracies, methods, datasets), figure_dir / f"{name}.png")
     return table
