@@ -22,7 +22,7 @@ from vlprompt.regularizers.registry import REGULARIZERS, build_regularizer
 TEMPLATE = "a photo of a {}."
 #: the tiny towers have 4 layers, fewer than the papers' prompt depths and TCP's injection block (8)
 LEARNER_OPTIONS = {"maple": {"prompt_depth": 3}, "ivlp": {"prompt_depth_text": 3, "prompt_depth_vision": 3},
-                   "tcp": {"layer": 3}}
+                   "tcp": {"layer": 3}, "mmrl": {"first_block": 2}}
 #: learning rates of the composition check where 0.01 cannot show a term in 4 steps: zslp's prototypes
 #: are raw text features (norm about 10 on the tiny towers), so a step turns them a tenth as far as a
 #: prompt's, and the terms that pull them back start at zero (CLAP trains them at 0.1 for 300 epochs)

@@ -4,4 +4,4 @@ Importing the package registers every built-in learner by name.
 """
 
 from vlprompt.learners import (clip_adapter, cocoop, coop, ivlp, linear_probe, lpp, maple, plot,  # noqa: F401
-                               tcp, tip_adapter, zeroshot, zslp)  # (registration)
+                               mmrl, tcp, tip_adapter, zeroshot, zslp)  # (registration)

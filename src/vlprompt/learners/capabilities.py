@@ -29,6 +29,8 @@ class Capability(str, Enum):
     CACHE_MODEL = "cache_model"
     VALIDATION_SEARCH = "validation_search"
     IMAGE_TOKENS = "image_tokens"
+    SPLIT_AWARE = "split_aware_inference"
+    REPRESENTATION_LOGITS = "representation_logits"
 
     @property
     def description(self) -> str:
@@ -55,6 +57,11 @@ DESCRIPTIONS = {
     Capability.VALIDATION_SEARCH: "hyper-parameters are chosen on the validation split after training",
     Capability.IMAGE_TOKENS: "the classifier reads the image's region features beside the pooled one: its image "
                              "features, cached or not, are (1 + R, D) per image",
+    Capability.SPLIT_AWARE: "scores base and new classes by different paths when told at test time which split an "
+                            "image comes from",
+    Capability.REPRESENTATION_LOGITS: "beside the class-token logits the output carries `representation_logits` "
+                                      "and `class_token_logits` (B, K) in `extras`: MMRL's second image feature, "
+                                      "from its representation tokens",
 }
 
 

@@ -3,4 +3,5 @@
 Importing the package registers every built-in regularizer by name.
 """
 
-from vlprompt.regularizers import clap, dekg, kgcoop, nemesis, npt, prograd, promptsrc, qprompt  # noqa: F401  (registration)
+from vlprompt.regularizers import (clap, dekg, kgcoop, mmrl_loss, nemesis, npt, prograd, promptsrc,  # noqa: F401
+                                   qprompt)  # (registration)

@@ -1,0 +1,168 @@
+"""MMRL, Multi-Modal Representation Learning (Guo and Gu, CVPR 2025; docs/methods/mmrl.md).
+
+A small set of learnable representation tokens lives in a shared space of its own (n, d_r); for each of
+the upper blocks of both towers one linear map per tower projects them to that tower's width, and the
+projected tokens are inserted after the start-of-text / class token before the first of those blocks
+and replace the inserted positions before every later one. The text input is the dataset's hand-crafted
+prompt, so nothing else is learned on the text side. The image tower gives two features: the class
+token's, through CLIP's frozen projection, and the mean of the representation tokens' outputs, through
+a learned projection of its own (``proj_rep``). Both score against the same class text features.
+
+Inference differs between the classes trained on and others (the official ``test``): base classes are
+scored by alpha * class-token logits + (1 - alpha) * representation logits, new classes by the
+class-token logits alone. ``set_inference_split`` picks one; not told, the learner scores every class
+list by the class-token path, the only one the official code applies to classes it did not train on.
+
+Training: CE on the class-token logits (the trainer's), and MMRL's other terms (the representation
+logits' share of the CE, the cosine pulls towards the frozen model's features) come from the
+``mmrl_loss`` regularizer, which reads the representation logits from the learner's output.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass, replace
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from vlprompt.backbones import Backbone
+from vlprompt.backbones.deep_prompts import check_token_vit, encode_image_inserted, encode_text_inserted
+from vlprompt.errors import ConfigError
+from vlprompt.learners.base import LearnerOutput, PromptLearner, clip_logits
+from vlprompt.learners.capabilities import Capability
+from vlprompt.learners.prompts import check_prompts_fit, encode_in_chunks
+from vlprompt.learners.registry import register_learner
+from vlprompt.learners.zeroshot import DEFAULT_TEMPLATE, class_prompt, zero_shot_text_features
+from vlprompt.options import Options, option
+
+SPLITS = ("base", "new")
+
+
+@dataclass
+class MMRLConfig(Options):
+    """Defaults: the official base-to-new config ``configs/trainers/MMRL/vit_b16.yaml`` (ViT-B/16)."""
+
+    owner = "mmrl"
+    n_tokens: int = option(5, "number n of representation tokens (MMRL: 5)")
+    rep_dim: int = option(512, "width d_r of the shared representation space (MMRL: 512; 2048 on EuroSAT)")
+    first_block: int = option(5, "0-based index of the first block of each tower that receives the tokens; every "
+                                 "block from there to the last does (MMRL: 5, i.e. layers 6-12 of ViT-B/16's 12)")
+    alpha: float = option(0.7, "weight of the class-token logits against the representation logits, in the base-"
+                               "class scores and in the CE mix of training (MMRL: 0.7)")
+    template: str | None = option(None, "the hand-crafted class prompt the text tower reads, '{}' for the class "
+                                        "name; null: the dataset's template, else 'a photo of a {}.'")
+
+    def validate(self) -> None:
+        for what, value, least in (("n_tokens", self.n_tokens, 1), ("rep_dim", self.rep_dim, 1),
+                                   ("first_block", self.first_block, 0)):
+            if value < least:
+                raise ConfigError(f"mmrl.{what}={value} is not valid: it must be at least {least}")
+        if not 0.0 <= self.alpha <= 1.0:
+            raise ConfigError(f"mmrl.alpha={self.alpha} is not valid: it must be between 0 and 1 (MMRL: 0.7)")
+        if self.template is not None and self.template.count("{}") != 1:
+            raise ConfigError(f"mmrl.template={self.template!r} must hold '{{}}' exactly once, where the class name "
+                              "goes, e.g. 'a photo of a {}.'")
+
+    def with_dataset_template(self, template: str | None) -> "MMRLConfig":
+        return replace(self, template=template) if self.template is None and template else self
+
+
+@register_learner
+class MMRL(PromptLearner):
+    """Shared representation tokens projected into the upper blocks of both towers, with a projection of
+    their own for the image side.
+
+    Learnable tensors: ``rep_tokens`` (n, d_r); ``to_text.{i}`` and ``to_image.{i}`` (one linear map per
+    receiving block i = 0, 1, ..., counted from ``first_block``); ``proj_rep`` (image width, D)."""
+
+    name = "mmrl"
+    Config = MMRLConfig
+    capabilities = frozenset({Capability.LEARNED_PROMPTS, Capability.LEARNED_TEXT, Capability.DEEP_PROMPTS,
+                              Capability.PROMPTED_IMAGE_TOWER, Capability.CLASS_CLASSIFIER, Capability.NEW_CLASSES,
+                              Capability.SPLIT_AWARE, Capability.REPRESENTATION_LOGITS})
+
+    def __init__(self, backbone: Backbone, classnames: list[str], config: MMRLConfig | None = None, **options):
+        super().__init__(backbone, classnames, config, **options)
+        cfg = self.config
+        check_token_vit(backbone.visual)
+        visual = backbone.visual
+        for side, tower in (("text", backbone.text), ("image", visual)):
+            blocks = len(tower.transformer.resblocks)
+            if cfg.first_block >= blocks:
+                raise ConfigError(f"mmrl.first_block={cfg.first_block} is not valid for {backbone.identity.name}: "
+                                  f"its {side} tower has {blocks} blocks, so it must be between 0 and {blocks - 1}")
+        self.blocks = list(range(cfg.first_block, len(backbone.text.transformer.resblocks)))
+        image_blocks = list(range(cfg.first_block, len(visual.transformer.resblocks)))
+        if len(image_blocks) != len(self.blocks):
+            raise ConfigError(f"mmrl needs towers of equal depth (the same token maps serve one block of each); "
+                              f"{backbone.identity.name} has {len(self.blocks) + cfg.first_block} text and "
+                              f"{len(image_blocks) + cfg.first_block} image blocks")
+        self.template = cfg.template or DEFAULT_TEMPLATE
+        self.alpha = cfg.alpha
+        self.split: str | None = None
+        # drawn on the CPU, as the official code draws them: the token std 0.02; every block's map starts as one
+        # deep copy of a single nn.Linear; proj_rep ~ N(0, 1/width) like CLIP's own proj (not a copy of it)
+        self.rep_tokens = nn.Parameter(torch.empty(cfg.n_tokens, cfg.rep_dim).normal_(0.0, 0.02))
+        to_text, to_image = nn.Linear(cfg.rep_dim, backbone.text.width), nn.Linear(cfg.rep_dim, visual.transformer.width)
+        self.to_text = nn.ModuleList(copy.deepcopy(to_text) for _ in self.blocks)
+        self.to_image = nn.ModuleList(copy.deepcopy(to_image) for _ in self.blocks)
+        width = visual.transformer.width
+        self.proj_rep = nn.Parameter(torch.randn(width, backbone.embed_dim) * width ** -0.5)
+        self.set_classnames(classnames)
+
+    def set_classnames(self, classnames: list[str]) -> None:
+        """The class prompts' token embeddings and the frozen model's features of the same prompts."""
+        self.classnames = list(classnames)
+        check_prompts_fit(self.backbone, self.classnames, lambda c: class_prompt(self.template, c))
+        ids = self.backbone.tokenize([class_prompt(self.template, c) for c in self.classnames])
+        with torch.no_grad():
+            self.register_buffer("prompt_embeddings", self.backbone.text.embed(ids), persistent=False)
+        self.register_buffer("eot", self.backbone.text.eot_positions(ids), persistent=False)
+        frozen = zero_shot_text_features(self.backbone, self.classnames, [self.template])
+        self.register_buffer("frozen_text", frozen, persistent=False)
+
+    def set_inference_split(self, split: str | None) -> None:
+        """"base": alpha * class-token + (1 - alpha) * representation logits; "new": class-token logits;
+        None: the class-token logits for any class list (module docstring)."""
+        if split is not None and split not in SPLITS:
+            raise ConfigError(f"mmrl: inference split {split!r} is not valid; valid: 'base', 'new' or None")
+        self.split = split
+
+    def tokens(self) -> tuple[dict[int, torch.Tensor], dict[int, torch.Tensor]]:
+        """The representation tokens projected to each receiving block: (text, image), block -> (n, width)."""
+        text = {j: m(self.rep_tokens) for j, m in zip(self.blocks, self.to_text)}
+        image = {j: m(self.rep_tokens) for j, m in zip(self.blocks, self.to_image)}
+        return text, image
+
+    def encode_images(self, images: torch.Tensor) -> torch.Tensor:
+        """(B, 2, D): the class-token feature (frozen projection) and the representation feature (proj_rep)."""
+        _, image_tokens = self.tokens()
+        pooled, rep = encode_image_inserted(self.backbone.visual, images, image_tokens)
+        return torch.stack([pooled, rep @ self.proj_rep.to(rep.dtype)], dim=1)
+
+    def text_features(self, image_features: torch.Tensor | None = None) -> torch.Tensor:
+        text_tokens, _ = self.tokens()
+        tower = self.backbone.text
+        features = encode_in_chunks(
+            lambda a, b: encode_text_inserted(tower, self.prompt_embeddings[a:b], self.eot[a:b], text_tokens),
+            len(self.classnames), self.text_chunk)
+        return F.normalize(features, dim=-1)
+
+    def forward(self, images: torch.Tensor | None = None, features: torch.Tensor | None = None) -> LearnerOutput:
+        """Scores by the path ``set_inference_split`` chose (the class-token one while training: the
+        representation logits reach the loss through ``extras``). ``features`` are ``encode_images``'s."""
+        if features is None:
+            if images is None:
+                raise ValueError("pass images or features")
+            features = self.encode_images(images)
+        both = F.normalize(features, dim=-1)
+        text = self.text_features() if self._fixed_text is None else self._fixed_text
+        logits = clip_logits(both[:, 0], text, self.backbone.logit_scale)
+        rep_logits = clip_logits(both[:, 1], text, self.backbone.logit_scale)
+        scores = logits
+        if self.split == "base" and not self.training:
+            scores = self.alpha * logits + (1 - self.alpha) * rep_logits
+        return LearnerOutput(logits=scores, image_features=both[:, 0], text_features=text,
+                             extras={"class_token_logits": logits, "representation_logits": rep_logits})
