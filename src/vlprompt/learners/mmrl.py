@@ -137,10 +137,11 @@ class MMRL(PromptLearner):
         return text, image
 
     def encode_images(self, images: torch.Tensor) -> torch.Tensor:
-        """(B, 2, D): the class-token feature (frozen projection) and the representation feature (proj_rep)."""
+        """(B, 2D): the class-token feature (frozen projection) and the representation feature (proj_rep) side
+        by side, one row per image as the engine's feature contract has it; ``forward`` splits them."""
         _, image_tokens = self.tokens()
         pooled, rep = encode_image_inserted(self.backbone.visual, images, image_tokens)
-        return torch.stack([pooled, rep @ self.proj_rep.to(rep.dtype)], dim=1)
+        return torch.cat([pooled, rep @ self.proj_rep.to(rep.dtype)], dim=-1)
 
     def text_features(self, image_features: torch.Tensor | None = None) -> torch.Tensor:
         text_tokens, _ = self.tokens()
@@ -157,12 +158,12 @@ class MMRL(PromptLearner):
             if images is None:
                 raise ValueError("pass images or features")
             features = self.encode_images(images)
-        both = F.normalize(features, dim=-1)
+        class_token, rep = (F.normalize(f, dim=-1) for f in features.chunk(2, dim=-1))
         text = self.text_features() if self._fixed_text is None else self._fixed_text
-        logits = clip_logits(both[:, 0], text, self.backbone.logit_scale)
-        rep_logits = clip_logits(both[:, 1], text, self.backbone.logit_scale)
+        logits = clip_logits(class_token, text, self.backbone.logit_scale)
+        rep_logits = clip_logits(rep, text, self.backbone.logit_scale)
         scores = logits
         if self.split == "base" and not self.training:
             scores = self.alpha * logits + (1 - self.alpha) * rep_logits
-        return LearnerOutput(logits=scores, image_features=both[:, 0], text_features=text,
+        return LearnerOutput(logits=scores, image_features=class_token, text_features=text,
                              extras={"class_token_logits": logits, "representation_logits": rep_logits})

@@ -55,6 +55,6 @@ class MMRLLoss(Regularizer):
             frozen_image = F.normalize(learner.backbone.encode_image(batch["images"]).float(), dim=-1)
         image_gap = 1 - F.cosine_similarity(outputs.image_features.float(), frozen_image, dim=-1).mean()
         text_gap = knowledge_gap(outputs.text_features.float(), learner.frozen_text.float())
-        return {"mmrl_rep": (1 - alpha) * (rep_ce - class_ce),
-                "mmrl_image": self.config.weight * image_gap,
-                "mmrl_text": self.config.weight * text_gap}
+        return {"mmrl_loss_rep": (1 - alpha) * (rep_ce - class_ce),
+                "mmrl_loss_image": self.config.weight * image_gap,
+                "mmrl_loss_text": self.config.weight * text_gap}
