@@ -47,8 +47,9 @@ class MMRLConfig(Options):
     owner = "mmrl"
     n_tokens: int = option(5, "number n of representation tokens (MMRL: 5)")
     rep_dim: int = option(512, "width d_r of the shared representation space (MMRL: 512; 2048 on EuroSAT)")
-    first_block: int = option(5, "0-based index of the first block of each tower that receives the tokens; every "
-                                 "block from there to the last does (MMRL: 5, i.e. layers 6-12 of ViT-B/16's 12)")
+    first_block: int = option(5, "0-based index of the first block that receives the tokens; every block from there "
+                                 "to the text tower's last does, the same indices in the image tower (MMRL: 5, i.e. "
+                                 "layers 6-12 of ViT-B/16's 12)")
     alpha: float = option(0.7, "weight of the class-token logits against the representation logits, in the base-"
                                "class scores and in the CE mix of training (MMRL: 0.7)")
     template: str | None = option(None, "the hand-crafted class prompt the text tower reads, '{}' for the class "
@@ -93,12 +94,13 @@ class MMRL(PromptLearner):
             if cfg.first_block >= blocks:
                 raise ConfigError(f"mmrl.first_block={cfg.first_block} is not valid for {backbone.identity.name}: "
                                   f"its {side} tower has {blocks} blocks, so it must be between 0 and {blocks - 1}")
+        # the same block indices in both towers, as the official REP_LAYERS: up to the text tower's last block
+        # (ViT-L/14's 24 image blocks take the tokens in blocks first_block..11 and carry them on)
         self.blocks = list(range(cfg.first_block, len(backbone.text.transformer.resblocks)))
-        image_blocks = list(range(cfg.first_block, len(visual.transformer.resblocks)))
-        if len(image_blocks) != len(self.blocks):
-            raise ConfigError(f"mmrl needs towers of equal depth (the same token maps serve one block of each); "
-                              f"{backbone.identity.name} has {len(self.blocks) + cfg.first_block} text and "
-                              f"{len(image_blocks) + cfg.first_block} image blocks")
+        if len(visual.transformer.resblocks) <= self.blocks[-1]:
+            raise ConfigError(f"mmrl needs an image tower at least as deep as the text tower (the tokens enter the "
+                              f"same block indices of both); {backbone.identity.name} has "
+                              f"{len(visual.transformer.resblocks)} image and {self.blocks[-1] + 1} text blocks")
         self.template = cfg.template or DEFAULT_TEMPLATE
         self.alpha = cfg.alpha
         self.split: str | None = None
