@@ -79,7 +79,7 @@ def test_tokens_enter_both_towers_as_open_clip_computes_them(tiny_backbone, clas
     with torch.no_grad():
         for m in [*mmrl.to_text, *mmrl.to_image]:  # distinct maps per block, so an off-by-one block shows
             m.weight.normal_(0, 0.5)
-        text_tokens, image_tokens = mmrl.tokens()
+        text_tokens, image_tokens = mmrl.projected_tokens()
         sentences = [f"a photo of a {c.replace('_', ' ')}." for c in classnames]
         expected_text = F.normalize(open_clip_text(tiny_backbone, sentences, text_tokens), dim=-1)
         assert torch.allclose(mmrl.text_features(), expected_text, atol=1e-5)

@@ -32,9 +32,9 @@ from vlprompt.backbones.deep_prompts import check_token_vit, encode_image_insert
 from vlprompt.errors import ConfigError
 from vlprompt.learners.base import LearnerOutput, PromptLearner, clip_logits
 from vlprompt.learners.capabilities import Capability
-from vlprompt.learners.prompts import check_prompts_fit, encode_in_chunks
+from vlprompt.learners.prompts import ClassPromptTokens, encode_in_chunks
 from vlprompt.learners.registry import register_learner
-from vlprompt.learners.zeroshot import DEFAULT_TEMPLATE, class_prompt, zero_shot_text_features
+from vlprompt.learners.zeroshot import DEFAULT_TEMPLATE, zero_shot_text_features
 from vlprompt.options import Options, option
 
 SPLITS = ("base", "new")
@@ -112,16 +112,15 @@ class MMRL(PromptLearner):
         self.to_image = nn.ModuleList(copy.deepcopy(to_image) for _ in self.blocks)
         width = visual.transformer.width
         self.proj_rep = nn.Parameter(torch.randn(width, backbone.embed_dim) * width ** -0.5)
+        self.register_buffer("_no_context", torch.empty(0, backbone.text.width), persistent=False)
         self.set_classnames(classnames)
 
     def set_classnames(self, classnames: list[str]) -> None:
         """The class prompts' token embeddings and the frozen model's features of the same prompts."""
         self.classnames = list(classnames)
-        check_prompts_fit(self.backbone, self.classnames, lambda c: class_prompt(self.template, c))
-        ids = self.backbone.tokenize([class_prompt(self.template, c) for c in self.classnames])
-        with torch.no_grad():
-            self.register_buffer("prompt_embeddings", self.backbone.text.embed(ids), persistent=False)
-        self.register_buffer("eot", self.backbone.text.eot_positions(ids), persistent=False)
+        # the class prompts with an empty context slot: their token embeddings whole, and what the engine reads
+        # to size checkpointed class chunks (``len``, ``eot``)
+        self.tokens = ClassPromptTokens(self.backbone, self.classnames, 0, "", "end", self.template)
         frozen = zero_shot_text_features(self.backbone, self.classnames, [self.template])
         self.register_buffer("frozen_text", frozen, persistent=False)
 
@@ -132,7 +131,7 @@ class MMRL(PromptLearner):
             raise ConfigError(f"mmrl: inference split {split!r} is not valid; valid: 'base', 'new' or None")
         self.split = split
 
-    def tokens(self) -> tuple[dict[int, torch.Tensor], dict[int, torch.Tensor]]:
+    def projected_tokens(self) -> tuple[dict[int, torch.Tensor], dict[int, torch.Tensor]]:
         """The representation tokens projected to each receiving block: (text, image), block -> (n, width)."""
         text = {j: m(self.rep_tokens) for j, m in zip(self.blocks, self.to_text)}
         image = {j: m(self.rep_tokens) for j, m in zip(self.blocks, self.to_image)}
@@ -141,15 +140,16 @@ class MMRL(PromptLearner):
     def encode_images(self, images: torch.Tensor) -> torch.Tensor:
         """(B, 2D): the class-token feature (frozen projection) and the representation feature (proj_rep) side
         by side, one row per image as the engine's feature contract has it; ``forward`` splits them."""
-        _, image_tokens = self.tokens()
+        _, image_tokens = self.projected_tokens()
         pooled, rep = encode_image_inserted(self.backbone.visual, images, image_tokens)
         return torch.cat([pooled, rep @ self.proj_rep.to(rep.dtype)], dim=-1)
 
     def text_features(self, image_features: torch.Tensor | None = None) -> torch.Tensor:
-        text_tokens, _ = self.tokens()
+        text_tokens, _ = self.projected_tokens()
         tower = self.backbone.text
         features = encode_in_chunks(
-            lambda a, b: encode_text_inserted(tower, self.prompt_embeddings[a:b], self.eot[a:b], text_tokens),
+            lambda a, b: encode_text_inserted(tower, self.tokens.assemble(self._no_context, a, b), self.tokens.eot[a:b],
+                                              text_tokens),
             len(self.classnames), self.text_chunk)
         return F.normalize(features, dim=-1)
 
