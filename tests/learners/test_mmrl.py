@@ -24,16 +24,20 @@ def images(backbone, n=3, seed=0):
     return torch.randn(n, 3, *backbone.visual.image_size, generator=torch.Generator().manual_seed(seed))
 
 
-def inserting_hooks(blocks, tokens: dict, mask: bool):
+def inserting_hooks(blocks, tokens: dict, mask: bool, mix: float = 1.0):
     """Pre-hooks on ``blocks`` that put ``tokens[j]`` (n, W) after position 0 before block j: inserted the
-    first time, replacing them after; with ``mask`` the block's causal mask is rebuilt for the new length."""
+    first time, after that mix * tokens + (1 - mix) * the states there; with ``mask`` the block's causal
+    mask is rebuilt for the new length."""
     first = min(tokens)
 
     def make(j):
         def hook(_module, args, kwargs):
             x = args[0]
             t = tokens[j].unsqueeze(0).expand(x.shape[0], -1, -1)
-            rest = x[:, 1:] if j == first else x[:, 1 + t.shape[1]:]
+            n = t.shape[1]
+            if j != first:
+                t = mix * t + (1 - mix) * x[:, 1:1 + n]
+            rest = x[:, 1:] if j == first else x[:, 1 + n:]
             x = torch.cat([x[:, :1], t, rest], dim=1)
             if mask:
                 n = x.shape[1]
@@ -44,12 +48,12 @@ def inserting_hooks(blocks, tokens: dict, mask: bool):
     return [blocks[j].register_forward_pre_hook(make(j), with_kwargs=True) for j in tokens]
 
 
-def open_clip_text(backbone, sentences, tokens):
+def open_clip_text(backbone, sentences, tokens, mix=1.0):
     """open_clip's encode_text with the tokens inserted; the inserted positions are dropped after
     ``ln_final`` so open_clip's own end-of-text pooling reads the right token."""
     n = next(iter(tokens.values())).shape[0]
     model = backbone.model
-    handles = inserting_hooks(model.transformer.resblocks, tokens, mask=True)
+    handles = inserting_hooks(model.transformer.resblocks, tokens, mask=True, mix=mix)
     handles.append(model.ln_final.register_forward_hook(lambda _m, _a, out: torch.cat([out[:, :1], out[:, 1 + n:]], 1)))
     try:
         with torch.no_grad():
@@ -59,11 +63,11 @@ def open_clip_text(backbone, sentences, tokens):
             h.remove()
 
 
-def open_clip_image(backbone, x, tokens):
+def open_clip_image(backbone, x, tokens, mix=1.0):
     """open_clip's encode_image with the tokens inserted, and the transformer's output tokens."""
     visual = backbone.visual
     seen = {}
-    handles = inserting_hooks(visual.transformer.resblocks, tokens, mask=False)
+    handles = inserting_hooks(visual.transformer.resblocks, tokens, mask=False, mix=mix)
     handles.append(visual.transformer.register_forward_hook(lambda _m, _a, out: seen.setdefault("out", out)))
     try:
         with torch.no_grad():
@@ -73,22 +77,41 @@ def open_clip_image(backbone, x, tokens):
             h.remove()
 
 
-def test_tokens_enter_both_towers_as_open_clip_computes_them(tiny_backbone, classnames):
+@pytest.mark.parametrize("variant", ["mmrl", "mmrl++"])
+def test_tokens_enter_both_towers_as_open_clip_computes_them(tiny_backbone, classnames, variant):
     torch.manual_seed(0)
-    mmrl = MMRL(tiny_backbone, classnames, first_block=1, n_tokens=3, rep_dim=16)
+    mmrl = MMRL(tiny_backbone, classnames, first_block=1, n_tokens=3, rep_dim=16, variant=variant, beta=0.6)
+    mix = 0.6 if variant == "mmrl++" else 1.0
     with torch.no_grad():
-        for m in [*mmrl.to_text, *mmrl.to_image]:  # distinct maps per block, so an off-by-one block shows
-            m.weight.normal_(0, 0.5)
+        for name, p in mmrl.learnable_tensors().items():  # distinct maps per block, so an off-by-one block shows
+            if name.startswith("to_") or name.startswith("proj_"):
+                p.normal_(0, 0.5)
         text_tokens, image_tokens = mmrl.projected_tokens()
         sentences = [f"a photo of a {c.replace('_', ' ')}." for c in classnames]
-        expected_text = F.normalize(open_clip_text(tiny_backbone, sentences, text_tokens), dim=-1)
+        expected_text = F.normalize(open_clip_text(tiny_backbone, sentences, text_tokens, mix), dim=-1)
         assert torch.allclose(mmrl.text_features(), expected_text, atol=1e-5)
         assert not torch.allclose(mmrl.text_features(), mmrl.frozen_text, atol=1e-3)
 
         x = images(tiny_backbone)
-        pooled, out = open_clip_image(tiny_backbone, x, image_tokens)
-        rep = tiny_backbone.visual.ln_post(out[:, 1:4]).mean(1) @ mmrl.proj_rep
+        pooled, out = open_clip_image(tiny_backbone, x, image_tokens, mix)
+        projection = (tiny_backbone.visual.proj + mmrl.proj_A @ mmrl.proj_B) if variant == "mmrl++" else mmrl.proj_rep
+        rep = tiny_backbone.visual.ln_post(out[:, 1:4]).mean(1) @ projection
         assert torch.allclose(mmrl.encode_images(x), torch.cat([pooled, rep], -1), atol=1e-5)
+
+
+def test_mmrl_plus_plus_starts_from_one_map_per_tower_and_the_frozen_projection(tiny_backbone, classnames):
+    """MMRL++'s residuals A_i B_i start at zero (B = 0), so every block's map is the shared one and the
+    representation projection is CLIP's own; the maps differ per block once B moves."""
+    mmrl = MMRL(tiny_backbone, classnames, first_block=1, variant="mmrl++")
+    with torch.no_grad():
+        text, image = mmrl.projected_tokens()
+        for tokens, maps in ((text, mmrl.to_text), (image, mmrl.to_image)):
+            shared = F.linear(mmrl.rep_tokens, maps.weight, maps.bias[0])
+            assert all(torch.equal(t, shared) for t in tokens.values())
+        assert torch.equal(mmrl.rep_projection(), tiny_backbone.visual.proj)
+        mmrl.to_text.B[1].normal_()
+        assert not torch.allclose(mmrl.projected_tokens()[0][2], mmrl.projected_tokens()[0][1])
+    assert "proj_rep" not in mmrl.learnable_tensors() and not tiny_backbone.visual.proj.requires_grad
 
 
 def test_without_tokens_the_towers_are_the_frozen_model(tiny_backbone, classnames):
@@ -166,9 +189,13 @@ def test_loss_is_mmrls_objective(tiny_backbone, classnames):
     assert torch.allclose(total, expected, atol=1e-5)
 
 
-def test_artifact_round_trip_keeps_both_paths(tiny_backbone, classnames, tmp_path):
+@pytest.mark.parametrize("variant", ["mmrl", "mmrl++"])
+def test_artifact_round_trip_keeps_both_paths(tiny_backbone, classnames, tmp_path, variant):
     torch.manual_seed(3)
-    mmrl = MMRL(tiny_backbone, classnames, first_block=2, n_tokens=2, rep_dim=32).eval()
+    mmrl = MMRL(tiny_backbone, classnames, first_block=2, n_tokens=2, rep_dim=32, variant=variant).eval()
+    with torch.no_grad():
+        for p in mmrl.learnable_tensors().values():  # MMRL++'s B factors start at zero: move every tensor
+            p.add_(torch.randn_like(p) * 0.05)
     path = save_pretrained(mmrl, tmp_path / "mmrl")
     x = images(tiny_backbone)
     reloaded = from_pretrained(path, backbone=tiny_backbone).eval()
@@ -188,5 +215,9 @@ def test_bad_options_are_refused_naming_the_option(tiny_backbone, classnames):
         MMRLConfig.from_mapping({"alpha": 1.5})
     with pytest.raises(ConfigError, match="mmrl.n_tokens"):
         MMRLConfig.from_mapping({"n_tokens": 0})
+    with pytest.raises(ConfigError, match="mmrl.variant"):
+        MMRLConfig.from_mapping({"variant": "mmrl+"})
+    with pytest.raises(ConfigError, match="mmrl.beta"):
+        MMRLConfig.from_mapping({"beta": -0.1})
     with pytest.raises(ConfigError, match="mmrl.first_block=4 .* between 0 and 3"):
         MMRL(tiny_backbone, classnames, first_block=4)

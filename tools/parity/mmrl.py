@@ -1,6 +1,11 @@
-"""Parity of vlprompt's `mmrl+mmrl_loss` with the official MMRL code (yunncheng/MMRL).
+"""Parity of vlprompt's `mmrl+mmrl_loss` with the official MMRL and MMRL++ code (yunncheng/MMRL).
 
-    python tools/parity/mmrl.py --reference PATH_TO_MMRL_CLONE [--backbone ViT-B-16-quickgelu --pretrained random]
+    python tools/parity/mmrl.py --reference PATH_TO_MMRL_CLONE [--variant mmrl|mmrl++]
+                                [--backbone ViT-B-16-quickgelu --pretrained random]
+
+MMRL++ (`--variant mmrl++`) runs `trainers/mmrlpp.py` and `clip/model_mmrlpp.py` the same way; its
+low-rank factors B start at zero, so the script sets every B to small random values on both sides
+(A @ B then differs from zero and each factor has a gradient to compare).
 
 The official `CustomCLIP` (its `MultiModalRepresentationLearner`, `TextEncoder_MMRL` and the MMRL blocks of
 `clip/model_mmrl.py` that insert and replace the representation tokens in both towers) and `MMRL_Loss` run
@@ -34,10 +39,12 @@ from vlprompt.regularizers.mmrl_loss import MMRLLoss
 DATASET = "OxfordPets"
 
 
-def official_modules(reference: Path):
-    """The official `trainers/mmrl.py` and its `clip` package, loaded without Dassl or a download."""
+def official_modules(reference: Path, variant: str):
+    """The official trainer (`trainers/mmrl.py` or `mmrlpp.py`) and its `clip` package, loaded without
+    Dassl or a download."""
     clip = reference / "clip"
-    mmrl = import_official(reference / "trainers" / "mmrl.py", name="trainers.mmrl", helpers={
+    trainer = "mmrlpp" if variant == "mmrl++" else "mmrl"
+    mmrl = import_official(reference / "trainers" / f"{trainer}.py", name=f"trainers.{trainer}", helpers={
         "clip.simple_tokenizer": clip / "simple_tokenizer.py", "clip.model": clip / "model.py",
         "clip.model_mmrl": clip / "model_mmrl.py", "clip.model_mmrlpp": clip / "model_mmrlpp.py",
         "clip.clip": clip / "clip.py"})
@@ -45,10 +52,31 @@ def official_modules(reference: Path):
     return mmrl, mmrl.clip
 
 
-def config(n_tokens: int, rep_dim: int, layers: list[int], alpha: float, size: int):
+def config(variant: str, n_tokens: int, rep_dim: int, layers: list[int], alpha: float, beta: float, size: int):
     ns = types.SimpleNamespace
-    return ns(TRAINER=ns(MMRL=ns(ALPHA=alpha, N_REP_TOKENS=n_tokens, REP_LAYERS=layers, REP_DIM=rep_dim)),
-              INPUT=ns(SIZE=(size, size)), DATASET=ns(NAME=DATASET))
+    trainer = ns(ALPHA=alpha, BETA=beta, N_REP_TOKENS=n_tokens, REP_LAYERS=layers, REP_DIM=rep_dim, RES_LORA_DIM=4,
+                 PROJ_LORA_DIM=64)
+    key = "MMRLpp" if variant == "mmrl++" else "MMRL"
+    return ns(TRAINER=ns(**{key: trainer}), INPUT=ns(SIZE=(size, size)), DATASET=ns(NAME=DATASET))
+
+
+def official_tensors(reference, variant: str) -> dict:
+    """The official learned tensors under vlprompt's names."""
+    learner = reference.representation_learner
+    tensors = {"rep_tokens": learner.compound_rep_tokens}
+    if variant == "mmrl++":
+        tensors.update({"proj_A": reference.image_encoder.A, "proj_B": reference.image_encoder.B})
+        for side, maps in (("to_text", learner.srra_r2tproj), ("to_image", learner.srra_r2vproj)):
+            tensors[f"{side}.weight"] = maps.weight
+            for i, m in enumerate(maps.srra):
+                tensors.update({f"{side}.A.{i}": m.A, f"{side}.B.{i}": m.B, f"{side}.bias.{i}": m.bias})
+        return tensors
+    tensors["proj_rep"] = reference.image_encoder.proj_rep
+    for side, maps in (("to_text", learner.compound_rep_tokens_r2tproj),
+                       ("to_image", learner.compound_rep_tokens_r2vproj)):
+        for i, m in enumerate(maps):
+            tensors.update({f"{side}.{i}.weight": m.weight, f"{side}.{i}.bias": m.bias})
+    return tensors
 
 
 def main() -> None:
@@ -57,8 +85,11 @@ def main() -> None:
     parser.add_argument("--weight", type=float, default=1.0, help="REG_WEIGHT (vit_b16.yaml: 1.0)")
     parser.add_argument("--alpha", type=float, default=0.7, help="ALPHA (vit_b16.yaml: 0.7)")
     parser.add_argument("--first-block", type=int, default=5, help="0-based first receiving block (MMRL: 5)")
+    parser.add_argument("--variant", choices=["mmrl", "mmrl++"], default="mmrl")
+    parser.add_argument("--beta", type=float, default=0.9, help="MMRL++'s BETA (vit_b16.yaml: 0.9)")
     args = parser.parse_args()
-    mmrl, clip = official_modules(Path(args.reference))
+    mmrl, clip = official_modules(Path(args.reference), args.variant)
+    plus = args.variant == "mmrl++"
 
     torch.manual_seed(0)
     backbone = load_backbone(args.backbone, args.pretrained)
@@ -71,7 +102,13 @@ def main() -> None:
     labels = torch.arange(4) % len(classnames)
     template = mmrl.CUSTOM_TEMPLATES[DATASET]
     ours = MMRL(backbone, classnames, n_tokens=5, rep_dim=512, first_block=args.first_block, alpha=args.alpha,
-                template=template)
+                template=template, variant=args.variant, beta=args.beta)
+    ours_tensors = ours.learnable_tensors()
+    if plus:
+        with torch.no_grad():
+            for name, t in ours_tensors.items():
+                if name.endswith("B") or ".B." in name:
+                    t.normal_(0.0, 0.02)
     layers = [j + 1 for j in ours.blocks]  # the official REP_LAYERS count from 1
 
     # -- the official model on the open_clip weights, its learned tensors set to ours ------------------------
@@ -79,19 +116,18 @@ def main() -> None:
     size = backbone.visual.image_size[0]
 
     def build(model: str):
-        details = {"model": model, "rep_tokens_layers": layers, "n_rep_tokens": 5}
-        return clip.build_model_MMRL(dict(state), details).float()
+        details = {"model": model, "rep_tokens_layers": layers, "n_rep_tokens": 5, "proj_lora_dim": 64,
+                   "beta": args.beta}
+        builder = clip.build_model_MMRLpp if plus else clip.build_model_MMRL
+        return builder(dict(state), details).float()
 
-    clip_model, zero_shot = build("MMRL"), build("CLIP")
-    reference = mmrl.CustomCLIP(config(5, 512, layers, args.alpha, size), classnames, clip_model)
-    learner = reference.representation_learner
+    clip_model, zero_shot = build("MMRLpp" if plus else "MMRL"), build("CLIP")
+    reference = mmrl.CustomCLIP(config(args.variant, 5, 512, layers, args.alpha, args.beta, size), classnames,
+                                clip_model)
+    official_params = official_tensors(reference, args.variant)
     with torch.no_grad():
-        learner.compound_rep_tokens.copy_(ours.rep_tokens)
-        for official, mine in ((learner.compound_rep_tokens_r2tproj, ours.to_text),
-                               (learner.compound_rep_tokens_r2vproj, ours.to_image)):
-            for o, m in zip(official, mine):
-                o.load_state_dict(m.state_dict())
-        reference.image_encoder.proj_rep.copy_(ours.proj_rep)
+        for name, t in official_params.items():
+            t.copy_(ours_tensors[name])
         text_clip = mmrl.TextEncoder_CLIP(zero_shot)(zero_shot.token_embedding(reference.tokenized_prompts),
                                                      reference.tokenized_prompts)
         text_clip = text_clip / text_clip.norm(dim=-1, keepdim=True)
@@ -100,12 +136,9 @@ def main() -> None:
 
     reference.train()
     logits, logits_rep, _, image_features, text_features = reference(images)
-    ref_loss = mmrl.MMRL_Loss(reg_weight=args.weight, alpha=args.alpha)(
+    loss = mmrl.MMRLpp_Loss if plus else mmrl.MMRL_Loss
+    ref_loss = loss(reg_weight=args.weight, alpha=args.alpha)(
         logits, logits_rep, image_features, text_features, image_clip, text_clip, labels)
-    official_params = {"rep_tokens": learner.compound_rep_tokens, "proj_rep": reference.image_encoder.proj_rep}
-    for side, maps in (("to_text", learner.compound_rep_tokens_r2tproj), ("to_image", learner.compound_rep_tokens_r2vproj)):
-        for i, m in enumerate(maps):
-            official_params.update({f"{side}.{i}.weight": m.weight, f"{side}.{i}.bias": m.bias})
     ref_grads = torch.autograd.grad(ref_loss, list(official_params.values()))
     reference.eval()
     with torch.no_grad():
@@ -116,8 +149,7 @@ def main() -> None:
     terms = MMRLLoss(weight=args.weight).extra_loss(TrainContext(learner=ours), outputs,
                                                     {"images": images, "labels": labels})
     our_loss = F.cross_entropy(outputs.logits, labels) + sum(terms.values())
-    our_params = ours.learnable_tensors()
-    our_grads = torch.autograd.grad(our_loss, [our_params[n] for n in official_params])
+    our_grads = torch.autograd.grad(our_loss, [ours_tensors[n] for n in official_params])
     ours.eval()
     scores = {}
     with torch.no_grad():
@@ -125,8 +157,9 @@ def main() -> None:
             ours.set_inference_split(split)
             scores[split] = ours(images=images).logits
 
-    print(f"backbone {args.backbone} ({args.pretrained}), template {template!r}, {len(classnames)} classes, "
-          f"{len(images)} images, tokens 5 x 512 in blocks {ours.blocks}, alpha {args.alpha}, weight {args.weight}")
+    print(f"{args.variant}: backbone {args.backbone} ({args.pretrained}), template {template!r}, {len(classnames)} "
+          f"classes, {len(images)} images, tokens 5 x 512 in blocks {ours.blocks}, alpha {args.alpha}, weight "
+          f"{args.weight}" + (f", beta {args.beta}" if plus else ""))
     rows = [("frozen text", text_clip, ours.frozen_text), ("text features", text_features, outputs.text_features),
             ("image features", image_features, outputs.image_features),
             ("train logits", logits, outputs.extras["class_token_logits"]),

@@ -110,11 +110,13 @@ def encode_image_blocks(visual: nn.Module, images: torch.Tensor, extra_tokens: t
     return pooled @ visual.proj if visual.proj is not None else pooled
 
 
-def _insert_or_replace(x: torch.Tensor, tokens: torch.Tensor, inserted: bool) -> torch.Tensor:
-    """``x`` with ``tokens`` (n, W) right after position 0: inserted the first time, replacing the n
-    positions inserted earlier every later time."""
+def _insert_or_replace(x: torch.Tensor, tokens: torch.Tensor, inserted: bool, mix: float) -> torch.Tensor:
+    """``x`` with ``tokens`` (n, W) right after position 0: inserted the first time; every later time the n
+    positions inserted earlier become ``mix * tokens + (1 - mix) * their hidden states`` (1: replaced)."""
     n = tokens.shape[0]
     fill = tokens.to(x.dtype).unsqueeze(0).expand(x.shape[0], -1, -1)
+    if inserted and mix != 1.0:
+        fill = mix * fill + (1 - mix) * x[:, 1 : 1 + n]
     return torch.cat([x[:, :1], fill, x[:, 1 + n if inserted else 1 :]], dim=1)
 
 
@@ -123,13 +125,14 @@ def _causal_mask(like: torch.Tensor, length: int) -> torch.Tensor:
 
 
 def encode_text_inserted(tower: TextTower, embeddings: torch.Tensor, eot: torch.Tensor,
-                         tokens: dict[int, torch.Tensor]) -> torch.Tensor:
+                         tokens: dict[int, torch.Tensor], mix: float = 1.0) -> torch.Tensor:
     """Unnormalised text features with representation tokens inserted after the start-of-text token, as
     MMRL's text side runs: ``tokens`` maps a 0-based block index to (n, W) tokens; before the first such
     block they are inserted (the sequence grows by n, every later position moves right, the causal
     mask grows with it, and the end-of-text token is read n places further), before every later one
-    they replace the n inserted hidden states. They enter after the positional embedding, so they have
-    none. With no tokens this is ``tower(embeddings, eot)``."""
+    they replace the n inserted hidden states (``mix`` < 1: mix * tokens + (1 - mix) * those states, as
+    MMRL++). They enter after the positional embedding, so they have none. With no tokens this is
+    ``tower(embeddings, eot)``."""
     blocks = len(tower.transformer.resblocks)
     bad = sorted(j for j in tokens if not 0 <= j < blocks)
     if bad:
@@ -142,7 +145,7 @@ def encode_text_inserted(tower: TextTower, embeddings: torch.Tensor, eot: torch.
     mask, inserted = tower.attn_mask[:length, :length], 0
     for j, block in enumerate(tower.transformer.resblocks):
         if j in tokens:
-            x = _insert_or_replace(x, tokens[j], inserted > 0)
+            x = _insert_or_replace(x, tokens[j], inserted > 0, mix)
             inserted = tokens[j].shape[0]
             mask = _causal_mask(tower.attn_mask, x.shape[1])
         x = block(x, attn_mask=mask)
@@ -150,10 +153,11 @@ def encode_text_inserted(tower: TextTower, embeddings: torch.Tensor, eot: torch.
     return tower.project(x[torch.arange(x.shape[0], device=x.device), eot + inserted])
 
 
-def encode_image_inserted(visual: nn.Module, images: torch.Tensor,
-                          tokens: dict[int, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor | None]:
+def encode_image_inserted(visual: nn.Module, images: torch.Tensor, tokens: dict[int, torch.Tensor],
+                          mix: float = 1.0) -> tuple[torch.Tensor, torch.Tensor | None]:
     """MMRL's image side: ``tokens`` (block index -> (n, W)) are inserted right after the class token
-    before the first such block and replace those n positions before every later one. Returns the
+    before the first such block and replace those n positions before every later one (``mix`` as in
+    ``encode_text_inserted``). Returns the
     image feature as open_clip pools and projects it (class token) and the mean of the n token outputs
     after ``ln_post``, unprojected (None without tokens), for a projection of the caller's own."""
     check_token_vit(visual)
@@ -173,7 +177,7 @@ def encode_image_inserted(visual: nn.Module, images: torch.Tensor,
         nonlocal inserted
         if j not in tokens:
             return h
-        h = _insert_or_replace(h, tokens[j], inserted > 0)
+        h = _insert_or_replace(h, tokens[j], inserted > 0, mix)
         inserted = tokens[j].shape[0]
         return h
 

@@ -21,6 +21,7 @@ logits' share of the CE, the cosine pulls towards the frozen model's features) c
 from __future__ import annotations
 
 import copy
+import math
 from dataclasses import dataclass, replace
 
 import torch
@@ -29,7 +30,7 @@ from torch import nn
 
 from vlprompt.backbones import Backbone
 from vlprompt.backbones.deep_prompts import check_token_vit, encode_image_inserted, encode_text_inserted
-from vlprompt.errors import ConfigError
+from vlprompt.errors import ConfigError, check_choice
 from vlprompt.learners.base import LearnerOutput, PromptLearner, clip_logits
 from vlprompt.learners.capabilities import Capability
 from vlprompt.learners.prompts import ClassPromptTokens, encode_in_chunks
@@ -38,6 +39,31 @@ from vlprompt.learners.zeroshot import DEFAULT_TEMPLATE, zero_shot_text_features
 from vlprompt.options import Options, option
 
 SPLITS = ("base", "new")
+VARIANTS = ("mmrl", "mmrl++")
+
+
+def _low_rank_pair(rows: int, rank: int, cols: int) -> tuple[nn.Parameter, nn.Parameter]:
+    """A (rows, rank) drawn as MMRL++ draws it (Kaiming-uniform, a = sqrt 5) and B (rank, cols) zero: A @ B
+    starts at zero."""
+    a = torch.empty(rows, rank)
+    nn.init.kaiming_uniform_(a, a=math.sqrt(5))
+    return nn.Parameter(a), nn.Parameter(torch.zeros(rank, cols))
+
+
+class SharedResidualMaps(nn.Module):
+    """MMRL++'s maps of one tower: block i maps x to x (W + A_i B_i)^T + b_i with one trained W shared by all
+    blocks, a rank-r residual A_i B_i and a bias of its own, all starting from one nn.Linear's W and b."""
+
+    def __init__(self, base: nn.Linear, blocks: int, rank: int):
+        super().__init__()
+        self.weight = nn.Parameter(base.weight.detach().clone())
+        pairs = [_low_rank_pair(base.out_features, rank, base.in_features) for _ in range(blocks)]
+        self.A = nn.ParameterList(a for a, _ in pairs)
+        self.B = nn.ParameterList(b for _, b in pairs)
+        self.bias = nn.ParameterList(nn.Parameter(base.bias.detach().clone()) for _ in range(blocks))
+
+    def forward(self, x: torch.Tensor, i: int) -> torch.Tensor:
+        return F.linear(x, self.weight + self.A[i] @ self.B[i], self.bias[i])
 
 
 @dataclass
@@ -54,8 +80,21 @@ class MMRLConfig(Options):
                                "class scores and in the CE mix of training (MMRL: 0.7)")
     template: str | None = option(None, "the hand-crafted class prompt the text tower reads, '{}' for the class "
                                         "name; null: the dataset's template, else 'a photo of a {}.'")
+    variant: str = option("mmrl", "'mmrl' (CVPR 2025) or 'mmrl++' (the journal version: one shared map per tower "
+                                  "plus low-rank residuals per block, proj_rep = frozen proj + a low-rank term, "
+                                  "tokens mixed with the previous block's by beta)")
+    beta: float = option(0.9, "mmrl++ only: from the second receiving block on the token positions become beta * new "
+                              "tokens + (1 - beta) * their hidden states (MMRL++: 0.9, per dataset 0.1-0.9)")
+    res_rank: int = option(4, "mmrl++ only: rank of each block's residual on the shared map (RES_LORA_DIM 4)")
+    proj_rank: int = option(64, "mmrl++ only: rank of the learned term added to the frozen projection (PROJ_LORA_DIM 64)")
 
     def validate(self) -> None:
+        check_choice("mmrl.variant", self.variant, VARIANTS)
+        if not 0.0 <= self.beta <= 1.0:
+            raise ConfigError(f"mmrl.beta={self.beta} is not valid: it must be between 0 and 1 (MMRL++: 0.9)")
+        for what, value in (("res_rank", self.res_rank), ("proj_rank", self.proj_rank)):
+            if value < 1:
+                raise ConfigError(f"mmrl.{what}={value} is not valid: it must be at least 1")
         for what, value, least in (("n_tokens", self.n_tokens, 1), ("rep_dim", self.rep_dim, 1),
                                    ("first_block", self.first_block, 0)):
             if value < least:
@@ -76,7 +115,9 @@ class MMRL(PromptLearner):
     their own for the image side.
 
     Learnable tensors: ``rep_tokens`` (n, d_r); ``to_text.{i}`` and ``to_image.{i}`` (one linear map per
-    receiving block i = 0, 1, ..., counted from ``first_block``); ``proj_rep`` (image width, D)."""
+    receiving block i = 0, 1, ..., counted from ``first_block``); ``proj_rep`` (image width, D). MMRL++:
+    ``to_text.weight`` / ``to_image.weight`` shared, ``.A.{i}``, ``.B.{i}``, ``.bias.{i}`` per block, and
+    ``proj_A``, ``proj_B`` (the frozen projection stays frozen)."""
 
     name = "mmrl"
     Config = MMRLConfig
@@ -108,10 +149,17 @@ class MMRL(PromptLearner):
         # deep copy of a single nn.Linear; proj_rep ~ N(0, 1/width) like CLIP's own proj (not a copy of it)
         self.rep_tokens = nn.Parameter(torch.empty(cfg.n_tokens, cfg.rep_dim).normal_(0.0, 0.02))
         to_text, to_image = nn.Linear(cfg.rep_dim, backbone.text.width), nn.Linear(cfg.rep_dim, visual.transformer.width)
-        self.to_text = nn.ModuleList(copy.deepcopy(to_text) for _ in self.blocks)
-        self.to_image = nn.ModuleList(copy.deepcopy(to_image) for _ in self.blocks)
         width = visual.transformer.width
-        self.proj_rep = nn.Parameter(torch.randn(width, backbone.embed_dim) * width ** -0.5)
+        self.plus = cfg.variant == "mmrl++"
+        self.mix = cfg.beta if self.plus else 1.0
+        if self.plus:  # MMRL++: shared maps with per-block residuals; proj_rep = frozen proj + proj_A @ proj_B
+            self.to_text = SharedResidualMaps(to_text, len(self.blocks), cfg.res_rank)
+            self.to_image = SharedResidualMaps(to_image, len(self.blocks), cfg.res_rank)
+            self.proj_A, self.proj_B = _low_rank_pair(width, cfg.proj_rank, backbone.embed_dim)
+        else:
+            self.to_text = nn.ModuleList(copy.deepcopy(to_text) for _ in self.blocks)
+            self.to_image = nn.ModuleList(copy.deepcopy(to_image) for _ in self.blocks)
+            self.proj_rep = nn.Parameter(torch.randn(width, backbone.embed_dim) * width ** -0.5)
         self.register_buffer("_no_context", torch.empty(0, backbone.text.width), persistent=False)
         self.set_classnames(classnames)
 
@@ -133,23 +181,31 @@ class MMRL(PromptLearner):
 
     def projected_tokens(self) -> tuple[dict[int, torch.Tensor], dict[int, torch.Tensor]]:
         """The representation tokens projected to each receiving block: (text, image), block -> (n, width)."""
-        text = {j: m(self.rep_tokens) for j, m in zip(self.blocks, self.to_text)}
-        image = {j: m(self.rep_tokens) for j, m in zip(self.blocks, self.to_image)}
-        return text, image
+        if self.plus:
+            return ({j: self.to_text(self.rep_tokens, i) for i, j in enumerate(self.blocks)},
+                    {j: self.to_image(self.rep_tokens, i) for i, j in enumerate(self.blocks)})
+        return ({j: m(self.rep_tokens) for j, m in zip(self.blocks, self.to_text)},
+                {j: m(self.rep_tokens) for j, m in zip(self.blocks, self.to_image)})
+
+    def rep_projection(self) -> torch.Tensor:
+        """(image width, D): ``proj_rep`` (MMRL), or the frozen projection plus ``proj_A @ proj_B`` (MMRL++)."""
+        if self.plus:
+            return self.backbone.visual.proj + self.proj_A @ self.proj_B
+        return self.proj_rep
 
     def encode_images(self, images: torch.Tensor) -> torch.Tensor:
         """(B, 2D): the class-token feature (frozen projection) and the representation feature (proj_rep) side
         by side, one row per image as the engine's feature contract has it; ``forward`` splits them."""
         _, image_tokens = self.projected_tokens()
-        pooled, rep = encode_image_inserted(self.backbone.visual, images, image_tokens)
-        return torch.cat([pooled, rep @ self.proj_rep.to(rep.dtype)], dim=-1)
+        pooled, rep = encode_image_inserted(self.backbone.visual, images, image_tokens, self.mix)
+        return torch.cat([pooled, rep @ self.rep_projection().to(rep.dtype)], dim=-1)
 
     def text_features(self, image_features: torch.Tensor | None = None) -> torch.Tensor:
         text_tokens, _ = self.projected_tokens()
         tower = self.backbone.text
         features = encode_in_chunks(
             lambda a, b: encode_text_inserted(tower, self.tokens.assemble(self._no_context, a, b), self.tokens.eot[a:b],
-                                              text_tokens),
+                                              text_tokens, self.mix),
             len(self.classnames), self.text_chunk)
         return F.normalize(features, dim=-1)
 
