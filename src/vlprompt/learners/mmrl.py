@@ -16,6 +16,10 @@ list by the class-token path, the only one the official code applies to classes 
 Training: CE on the class-token logits (the trainer's), and MMRL's other terms (the representation
 logits' share of the CE, the cosine pulls towards the frozen model's features) come from the
 ``mmrl_loss`` regularizer, which reads the representation logits from the learner's output.
+
+``variant="mmrl++"`` is the journal version (MMRL++): one shared map per tower with a low-rank residual
+per block, the frozen projection plus a low-rank term for the representation feature, and the tokens
+entering later blocks mixed with the hidden states there by ``beta``.
 """
 
 from __future__ import annotations
