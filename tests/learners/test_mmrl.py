@@ -221,3 +221,20 @@ def test_bad_options_are_refused_naming_the_option(tiny_backbone, classnames):
         MMRLConfig.from_mapping({"beta": -0.1})
     with pytest.raises(ConfigError, match="mmrl.first_block=4 .* between 0 and 3"):
         MMRL(tiny_backbone, classnames, first_block=4)
+
+
+def test_checkpointed_class_chunks_give_the_same_features_and_gradients(tiny_backbone, classnames):
+    torch.manual_seed(4)
+    mmrl = MMRL(tiny_backbone, classnames, first_block=2)
+    results = []
+    for chunk in (None, 2):
+        mmrl.text_chunk = chunk
+        mmrl.zero_grad()
+        features = mmrl.text_features()
+        features.square().sum().backward()
+        results.append((features.detach(), {n: p.grad.clone() for n, p in mmrl.learnable_tensors().items()
+                                            if p.grad is not None}))
+    (whole, whole_grads), (chunked, chunked_grads) = results
+    assert torch.allclose(whole, chunked, atol=1e-6)
+    assert whole_grads.keys() == chunked_grads.keys() and "rep_tokens" in whole_grads
+    assert all(torch.allclose(whole_grads[n], chunked_grads[n], atol=1e-6) for n in whole_grads)
