@@ -22,7 +22,7 @@ from vlprompt.regularizers.registry import REGULARIZERS, build_regularizer
 TEMPLATE = "a photo of a {}."
 #: the tiny towers have 4 layers, fewer than the papers' prompt depths and TCP's injection block (8)
 LEARNER_OPTIONS = {"maple": {"prompt_depth": 3}, "ivlp": {"prompt_depth_text": 3, "prompt_depth_vision": 3},
-                   "tcp": {"layer": 3},
+                   "tcp": {"layer": 3}, "mmrl": {"first_block": 2},
                    # CLIP-LoRA's dropout makes training-mode logits random, and the matrices compare them with
                    # evaluation's and across precisions (its dropout: tests/learners/test_clip_lora.py)
                    "clip_lora": {"dropout": 0.0}}

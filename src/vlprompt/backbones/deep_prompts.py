@@ -116,3 +116,80 @@ def encode_image_blocks(visual: nn.Module, images: torch.Tensor, extra_tokens: t
     x = _run_blocks(visual.transformer, x, hook, run=run)
     pooled, _ = visual._pool(x)
     return pooled @ visual.proj if visual.proj is not None else pooled
+
+
+def _insert_or_replace(x: torch.Tensor, tokens: torch.Tensor, inserted: bool, mix: float) -> torch.Tensor:
+    """``x`` with ``tokens`` (n, W) right after position 0: inserted the first time; every later time the n
+    positions inserted earlier become ``mix * tokens + (1 - mix) * their hidden states`` (1: replaced)."""
+    n = tokens.shape[0]
+    fill = tokens.to(x.dtype).unsqueeze(0).expand(x.shape[0], -1, -1)
+    if inserted and mix != 1.0:
+        fill = mix * fill + (1 - mix) * x[:, 1 : 1 + n]
+    return torch.cat([x[:, :1], fill, x[:, 1 + n if inserted else 1 :]], dim=1)
+
+
+def _causal_mask(like: torch.Tensor, length: int) -> torch.Tensor:
+    return torch.full((length, length), float("-inf"), dtype=like.dtype, device=like.device).triu(1)
+
+
+def encode_text_inserted(tower: TextTower, embeddings: torch.Tensor, eot: torch.Tensor,
+                         tokens: dict[int, torch.Tensor], mix: float = 1.0) -> torch.Tensor:
+    """Unnormalised text features with representation tokens inserted after the start-of-text token, as
+    MMRL's text side runs: ``tokens`` maps a 0-based block index to (n, W) tokens; before the first such
+    block they are inserted (the sequence grows by n, every later position moves right, the causal
+    mask grows with it, and the end-of-text token is read n places further), before every later one
+    they replace the n inserted hidden states (``mix`` < 1: mix * tokens + (1 - mix) * those states, as
+    MMRL++). They enter after the positional embedding, so they have none. With no tokens this is
+    ``tower(embeddings, eot)``."""
+    blocks = len(tower.transformer.resblocks)
+    bad = sorted(j for j in tokens if not 0 <= j < blocks)
+    if bad:
+        raise BackboneError(f"token insertion before text block(s) {bad} is not possible: this text tower has "
+                            f"{blocks} blocks (valid: 0 to {blocks - 1})")
+    if not getattr(tower.transformer, "batch_first", True):
+        raise BackboneError("deep prompts need a batch-first open_clip transformer (open_clip >= 2.24 builds them)")
+    length = int(eot.max()) + 1 if tower.truncate else embeddings.shape[1]
+    x = embeddings[:, :length] + tower.positional_embedding[:length].to(embeddings.dtype)
+    mask, inserted = tower.attn_mask[:length, :length], 0
+    for j, block in enumerate(tower.transformer.resblocks):
+        if j in tokens:
+            x = _insert_or_replace(x, tokens[j], inserted > 0, mix)
+            inserted = tokens[j].shape[0]
+            mask = _causal_mask(tower.attn_mask, x.shape[1])
+        x = block(x, attn_mask=mask)
+    x = tower.ln_final(x)
+    return tower.project(x[torch.arange(x.shape[0], device=x.device), eot + inserted])
+
+
+def encode_image_inserted(visual: nn.Module, images: torch.Tensor, tokens: dict[int, torch.Tensor],
+                          mix: float = 1.0) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """MMRL's image side: ``tokens`` (block index -> (n, W)) are inserted right after the class token
+    before the first such block and replace those n positions before every later one (``mix`` as in
+    ``encode_text_inserted``). Returns the
+    image feature as open_clip pools and projects it (class token) and the mean of the n token outputs
+    after ``ln_post``, unprojected (None without tokens), for a projection of the caller's own."""
+    check_token_vit(visual)
+    blocks = len(visual.transformer.resblocks)
+    bad = sorted(j for j in tokens if not 0 <= j < blocks)
+    if bad:
+        raise BackboneError(f"token insertion before image block(s) {bad} is not possible: this image tower has "
+                            f"{blocks} blocks (valid: 0 to {blocks - 1})")
+    x = visual.conv1(images.to(visual.conv1.weight.dtype))
+    x = x.reshape(x.shape[0], x.shape[1], -1).permute(0, 2, 1)
+    cls = visual.class_embedding.to(x.dtype).view(1, 1, -1).expand(x.shape[0], -1, -1)
+    x = torch.cat([cls, x], dim=1) + visual.positional_embedding.to(x.dtype)
+    x = visual.ln_pre(visual.patch_dropout(x))
+    inserted = 0
+
+    def hook(j: int, h: torch.Tensor) -> torch.Tensor:
+        nonlocal inserted
+        if j not in tokens:
+            return h
+        h = _insert_or_replace(h, tokens[j], inserted > 0, mix)
+        inserted = tokens[j].shape[0]
+        return h
+
+    x = _run_blocks(visual.transformer, x, hook)
+    rep = visual.ln_post(x[:, 1 : 1 + inserted]).mean(dim=1) if inserted else None
+    pooled, _ = visual._pool(x)
+    return (pooled @ visual.proj if visual.proj is not None else pooled), rep

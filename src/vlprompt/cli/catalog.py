@@ -87,6 +87,19 @@ LEARNERS = {
             "transfers_to_new_classes"
         ]
     },
+    "mmrl": {
+        "summary": "Shared representation tokens projected into the upper blocks of both towers, with a projection of",
+        "offers": [
+            "class_classifier",
+            "deep_prompts",
+            "learned_prompts",
+            "learned_text_prompts",
+            "prompted_image_tower",
+            "representation_logits",
+            "split_aware_inference",
+            "transfers_to_new_classes"
+        ]
+    },
     "plot": {
         "summary": "N CoOp contexts per class, scored against the image's region features by optimal transport.",
         "offers": [
@@ -176,6 +189,13 @@ REGULARIZERS = {
         "summary": "Pull the learned class text features towards the frozen model's hand-crafted ones.",
         "requires": [
             "learned_text_prompts"
+        ]
+    },
+    "mmrl_loss": {
+        "summary": "MMRL's representation-logit CE share and its pulls of image and text features to the frozen model.",
+        "requires": [
+            "prompted_image_tower",
+            "representation_logits"
         ]
     },
     "nemesis": {

@@ -4,4 +4,4 @@ Importing the package registers every built-in learner by name.
 """
 
 from vlprompt.learners import (clip_adapter, clip_lora, cocoop, coop, ivlp, linear_probe, lpp,  # noqa: F401
-                               maple, plot, tcp, tip_adapter, zeroshot, zslp)  # (registration)
+                               maple, mmrl, plot, tcp, tip_adapter, zeroshot, zslp)  # (registration)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import functools
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import ClassVar
 
 import torch
@@ -29,6 +29,8 @@ class LearnerOutput:
     logits: torch.Tensor
     image_features: torch.Tensor  # (B, D), normalised
     text_features: torch.Tensor  # (K, D) or (B, K, D) for per-image prompts, normalised
+    #: further named outputs a capability promises (e.g. ``representation_logits``); empty for most learners
+    extras: dict[str, torch.Tensor] = field(default_factory=dict)
 
 
 def clip_logits(image_features: torch.Tensor, text_features: torch.Tensor, logit_scale: torch.Tensor) -> torch.Tensor:
@@ -153,6 +155,11 @@ class PromptLearner(nn.Module):
     def text_features(self, image_features: torch.Tensor | None = None) -> torch.Tensor:
         """Normalised class text features (K, D); per-image learners return (B, K, D)."""
         raise NotImplementedError
+
+    def set_inference_split(self, split: str | None) -> None:
+        """Learners with capability ``split_aware_inference`` score base and new classes by different paths:
+        "base" or "new" selects one, None the split-agnostic path (the one used when not told)."""
+        return None
 
     def fitted_tensors(self) -> dict[str, torch.Tensor]:
         """Tensors computed from the training set rather than trained (a cache model's keys and labels,

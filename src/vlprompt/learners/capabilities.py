@@ -31,6 +31,7 @@ class Capability(str, Enum):
     VALIDATION_SEARCH = "validation_search"
     IMAGE_TOKENS = "image_tokens"
     SPLIT_AWARE = "split_aware_inference"
+    REPRESENTATION_LOGITS = "representation_logits"
 
     @property
     def description(self) -> str:
@@ -62,6 +63,9 @@ DESCRIPTIONS = {
     Capability.SPLIT_AWARE: "scores base and new classes by different paths when told at test time which split an "
                             "image comes from (set_inference_split); evaluation reports both that and the "
                             "split-agnostic score",
+    Capability.REPRESENTATION_LOGITS: "beside the class-token logits the output carries `representation_logits` "
+                                      "and `class_token_logits` (B, K) in `extras`: MMRL's second image feature, "
+                                      "from its representation tokens",
 }
 
 

@@ -3,5 +3,5 @@
 Importing the package registers every built-in regularizer by name.
 """
 
-from vlprompt.regularizers import (clap, dekg, dept, kgcoop, nemesis, npt, prograd, promptsrc,  # noqa: F401
-                                   qprompt)  # (registration)
+from vlprompt.regularizers import (clap, dekg, dept, kgcoop, mmrl_loss, nemesis, npt, prograd,  # noqa: F401
+                                   promptsrc, qprompt)  # (registration)
