@@ -4,10 +4,11 @@ A paper preset holds the method's settings (``backbone``, ``learner``, ``regular
 read only here, what the paper ran them on::
 
     reproduce:
-      protocol: base_to_new        # few_shot, base_to_new, domain_generalization or cross_dataset
+      protocol: base_to_new        # few_shot, base_to_new, imbalanced, domain_generalization or cross_dataset
       datasets: [imagenet, caltech101, ...]   # transfer protocols: the source first (targets: its standard ones)
       seeds: [1, 2, 3]
       shots: [1, 2, 4, 8, 16]      # few_shot only
+      ratios: [1, 0.25, 0.0625]    # imbalanced only
       targets: [imagenetv2, ...]   # transfer only; default: the protocol's standard targets of the source
       per_dataset:                 # the paper's per-dataset rules, as key=value overrides
         imagenet: [train.epochs=50]
@@ -38,15 +39,15 @@ from vlprompt.engine.run import RESULTS_FILE
 from vlprompt.errors import ConfigError
 from vlprompt.protocols.base_to_new import (base_new_accuracies, base_new_means, base_to_new_table,
                                             plan_base_to_new)
-from vlprompt.protocols.common import ProtocolResult, RunPlan
+from vlprompt.protocols.common import ProtocolResult, RunPlan, as_protocol_preset
 from vlprompt.protocols.few_shot import few_shot_table, plan_few_shot
 from vlprompt.protocols.transfer import plan_transfer, transfer_table, transfer_targets
 
 log = logging.getLogger(__name__)
 
-PROTOCOLS = ("few_shot", "base_to_new", "domain_generalization", "cross_dataset")
+PROTOCOLS = ("few_shot", "base_to_new", "imbalanced", "domain_generalization", "cross_dataset")
 TRANSFER = ("domain_generalization", "cross_dataset")
-KEYS = {"protocol", "datasets", "seeds", "shots", "targets", "per_dataset", "source"}
+KEYS = {"protocol", "datasets", "seeds", "shots", "ratios", "targets", "per_dataset", "source"}
 
 
 @dataclass
@@ -57,15 +58,17 @@ class ReproduceSpec:
     datasets: list[str]
     seeds: list[int]
     shots: list[int] = field(default_factory=list)
+    ratios: list[float] = field(default_factory=list)
     targets: list[str] = field(default_factory=list)
     per_dataset: dict[str, list[str]] = field(default_factory=dict)
     source: str = ""
 
 
-def _list_of(where: str, value, kind: type) -> list:
+def _list_of(where: str, value, kind: type | tuple[type, ...]) -> list:
     if not isinstance(value, list) or not value or not all(isinstance(v, kind) and not isinstance(v, bool)
                                                            for v in value):
-        raise ConfigError(f"{where} must be a non-empty list of {kind.__name__} values, got {value!r}")
+        names = " or ".join(k.__name__ for k in (kind if isinstance(kind, tuple) else (kind,)))
+        raise ConfigError(f"{where} must be a non-empty list of {names} values, got {value!r}")
     return list(value)
 
 
@@ -90,6 +93,10 @@ def reproduce_spec(preset_name: str, preset: dict) -> ReproduceSpec:
         spec.shots = _list_of(f"{where}.shots", section.get("shots"), int)
     elif "shots" in section:
         raise ConfigError(f"{where}.shots is for the few_shot protocol; this preset's shots are its data.shots")
+    if protocol == "imbalanced":
+        spec.ratios = [float(r) for r in _list_of(f"{where}.ratios", section.get("ratios"), (int, float))]
+    elif "ratios" in section:
+        raise ConfigError(f"{where}.ratios is for the imbalanced protocol")
     if "targets" in section:
         if protocol not in TRANSFER:
             raise ConfigError(f"{where}.targets is for the transfer protocols ({', '.join(TRANSFER)})")
@@ -116,18 +123,6 @@ def preset_method(preset: dict) -> str:
     """The method of a paper preset, ``learner[+regularizer...]``."""
     learner = (preset.get("learner") or {}).get("name", "coop")
     return "+".join([learner] + [r["name"] for r in preset.get("regularizers") or []])
-
-
-def as_protocol_preset(preset: dict) -> dict:
-    """The preset as the protocol planners read it: each regularizer's options under ``regularizers_defaults``
-    (the planners build a method's regularizers from their names and those defaults)."""
-    d = copy.deepcopy(preset)
-    d.pop("reproduce", None)
-    defaults = d.setdefault("regularizers_defaults", {})
-    for spec in d.pop("regularizers", None) or []:
-        options = {k: v for k, v in spec.items() if k != "name"}
-        defaults[spec["name"]] = {**defaults.get(spec["name"], {}), **options}
-    return d
 
 
 @dataclass
@@ -175,6 +170,9 @@ def plan_reproduction(preset_name: str, root: str | Path, out_dir: str | Path, s
         plans = [p for d in chosen for p in plan_base_to_new([method], [d], seeds, base, rules(d), out_dir)]
     elif spec.protocol == "few_shot":
         plans = [p for d in chosen for p in plan_few_shot([method], [d], spec.shots, seeds, base, rules(d), out_dir)]
+    elif spec.protocol == "imbalanced":
+        plans = [p for r in spec.ratios for d in chosen
+                 for p in plan_base_to_new([method], [d], seeds, base, rules(d), out_dir, imbalance_ratio=r)]
     else:
         source = chosen[0]
         if len(chosen) > 1:
@@ -192,6 +190,14 @@ def reproduction_result(rep: Reproduction, results: list[dict]) -> ProtocolResul
         header, rows = base_to_new_table(accuracies, methods, rep.datasets)
         return ProtocolResult("base_to_new", header, rows, figure="base_to_new",
                               panels=base_new_means(accuracies, methods, rep.datasets), results=results, plans=plans)
+    if rep.spec.protocol == "imbalanced":
+        rows = []
+        for ratio in rep.spec.ratios:
+            mine = [(p, r) for p, r in zip(plans, results) if p.keys.get("ratio") == ratio]
+            accuracies = base_new_accuracies([p for p, _ in mine], [r for _, r in mine], methods, rep.datasets)
+            header, block = base_to_new_table(accuracies, methods, rep.datasets)
+            rows += [[f"{ratio:g}"] + row for row in block]
+        return ProtocolResult("imbalanced", ["Ratio"] + header, rows, results=results, plans=plans)
     if rep.spec.protocol == "few_shot":
         header, rows, panels = few_shot_table(plans, results, methods, rep.datasets, rep.spec.shots)
         return ProtocolResult("few_shot", header, rows, figure="few_shot", panels=panels, shots=rep.spec.shots,
@@ -319,6 +325,8 @@ def dry_run_text(rep: Reproduction, status: DataStatus, estimate: Estimate, root
                  workers: int = 1) -> str:
     spec = rep.spec
     shape = [f"{len(rep.datasets)} dataset(s)"]
+    if spec.ratios:
+        shape.append(f"{len(spec.ratios)} imbalance ratios ({', '.join(f'{r:g}' for r in spec.ratios)})")
     if spec.shots:
         shape.append(f"{len(spec.shots)} shot counts ({', '.join(map(str, spec.shots))})")
     seeds = sorted({p.seed for p in rep.plans})
