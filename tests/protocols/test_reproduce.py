@@ -139,3 +139,16 @@ def test_bad_reproduce_sections_name_the_key(tmp_path):
                                            "per_dataset": {"dtd": ["train.epochs"]}}})
     with pytest.raises(ConfigError, match="--shots is for few_shot presets"):
         plan_reproduction("coop-b2n-vitb16", tmp_path, tmp_path / "out", shots=[4])
+
+
+def test_run_with_a_paper_preset_keeps_its_regularizer_options(tmp_path):
+    """`vlprompt run` names methods; a Nemesis preset's beta and omega stay with its coop+nemesis."""
+    from vlprompt.protocols.common import ProtocolRequest
+    from vlprompt.protocols.few_shot import plan_few_shot
+
+    request = ProtocolRequest(["coop+nemesis"], [1], "coop-nemesis-pan-fewshot-rn50", datasets=["dtd"])
+    plan, = plan_few_shot(request.methods, request.datasets, [4], request.seeds, request.preset_dict,
+                          out_dir=tmp_path)
+    options = plan.config.regularizers[0].options
+    assert (options.beta, options.omega, options.n_positions, options.tau) == (0, 1.0, 1, 0.001)
+    assert plan.config.train.epochs == 100  # the preset's epochs by shot count
