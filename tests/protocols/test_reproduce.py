@@ -124,6 +124,12 @@ def test_per_dataset_rules_reach_only_their_dataset(tmp_path):
     assert override == {name: name in ("food101", "oxford_pets") for name in ELEVEN}
     epochs = {p.dataset: p.config.train.epochs for p in rep.plans}
     assert epochs["imagenet"] == 50 and epochs["dtd"] == 200
+    # the user's overrides come after the paper's rules
+    rep = plan_reproduction("coop-nemesis-pun-fewshot-rn50", tmp_path, tmp_path / "out", seeds=[1], shots=[16],
+                            datasets=["imagenet", "food101"],
+                            overrides=["train.epochs=3", "regularizers_defaults.nemesis.omega=10"])
+    assert {p.dataset: (p.config.train.epochs, p.config.regularizers[0].options.omega) for p in rep.plans} == {
+        "imagenet": (3, 10.0), "food101": (3, 10.0)}
 
 
 def test_bad_reproduce_sections_name_the_key(tmp_path):
@@ -137,6 +143,9 @@ def test_bad_reproduce_sections_name_the_key(tmp_path):
     with pytest.raises(ConfigError, match="per_dataset.dtd: 'train.epochs' is not of the form key=value"):
         reproduce_spec("x", {"reproduce": {"protocol": "base_to_new", "datasets": ["dtd"], "seeds": [1],
                                            "per_dataset": {"dtd": ["train.epochs"]}}})
+    with pytest.raises(ConfigError, match="per_dataset.imagnet: 'imagnet' is not one of reproduce.datasets"):
+        reproduce_spec("x", {"reproduce": {"protocol": "base_to_new", "datasets": ["imagenet"], "seeds": [1],
+                                           "per_dataset": {"imagnet": ["train.epochs=50"]}}})
     with pytest.raises(ConfigError, match="--shots is for few_shot presets"):
         plan_reproduction("coop-b2n-vitb16", tmp_path, tmp_path / "out", shots=[4])
 

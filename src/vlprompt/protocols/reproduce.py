@@ -105,6 +105,9 @@ def reproduce_spec(preset_name: str, preset: dict) -> ReproduceSpec:
     if not isinstance(per_dataset, dict):
         raise ConfigError(f"{where}.per_dataset must map a dataset to its key=value overrides")
     for name, overrides in per_dataset.items():
+        if name not in spec.datasets:
+            raise ConfigError(f"{where}.per_dataset.{name}: {name!r} is not one of reproduce.datasets "
+                              f"({', '.join(spec.datasets)})")
         items = _list_of(f"{where}.per_dataset.{name}", overrides, str)
         bad = [o for o in items if "=" not in o]
         if bad:
@@ -160,10 +163,10 @@ def plan_reproduction(preset_name: str, root: str | Path, out_dir: str | Path, s
         if ":" not in name:
             DATASETS.get(name)  # an unknown name is refused with the valid ones
     out_dir = Path(out_dir)
-    common = [f"data.root={Path(root).expanduser().absolute()}", *overrides]
+    data_root = f"data.root={Path(root).expanduser().absolute()}"
 
-    def rules(dataset: str) -> list[str]:
-        return common + spec.per_dataset.get(dataset, [])
+    def rules(dataset: str) -> list[str]:  # the user's overrides last: they win over the paper's rules
+        return [data_root, *spec.per_dataset.get(dataset, []), *overrides]
 
     targets: list[str] = []
     if spec.protocol == "base_to_new":
