@@ -347,7 +347,8 @@ def dry_run_text(rep: Reproduction, status: DataStatus, estimate: Estimate, root
     lines.append(f"  found ({len(status.found)}): {', '.join(status.found) or 'none'}")
     lines.append(f"  missing ({len(status.missing)}): {', '.join(status.missing) or 'none'}")
     for name, problems in status.missing.items():
-        lines += [f"    {name}: {line}" if i == 0 else f"    {' ' * len(name)}  {line}" for i, line in enumerate(problems)]
+        indent = " " * (len(name) + 6)
+        lines += [f"    {name}: {problems[0]}"] + [indent + line for line in problems[1:]]
     pending = len(rep.plans) - estimate.finished
     if pending == 0:
         lines.append("time: nothing left to run")
