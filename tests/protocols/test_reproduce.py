@@ -68,6 +68,9 @@ def test_a_run_with_missing_datasets_is_refused_before_anything_is_written(root,
     assert "9 dataset(s) of this protocol are not ready" in done.stderr
     assert f"vlprompt data prepare eurosat --root {root}" in done.stderr and "--datasets" in done.stderr
     assert not out.exists()
+    done = vlprompt("reproduce", "coop-fewshot-rn50", "--root", root, "--out", out, "--dry-run",
+                    "--timings-from", tmp_path / "nowhere", check=False)
+    assert done.returncode == 2 and "--timings-from" in done.stderr and "is not a folder" in done.stderr
 
 
 def test_reproduce_runs_the_protocol_then_the_dry_run_times_the_rest_from_those_runs(root, tmp_path):

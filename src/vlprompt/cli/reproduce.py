@@ -43,12 +43,15 @@ def cmd_reproduce(args) -> int:
 
     out = Path(args.out or f"runs/reproduce/{Path(args.preset).stem}")
     rep = plan_reproduction(args.preset, args.root, out, seeds=args.seeds, datasets=_csv(args.datasets),
-                            shots=args.shots,
-                            overrides=args.overrides)
+                            shots=args.shots, overrides=args.overrides)
     if not Path(args.root).is_dir():
         raise DataError(f"--root {args.root} is not a folder; lay the datasets out there with `vlprompt data "
                         "prepare NAME --root DIR` (docs/reproduce.md)")
     status = data_status(rep.needed, args.root)
+    missing = [d for d in args.timings_from if not Path(d).is_dir()]
+    if missing:
+        raise DataError(f"--timings-from {missing[0]} is not a folder; give a folder of finished runs (an --out "
+                        "folder of reproduce, run or sweep)")
     if args.dry_run:
         folders = [out, *map(Path, args.timings_from)]
         print(dry_run_text(rep, status, estimate_time(rep.plans, folders), args.root, args.workers))
