@@ -8,7 +8,7 @@ import os
 import sys
 from pathlib import Path
 
-from vlprompt.cli import analyze, data, official, sweep, world
+from vlprompt.cli import analyze, data, official, reproduce, sweep, world
 from vlprompt.errors import ConfigError, DataError, VlpromptError
 
 log = logging.getLogger("vlprompt")
@@ -160,6 +160,7 @@ def build_parser() -> argparse.ArgumentParser:
     data.register(sub)
     official.register(sub)
     sweep.register(sub)
+    reproduce.register(sub)
     return parser
 
 

@@ -253,12 +253,13 @@ def expand_preset(d: dict, overrides: list[str] = ()) -> dict:
     ``regularizers_defaults`` (options per regularizer name or variant label), ``epochs_by_shots``
     (epochs per shot count, CoOp's schedule), ``schedules`` (train settings per learner, regularizer or
     variant label: each method trains at its own paper's schedule, a regularizer's over its learner's)
-    and ``methods`` (a protocol's default method list); explicit options and ``train.*`` overrides win
-    over these defaults.
+    ``methods`` (a protocol's default method list) and ``reproduce`` (the paper's protocol, read only by
+    ``vlprompt reproduce``); explicit options and ``train.*`` overrides win over these defaults.
     """
     d = apply_overrides(d, list(overrides))
     _check_shapes(d)
     d.pop("methods", None)  # a protocol's default method list
+    d.pop("reproduce", None)  # the paper's datasets, seeds and per-dataset rules (protocols/reproduce.py)
     learners = d.pop("learners", None) or {}
     reg_defaults = d.pop("regularizers_defaults", None) or {}
     epochs_by_shots = d.pop("epochs_by_shots", None) or {}

@@ -11,6 +11,7 @@ Ray (protocols sit above sweep/ and never import it).
 
 from __future__ import annotations
 
+import copy
 import statistics
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -50,7 +51,7 @@ class ProtocolRequest:
     def __post_init__(self):
         if not self.methods or not self.seeds:
             raise ConfigError("give at least one method and one seed")
-        self.preset_dict = load_preset(self.preset)
+        self.preset_dict = as_protocol_preset(load_preset(self.preset))
         self.datasets = list(self.datasets) or default_datasets(self.preset_dict)
 
 
@@ -131,6 +132,19 @@ def method_config(method: str, preset: dict, overrides: list[str], **sections) -
     train_overrides = [o for o in overrides if o.split("=", 1)[0].strip().startswith("train.")]
     explicit = list(overrides) + sorted(owned)  # keys the user or the protocol chose
     return RunConfig.from_dict(own_data_uses_all_classes(preset, expand_preset(config, train_overrides), explicit))
+
+
+def as_protocol_preset(preset: dict) -> dict:
+    """The preset as the planners read it: the options of each regularizer a paper preset lists go under
+    ``regularizers_defaults`` (a method names its regularizers, which take their options from there, so
+    ``coop+nemesis`` on a Nemesis preset keeps its beta and omega); the ``reproduce:`` section is dropped."""
+    d = copy.deepcopy(preset)
+    d.pop("reproduce", None)
+    defaults = d.setdefault("regularizers_defaults", {})
+    for spec in d.pop("regularizers", None) or []:
+        options = {k: v for k, v in spec.items() if k != "name"}
+        defaults[spec["name"]] = {**defaults.get(spec["name"], {}), **options}
+    return d
 
 
 def default_datasets(preset: dict) -> list[str]:

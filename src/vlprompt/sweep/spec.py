@@ -33,7 +33,7 @@ import yaml
 from vlprompt.engine.config import load_preset
 from vlprompt.errors import ConfigError
 from vlprompt.protocols.base_to_new import plan_base_to_new
-from vlprompt.protocols.common import DEFAULT_RATIOS, RunPlan, default_datasets, method_config
+from vlprompt.protocols.common import DEFAULT_RATIOS, RunPlan, as_protocol_preset, default_datasets, method_config
 from vlprompt.protocols.few_shot import plan_few_shot
 from vlprompt.protocols.transfer import plan_transfer, transfer_targets
 
@@ -74,7 +74,7 @@ def expand(spec: dict, out: str | Path | None = None, source: str = "spec") -> t
     if unknown:
         raise ConfigError(f"{source}: unknown option {unknown[0]!r}; valid options: {', '.join(sorted(KEYS))}")
     out_dir = Path(out or spec.get("out") or "runs/sweep")
-    preset = load_preset(spec.get("preset", "world-demo"))
+    preset = as_protocol_preset(load_preset(spec.get("preset", "world-demo")))
     overrides = [str(o) for o in _list(spec, "overrides")]
     methods = _list(spec, "methods", preset.get("methods"), str, source)
     datasets = _list(spec, "datasets", default_datasets(preset), str, source)

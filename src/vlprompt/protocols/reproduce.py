@@ -1,0 +1,366 @@
+"""A paper's whole protocol for one method, as its preset's ``reproduce:`` section declares it.
+
+A paper preset holds the method's settings (``backbone``, ``learner``, ``regularizers``, ``train``) and,
+read only here, what the paper ran them on::
+
+    reproduce:
+      protocol: base_to_new        # few_shot, base_to_new, imbalanced, domain_generalization or cross_dataset
+      datasets: [imagenet, caltech101, ...]   # transfer protocols: the source first (targets: its standard ones)
+      seeds: [1, 2, 3]
+      shots: [1, 2, 4, 8, 16]      # few_shot only
+      ratios: [1, 0.25, 0.0625]    # imbalanced only
+      targets: [imagenetv2, ...]   # transfer only; default: the protocol's standard targets of the source
+      per_dataset:                 # the paper's per-dataset rules, as key=value overrides
+        imagenet: [train.epochs=50]
+      source: where the protocol's datasets, seeds and rules come from
+
+The plan is the protocol planners' own (``plan_base_to_new``, ``plan_few_shot``, ``plan_transfer``),
+one dataset at a time so that each dataset gets its rules; the preset's regularizer options become
+``regularizers_defaults`` so that the planners, which name a method ``learner+regularizer``, keep them.
+Nothing here writes: ``dry_run_text`` is the plan, which datasets are on disk, and the time the
+finished runs measured.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+from vlprompt.data.datasets import DATASETS
+from vlprompt.data.prepare import fix_commands
+from vlprompt.data.verify import verify_dataset
+from vlprompt.engine.config import load_preset
+from vlprompt.engine.run import RESULTS_FILE
+from vlprompt.errors import ConfigError
+from vlprompt.protocols.base_to_new import (base_new_accuracies, base_new_means, base_to_new_table,
+                                            plan_base_to_new)
+from vlprompt.protocols.common import ProtocolResult, RunPlan, as_protocol_preset
+from vlprompt.protocols.few_shot import few_shot_table, plan_few_shot
+from vlprompt.protocols.transfer import plan_transfer, transfer_table, transfer_targets
+
+log = logging.getLogger(__name__)
+
+PROTOCOLS = ("few_shot", "base_to_new", "imbalanced", "domain_generalization", "cross_dataset")
+TRANSFER = ("domain_generalization", "cross_dataset")
+KEYS = {"protocol", "datasets", "seeds", "shots", "ratios", "targets", "per_dataset", "source"}
+
+
+@dataclass
+class ReproduceSpec:
+    """A preset's ``reproduce:`` section, checked."""
+
+    protocol: str
+    datasets: list[str]
+    seeds: list[int]
+    shots: list[int] = field(default_factory=list)
+    ratios: list[float] = field(default_factory=list)
+    targets: list[str] = field(default_factory=list)
+    per_dataset: dict[str, list[str]] = field(default_factory=dict)
+    source: str = ""
+
+
+def _list_of(where: str, value, kind: type | tuple[type, ...]) -> list:
+    if not isinstance(value, list) or not value or not all(isinstance(v, kind) and not isinstance(v, bool)
+                                                           for v in value):
+        names = " or ".join(k.__name__ for k in (kind if isinstance(kind, tuple) else (kind,)))
+        raise ConfigError(f"{where} must be a non-empty list of {names} values, got {value!r}")
+    return list(value)
+
+
+def reproduce_spec(preset_name: str, preset: dict) -> ReproduceSpec:
+    """The checked ``reproduce:`` section of ``preset``; a preset without one is refused, naming those that have."""
+    section = preset.get("reproduce")
+    if section is None:
+        raise ConfigError(f"preset {preset_name!r} has no reproduce: section (the paper's protocol); presets that "
+                          f"have one: {', '.join(reproducible_presets())}")
+    where = f"preset {preset_name}: reproduce"
+    if not isinstance(section, dict):
+        raise ConfigError(f"{where} must be a mapping ({', '.join(sorted(KEYS))})")
+    unknown = sorted(set(section) - KEYS)
+    if unknown:
+        raise ConfigError(f"{where}.{unknown[0]} is not known; valid keys: {', '.join(sorted(KEYS))}")
+    protocol = section.get("protocol")
+    if protocol not in PROTOCOLS:
+        raise ConfigError(f"{where}.protocol={protocol!r}; choose one of: {', '.join(PROTOCOLS)}")
+    spec = ReproduceSpec(protocol, _list_of(f"{where}.datasets", section.get("datasets"), str),
+                         _list_of(f"{where}.seeds", section.get("seeds"), int), source=str(section.get("source", "")))
+    if protocol == "few_shot":
+        spec.shots = _list_of(f"{where}.shots", section.get("shots"), int)
+    elif "shots" in section:
+        raise ConfigError(f"{where}.shots is for the few_shot protocol; this preset's shots are its data.shots")
+    if protocol == "imbalanced":
+        spec.ratios = [float(r) for r in _list_of(f"{where}.ratios", section.get("ratios"), (int, float))]
+    elif "ratios" in section:
+        raise ConfigError(f"{where}.ratios is for the imbalanced protocol")
+    if "targets" in section:
+        if protocol not in TRANSFER:
+            raise ConfigError(f"{where}.targets is for the transfer protocols ({', '.join(TRANSFER)})")
+        spec.targets = _list_of(f"{where}.targets", section["targets"], str)
+    per_dataset = section.get("per_dataset") or {}
+    if not isinstance(per_dataset, dict):
+        raise ConfigError(f"{where}.per_dataset must map a dataset to its key=value overrides")
+    for name, overrides in per_dataset.items():
+        if name not in spec.datasets:
+            raise ConfigError(f"{where}.per_dataset.{name}: {name!r} is not one of reproduce.datasets "
+                              f"({', '.join(spec.datasets)})")
+        items = _list_of(f"{where}.per_dataset.{name}", overrides, str)
+        bad = [o for o in items if "=" not in o]
+        if bad:
+            raise ConfigError(f"{where}.per_dataset.{name}: {bad[0]!r} is not of the form key=value")
+        spec.per_dataset[name] = items
+    return spec
+
+
+def reproducible_presets() -> list[str]:
+    from vlprompt.engine.config import list_presets
+
+    return [name for name in list_presets() if "reproduce" in load_preset(name)]
+
+
+def preset_method(preset: dict) -> str:
+    """The method of a paper preset, ``learner[+regularizer...]``."""
+    learner = (preset.get("learner") or {}).get("name", "coop")
+    return "+".join([learner] + [r["name"] for r in preset.get("regularizers") or []])
+
+
+@dataclass
+class Reproduction:
+    """The runs of one paper protocol, in the order the protocol's table reads them."""
+
+    preset: str
+    spec: ReproduceSpec
+    method: str
+    datasets: list[str]  # trained on
+    targets: list[str]  # evaluated on too (transfer protocols)
+    plans: list[RunPlan]
+    out_dir: Path
+
+    @property
+    def needed(self) -> list[str]:
+        """Every dataset the runs read."""
+        return list(dict.fromkeys(self.datasets + self.targets))
+
+
+def plan_reproduction(preset_name: str, root: str | Path, out_dir: str | Path, seeds: list[int] | None = None,
+                      datasets: list[str] | None = None, shots: list[int] | None = None,
+                      overrides: list[str] = ()) -> Reproduction:
+    """Every run of the preset's protocol; ``seeds``, ``datasets`` and ``shots`` narrow (or replace) the paper's."""
+    preset = load_preset(preset_name)
+    spec = reproduce_spec(preset_name, preset)
+    if shots and spec.protocol != "few_shot":
+        raise ConfigError(f"--shots is for few_shot presets; {preset_name} runs {spec.protocol} with its data.shots")
+    spec.shots = list(shots or spec.shots)
+    method = preset_method(preset)
+    base = as_protocol_preset(preset)
+    seeds = list(seeds or spec.seeds)
+    chosen = list(datasets or spec.datasets)
+    for name in chosen + spec.targets:
+        if ":" not in name:
+            DATASETS.get(name)  # an unknown name is refused with the valid ones
+    out_dir = Path(out_dir)
+    data_root = f"data.root={Path(root).expanduser().absolute()}"
+
+    def rules(dataset: str) -> list[str]:  # the user's overrides last: they win over the paper's rules
+        return [data_root, *spec.per_dataset.get(dataset, []), *overrides]
+
+    targets: list[str] = []
+    if spec.protocol == "base_to_new":
+        plans = [p for d in chosen for p in plan_base_to_new([method], [d], seeds, base, rules(d), out_dir)]
+    elif spec.protocol == "few_shot":
+        plans = [p for d in chosen for p in plan_few_shot([method], [d], spec.shots, seeds, base, rules(d), out_dir)]
+    elif spec.protocol == "imbalanced":
+        plans = [p for r in spec.ratios for d in chosen
+                 for p in plan_base_to_new([method], [d], seeds, base, rules(d), out_dir, imbalance_ratio=r)]
+    else:
+        source = chosen[0]
+        if len(chosen) > 1:
+            raise ConfigError(f"{spec.protocol} trains on one source dataset; --datasets gave {', '.join(chosen)}")
+        targets = transfer_targets(spec.protocol, source, spec.targets or None)
+        plans = plan_transfer(spec.protocol, [method], source, seeds, targets, base, rules(source), out_dir)
+    return Reproduction(preset_name, spec, method, chosen, targets, plans, out_dir)
+
+
+def reproduction_result(rep: Reproduction, results: list[dict]) -> ProtocolResult:
+    """The protocol's table of the finished runs (``results`` in plan order)."""
+    methods, plans = [rep.method], rep.plans
+    if rep.spec.protocol == "base_to_new":
+        accuracies = base_new_accuracies(plans, results, methods, rep.datasets)
+        header, rows = base_to_new_table(accuracies, methods, rep.datasets)
+        return ProtocolResult("base_to_new", header, rows, figure="base_to_new",
+                              panels=base_new_means(accuracies, methods, rep.datasets), results=results, plans=plans)
+    if rep.spec.protocol == "imbalanced":
+        rows = []
+        for ratio in rep.spec.ratios:
+            mine = [(p, r) for p, r in zip(plans, results) if p.keys.get("ratio") == ratio]
+            accuracies = base_new_accuracies([p for p, _ in mine], [r for _, r in mine], methods, rep.datasets)
+            header, block = base_to_new_table(accuracies, methods, rep.datasets)
+            rows += [[f"{ratio:g}"] + row for row in block]
+        return ProtocolResult("imbalanced", ["Ratio"] + header, rows, results=results, plans=plans)
+    if rep.spec.protocol == "few_shot":
+        header, rows, panels = few_shot_table(plans, results, methods, rep.datasets, rep.spec.shots)
+        return ProtocolResult("few_shot", header, rows, figure="few_shot", panels=panels, shots=rep.spec.shots,
+                              results=results, plans=plans)
+    header, rows = transfer_table(plans, results, methods, rep.datasets[0], rep.targets)
+    return ProtocolResult(rep.spec.protocol, header, rows, results=results, plans=plans)
+
+
+# --- what is on disk -------------------------------------------------------------------------------------------
+
+
+@dataclass
+class DataStatus:
+    found: list[str]
+    missing: dict[str, list[str]]  # name -> the problems verify found, then the commands that fix them
+
+    @property
+    def ok(self) -> bool:
+        return not self.missing
+
+
+def data_status(names: list[str], root: str | Path) -> DataStatus:
+    """``vlprompt data verify`` of each standard dataset the runs read (the world's and the user's own are not
+    under the root); a dataset with any problem is missing, with the ``data prepare`` lines that fix it."""
+    found, missing = [], {}
+    for name in names:
+        if ":" in name:
+            found.append(name)
+            continue
+        report = verify_dataset(name, root)
+        if report.ok:
+            found.append(name)
+            continue
+        problems = [f"missing {path}" for path, _ in report.missing_files[:1]]
+        if report.error and not report.missing_files:
+            problems.append(f"cannot read: {report.error}")
+        if report.missing_images:
+            problems.append(f"{len(report.missing_images)} of {report.images} listed images missing")
+        if report.wrong_names:
+            problems.append("its split file names classes differently from its images")
+        missing[name] = problems + fix_commands(name, root)
+    return DataStatus(found, missing)
+
+
+# --- time from finished runs -----------------------------------------------------------------------------------
+
+
+def _timing_key(config: dict) -> str:
+    """A config with what does not change a run's cost per epoch removed: seed, epochs and where it lives."""
+    d = copy.deepcopy(config)
+    for section, key in (("train", "seed"), ("train", "epochs"), ("data", "root")):
+        (d.get(section) or {}).pop(key, None)
+    for key in ("output_dir", "cache_dir"):
+        d.pop(key, None)
+    return json.dumps(d, sort_keys=True, default=str)
+
+
+@dataclass
+class Measured:
+    """A finished run's stages: seconds spent outside training, and seconds per training epoch."""
+
+    fixed_s: float
+    epoch_s: float
+
+
+def measured_runs(folders: list[Path]) -> dict[str, list[Measured]]:
+    """Timing key -> the finished runs under ``folders`` (their ``results.json`` ``timings_s`` and
+    ``config.yaml``), searched as ``FOLDER/*/`` and ``FOLDER/runs/*/``."""
+    found: dict[str, list[Measured]] = {}
+    seen = set()
+    for folder in folders:
+        for results_path in sorted(folder.glob(f"*/{RESULTS_FILE}")) + sorted(folder.glob(f"runs/*/{RESULTS_FILE}")):
+            run_dir = results_path.parent.resolve()
+            if run_dir in seen:
+                continue
+            seen.add(run_dir)
+            try:
+                timings = json.loads(results_path.read_text()).get("timings_s") or {}
+                config = yaml.safe_load((run_dir / "config.yaml").read_text())
+                epochs = int(config["train"]["epochs"])
+            except (OSError, ValueError, KeyError, TypeError, yaml.YAMLError):
+                continue  # a run folder of another kind or version: no measurement
+            train_s = float(timings.get("train", 0.0))
+            fixed = sum(float(v) for k, v in timings.items() if k != "train")
+            found.setdefault(_timing_key(config), []).append(Measured(fixed, train_s / epochs if epochs else 0.0))
+    return found
+
+
+@dataclass
+class Estimate:
+    finished: int  # runs whose results exist
+    measured_s: float  # estimated seconds of the pending runs that have a measurement
+    measured_runs: int
+    unknown_runs: int  # pending runs without a finished run of the same configuration (any seed or epochs)
+
+
+def estimate_time(plans: list[RunPlan], folders: list[Path]) -> Estimate:
+    """Each pending run's time from finished runs of the same configuration (seed and epochs aside): their
+    mean seconds outside training plus their mean seconds per epoch times this run's epochs. Measured on
+    the machine that ran them, one run at a time."""
+    measured = measured_runs(folders)
+    finished, total, known, unknown = 0, 0.0, 0, 0
+    for plan in plans:
+        if (plan.run_dir / RESULTS_FILE).is_file():
+            finished += 1
+            continue
+        same = measured.get(_timing_key(plan.config.to_dict()))
+        if not same:
+            unknown += 1
+            continue
+        known += 1
+        total += (sum(m.fixed_s for m in same) + sum(m.epoch_s for m in same) * plan.config.train.epochs) / len(same)
+    return Estimate(finished, total, known, unknown)
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 120:
+        return f"{seconds:.0f} s"
+    if seconds < 2 * 3600:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h"
+
+
+def dry_run_text(rep: Reproduction, status: DataStatus, estimate: Estimate, root: str | Path,
+                 workers: int = 1) -> str:
+    spec = rep.spec
+    shape = [f"{len(rep.datasets)} dataset(s)"]
+    if spec.ratios:
+        shape.append(f"{len(spec.ratios)} imbalance ratios ({', '.join(f'{r:g}' for r in spec.ratios)})")
+    if spec.shots:
+        shape.append(f"{len(spec.shots)} shot counts ({', '.join(map(str, spec.shots))})")
+    seeds = sorted({p.seed for p in rep.plans})
+    shape.append(f"{len(seeds)} seed(s) ({', '.join(map(str, seeds))})")
+    lines = [f"reproduce {rep.preset}: {spec.protocol} of {rep.method}",
+             f"runs: {len(rep.plans)} = {' x '.join(shape)}; {estimate.finished} already finished in {rep.out_dir}"]
+    if rep.targets:
+        lines.append(f"source {rep.datasets[0]}, evaluated on: {', '.join(rep.targets)}")
+    rules = {d: o for d, o in spec.per_dataset.items() if d in rep.datasets}
+    for dataset, overrides in rules.items():
+        lines.append(f"rule for {dataset}: {' '.join(overrides)}")
+    if spec.source:
+        lines.append(f"protocol source: {spec.source}")
+    lines.append(f"datasets under {root}:")
+    lines.append(f"  found ({len(status.found)}): {', '.join(status.found) or 'none'}")
+    lines.append(f"  missing ({len(status.missing)}): {', '.join(status.missing) or 'none'}")
+    for name, problems in status.missing.items():
+        indent = " " * (len(name) + 6)
+        lines += [f"    {name}: {problems[0]}"] + [indent + line for line in problems[1:]]
+    pending = len(rep.plans) - estimate.finished
+    if pending == 0:
+        lines.append("time: nothing left to run")
+    elif estimate.measured_runs == 0:
+        lines.append(f"time: unknown for the {pending} pending runs (no finished run of the same configuration "
+                     "to measure; give one with --timings-from, e.g. a finished --seeds 1 reproduction)")
+    else:
+        line = (f"time: about {_duration(estimate.measured_s)} for {estimate.measured_runs} of the {pending} pending "
+                "runs, one at a time, from the measured time of finished runs of the same configuration")
+        if workers > 1:
+            line += f" (about {_duration(estimate.measured_s / workers)} with {workers} in parallel)"
+        lines.append(line)
+        if estimate.unknown_runs:
+            lines.append(f"      unknown for the other {estimate.unknown_runs} (nothing measured for them)")
+    return "\n".join(lines)
