@@ -24,7 +24,8 @@ test: $(STAMP)
 	$(VENV)/bin/pytest
 
 ## Base-to-new of every method on the embedded world's objects_noisy_base task, each at its paper's
-## schedule, 3 seeds, two runs at a time (about 80 minutes on 2 cores); the table and its bars go into
+## schedule, 3 seeds, two runs at a time (about 80 minutes on 2 cores before TCP, DePT, MMRL, CLIP-Adapter,
+## CLIP-LoRA and PLOT joined the list, several hours with them); the table and its bars go into
 ## the docs beside the reading of them in docs/results/world_base_to_new.md, with a screenshot of its
 ## HTML report (when chromium is installed).
 experiment: $(STAMP)
@@ -42,11 +43,13 @@ experiment: $(STAMP)
 		mv docs/results/world_report.png.tmp.png docs/results/world_report.png; fi
 
 ## Few-shot (1/2/4/8/16 shots, all 120 classes of objects_noisy_base, 3 seeds) of zero-shot CLIP, the baselines
-## every paper must beat and CoOp, each at its official schedule (about 40 minutes on 2 cores); the table and
-## its curves go into docs/results/ beside the reading of them in docs/results/world_few_shot.md.
+## every paper must beat, CoOp and PLOT (alone and with Nemesis), each at its official schedule (about 40
+## minutes on 2 cores without CLIP-LoRA and PLOT, which add hours: PLOT trains 200 epochs of four prompts per
+## class); the table and its curves go into docs/results/ beside the reading of them in
+## docs/results/world_few_shot.md.
 experiment-fewshot: $(STAMP)
 	$(VENV)/bin/vlprompt run few_shot --preset world-methods \
-		--methods zeroshot,linear_probe,lpp,zslp+clap,tip_adapter,tip_adapter_f,clip_adapter,coop \
+		--methods zeroshot,linear_probe,lpp,zslp+clap,tip_adapter,tip_adapter_f,clip_adapter,clip_lora,coop,plot,plot+nemesis \
 		--shots 1,2,4,8,16 --seeds 1,2,3 --out runs/world-fewshot --workers 2
 	cp runs/world-fewshot/few_shot.md docs/results/world_few_shot_table.md.tmp
 	mv docs/results/world_few_shot_table.md.tmp docs/results/world_few_shot_table.md

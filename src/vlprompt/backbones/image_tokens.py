@@ -55,10 +55,16 @@ def check_token_tower(visual: nn.Module) -> None:
                             "before pooling (as in OpenAI's CLIP); this ViT pools otherwise")
 
 
+def regions_from_attention_pool(visual: nn.Module) -> bool:
+    """Whether the regions come out of the pooling that CLIP trained against the text (a ResNet's attention
+    pool); a ViT's patch tokens were never trained against it and carry little class signal there."""
+    return type(visual).__name__ == "ModifiedResNet"
+
+
 def encode_image_tokens(visual: nn.Module, images: torch.Tensor) -> torch.Tensor:
     """(B, 1 + R, D) unnormalised features: the pooled image feature, then the R regions' ones."""
     check_token_tower(visual)
-    if type(visual).__name__ == "ModifiedResNet":
+    if regions_from_attention_pool(visual):
         return _resnet_tokens(visual, images)
     return _vit_tokens(visual, images)
 
@@ -66,6 +72,6 @@ def encode_image_tokens(visual: nn.Module, images: torch.Tensor) -> torch.Tensor
 def image_token_count(visual: nn.Module) -> int:
     """1 + R: the tokens ``encode_image_tokens`` gives per image at the tower's input size."""
     check_token_tower(visual)
-    if type(visual).__name__ == "ModifiedResNet":
+    if regions_from_attention_pool(visual):
         return visual.attnpool.positional_embedding.shape[0]
     return visual.positional_embedding.shape[0]

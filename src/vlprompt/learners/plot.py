@@ -7,6 +7,7 @@ by the transport-weighted similarity between its region features and the class's
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from typing import Literal
 
@@ -16,7 +17,7 @@ from torch import nn
 
 from vlprompt.backbones import Backbone
 from vlprompt.backbones.fast_text import encode_shared_prefix, supports_shared_prefix
-from vlprompt.backbones.image_tokens import check_token_tower
+from vlprompt.backbones.image_tokens import check_token_tower, regions_from_attention_pool
 from vlprompt.errors import ConfigError
 from vlprompt.learners.base import LearnerOutput, PromptLearner, clip_logits
 from vlprompt.learners.capabilities import Capability
@@ -25,7 +26,7 @@ from vlprompt.learners.registry import register_learner
 from vlprompt.learners.transport import transport_similarity
 from vlprompt.options import Options, option
 
-GLOBAL_FEATURE = ("off", "logits", "transport")
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -67,6 +68,10 @@ class PLOT(PromptLearner):
         super().__init__(backbone, classnames, config, **options)
         check_token_tower(backbone.visual)
         cfg = self.config
+        if cfg.global_feature == "off" and not regions_from_attention_pool(backbone.visual):
+            log.warning("plot transports the patch tokens of %s alone (global_feature=off), which a ViT never "
+                        "trained against the text; global_feature=logits or transport keeps its class token in the "
+                        "score (docs/methods/plot.md)", backbone.identity.name)
         self.n_ctx = cfg.n_ctx
         # (N, M, W) drawn at once from N(0, 0.02^2), as in the reference
         self.ctx = nn.Parameter(init_context(backbone, cfg.n_ctx, None, cfg.n_prompts))
