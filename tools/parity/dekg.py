@@ -21,23 +21,12 @@ import torch.nn.functional as F
 from torch import nn
 
 from official import import_official
-from inputs import PET_CLASSES, parser_for, print_differences, random_images
+from inputs import PET_CLASSES, PromptsOf, parser_for, print_differences, random_images
 from vlprompt.backbones import load_backbone
 from vlprompt.learners.coop import CoOp
 from vlprompt.regularizers.base import TrainContext
 from vlprompt.regularizers.dekg import DeKg
 from vlprompt.regularizers.kgcoop import KgCoOp
-
-
-class PromptsOf(nn.Module):
-    """The official prompt learner's output: (K, L, W) prompt embeddings of the current context."""
-
-    def __init__(self, learner):
-        super().__init__()
-        self.learner = learner
-
-    def forward(self):
-        return self.learner.tokens.assemble(self.learner.ctx)
 
 
 class TextTower(nn.Module):

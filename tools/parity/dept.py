@@ -28,7 +28,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from official import import_official, install_framework_stand_ins
-from inputs import PET_CLASSES, parser_for, print_differences, random_images
+from inputs import PET_CLASSES, PromptsOf, parser_for, print_differences, random_images
 from vlprompt.backbones import load_backbone
 from vlprompt.learners.coop import CoOp
 from vlprompt.regularizers.base import TrainContext
@@ -38,17 +38,6 @@ from vlprompt.regularizers.dept import DePT
 REPOSITORY_STAND_INS = {"plotnine": [], "trainers.optim": ["build_optimizer"],
                         "trainers.coop": ["CoOp", "load_clip_to_cpu", "CustomCLIP"],
                         "trainers.maple": ["MaPLe", "load_clip_to_cpu", "CustomCLIP"]}
-
-
-class PromptsOf(nn.Module):
-    """The official prompt learner's output: (K, L, W) prompt embeddings of the current context."""
-
-    def __init__(self, learner):
-        super().__init__()
-        self.learner = learner
-
-    def forward(self):
-        return self.learner.tokens.assemble(self.learner.ctx)
 
 
 class Tower(nn.Module):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 
 import torch
+from torch import nn
 
 #: class names of the official repositories' usual example (Oxford Pets), so their templates fit
 PET_CLASSES = ["abyssinian", "american_bulldog", "basset_hound", "beagle", "bengal", "birman"]
@@ -43,3 +44,15 @@ def first_per_class(records, count: int):
             seen[r.label] = seen.get(r.label, 0) + 1
             chosen.append(r)
     return chosen
+
+
+class PromptsOf(nn.Module):
+    """An official CoOp-style prompt learner's output: the (K, L, W) prompt embeddings of vlprompt's current
+    context, for official code that runs a prompt learner and a text encoder in sequence."""
+
+    def __init__(self, learner):
+        super().__init__()
+        self.learner = learner
+
+    def forward(self):
+        return self.learner.tokens.assemble(self.learner.ctx)
