@@ -177,7 +177,7 @@ class ImageNetVal:
 
 def validation_wnids(devkit: Path, archive: Path) -> list[str]:
     """The wnid of each validation image in file-name order, from the devkit's meta.mat and ground truth."""
-    from scipy.io import loadmat  # a dependency of scikit-learn, which vlprompt requires
+    from scipy.io import loadmat
 
     data = devkit / "ILSVRC2012_devkit_t12" / "data"
     try:
