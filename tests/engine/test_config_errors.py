@@ -18,6 +18,8 @@ BAD = {
     "choice outside the valid values": (["learner.options.class_token_position=back"],
                                         ["class_token_position='back'", "'end'", "'middle'", "'front'"]),
     "unknown learner": (["learner.name=cooop"], ["unknown learner 'cooop'", "'coop'", "'maple'"]),
+    "a regularizer named as the learner": (["learner.name=clap"], ["'clap' is a regularizer, not a learner",
+                                                                    "zslp+clap"]),
     "unknown regularizer": (["regularizers=[{name: kgcop}]"], ["unknown regularizer 'kgcop'", "'kgcoop'"]),
     "required option missing": (["regularizers=[{name: nemesis, beta: 0}]"], ["nemesis.omega", "required"]),
     "unknown regularizer option": (["regularizers=[{name: kgcoop, wieght: 2}]"], ["wieght", "weight"]),

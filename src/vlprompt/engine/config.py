@@ -26,7 +26,7 @@ from vlprompt.errors import ConfigError, check_choice
 from vlprompt.learners.capabilities import Capability
 from vlprompt.learners.registry import LEARNERS, learner_config
 from vlprompt.options import Options
-from vlprompt.regularizers.composition import check_composition
+from vlprompt.regularizers.composition import check_composition, composition_matrix
 from vlprompt.regularizers.registry import REGULARIZERS, regularizer_config
 from vlprompt.typecheck import check_types
 
@@ -269,6 +269,10 @@ def expand_preset(d: dict, overrides: list[str] = ()) -> dict:
         raise ConfigError(f"learner must be a mapping such as {{name: coop, options: {{n_ctx: 4}}}}; got {learner!r}")
     name = learner.setdefault("name", LearnerConfig.name)
     if name not in LEARNERS:
+        if name in REGULARIZERS:  # a method named by its regularizer, e.g. CLAP for zslp+clap
+            hosts = [lname for (lname, rname), absent in composition_matrix().items() if rname == name and not absent]
+            raise ConfigError(f"{name!r} is a regularizer, not a learner: a method is a learner plus regularizers, "
+                              f"e.g. {', '.join(f'{h}+{name}' for h in hosts[:4])} (`vlprompt list methods`)")
         LEARNERS.get(name)  # the unknown-learner error, with the valid names
     options = learner.get("options") or {}
     if not isinstance(options, dict):
