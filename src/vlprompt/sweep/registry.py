@@ -157,7 +157,7 @@ class Registry:
         return out
 
     def add(self, specs) -> None:
-        """Register specs (``sweep.spec.RunSpec``) not yet known, as pending; known ones keep their state."""
+        """Register run plans (``protocols.common.RunPlan``) not yet known, as pending; known ones keep their state."""
         def work():
             for s in specs:
                 self.db.execute(
