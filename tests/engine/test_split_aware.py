@@ -7,7 +7,6 @@ from __future__ import annotations
 import csv
 import json
 import statistics
-from html.parser import HTMLParser
 from pathlib import Path
 
 import pytest
@@ -23,6 +22,8 @@ from vlprompt.learners.zeroshot import zero_shot_text_features
 from vlprompt.protocols.common import ProtocolRequest, run_protocol
 from vlprompt.report.html import write_report
 from vlprompt.sweep.registry import Registry
+
+from html_page import parse
 
 MARK = "told base/new at test time"
 
@@ -65,29 +66,6 @@ def toy_told():
     register_learner(ToyTold)
     yield
     LEARNERS.unregister("toy_told")
-
-
-class Cells(HTMLParser):
-    def __init__(self):
-        super().__init__()
-        self.tables, self._cell = [], None
-
-    def handle_starttag(self, tag, attrs):
-        if tag == "table":
-            self.tables.append([])
-        elif tag == "tr":
-            self.tables[-1].append([])
-        elif tag in ("td", "th"):
-            self._cell = ""
-
-    def handle_endtag(self, tag):
-        if tag in ("td", "th"):
-            self.tables[-1][-1].append(self._cell)
-            self._cell = None
-
-    def handle_data(self, data):
-        if self._cell is not None:
-            self._cell += data
 
 
 def test_split_aware_learner_records_both_numbers_and_the_report_marks_its_rows(toy_told, tmp_path,
@@ -139,8 +117,7 @@ def test_split_aware_learner_records_both_numbers_and_the_report_marks_its_rows(
     finally:
         reg.close()
     index = write_report(out, tmp_path / "report")
-    page = Cells()
-    page.feed(index.read_text())
+    page = parse(index)
     assert page.tables[0] == [header, *[[str(c) for c in row] for row in result.rows]]
     with open(index.parent / "csv" / "base_to_new.csv") as f:
         assert list(csv.reader(f))[0] == header

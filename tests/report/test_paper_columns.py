@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import csv
 import statistics
-import sys
 from pathlib import Path
 
 import pytest
@@ -23,8 +22,7 @@ from vlprompt.report.html import write_report
 from vlprompt.report.published import PUBLISHED_DIR, differences, load_published
 from vlprompt.sweep.registry import Registry
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from test_report import parse  # noqa: E402
+from html_page import parse
 
 ELEVEN = ["imagenet", *CROSS_DATASET_TARGETS["imagenet"]]
 # CoOp's base-to-new row (CoCoOp paper) and KgCoOp's, Base / New / H (published-numbers.md §4.2)

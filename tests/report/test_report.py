@@ -10,11 +10,12 @@ import sqlite3
 import statistics
 import sys
 from html import escape
-from html.parser import HTMLParser
 from pathlib import Path
 
 import pytest
 from PIL import Image
+
+from html_page import parse
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "sweep"))
 from sweep_helpers import SMALL, vlprompt, write_spec  # noqa: E402
@@ -64,42 +65,6 @@ def expected_table(out: Path) -> list[list[str]]:
         rows.append([results[0]["dataset"], method, f"{b:.2f} ± {statistics.stdev(base):.2f}",
                      f"{n:.2f} ± {statistics.stdev(new):.2f}", f"{h:.2f}", "2"])
     return rows
-
-
-class Tables(HTMLParser):
-    """Every table's cell texts and every image source of a page."""
-
-    def __init__(self):
-        super().__init__()
-        self.tables, self.images, self.links, self._cell = [], [], [], None
-
-    def handle_starttag(self, tag, attrs):
-        attrs = dict(attrs)
-        if tag == "table":
-            self.tables.append([])
-        elif tag == "tr":
-            self.tables[-1].append([])
-        elif tag in ("td", "th"):
-            self._cell = ""
-        elif tag == "img":
-            self.images.append(attrs["src"])
-        elif tag == "a":
-            self.links.append(attrs["href"])
-
-    def handle_endtag(self, tag):
-        if tag in ("td", "th"):
-            self.tables[-1][-1].append(self._cell)
-            self._cell = None
-
-    def handle_data(self, data):
-        if self._cell is not None:
-            self._cell += data
-
-
-def parse(path: Path) -> Tables:
-    page = Tables()
-    page.feed(path.read_text())
-    return page
 
 
 def test_index_table_csv_and_raw_numbers_match_the_registry(sweep):
