@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test experiment experiment-fewshot phenomena bench gpu-check-prepare gpu-check setup clean
+.PHONY: demo test lint experiment experiment-fewshot phenomena bench gpu-check-prepare gpu-check setup clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -22,6 +22,11 @@ demo: $(STAMP)
 ## The whole test suite.
 test: $(STAMP)
 	$(VENV)/bin/pytest
+
+## Lint: ruff's rules chosen in pyproject.toml, then DESIGN.md's import contracts (lint-imports).
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/lint-imports
 
 ## Base-to-new of every method on the embedded world's objects_noisy_base task, each at its paper's
 ## schedule, 3 seeds, two runs at a time (about 80 minutes on 2 cores before TCP, DePT, MMRL, CLIP-Adapter,

@@ -19,8 +19,8 @@ import argparse
 import time
 
 import torch
-
 from threads import add_threads_argument, set_threads
+
 from vlprompt.backbones import load_backbone
 from vlprompt.data.feature_cache import feature_shape
 from vlprompt.engine.batches import FeatureBatches

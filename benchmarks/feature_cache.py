@@ -15,8 +15,8 @@ import time
 
 import torch
 import torch.nn.functional as F
-
 from threads import add_threads_argument, set_threads
+
 from vlprompt.backbones import load_backbone
 from vlprompt.learners.coop import CoOp
 

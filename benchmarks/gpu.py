@@ -21,8 +21,8 @@ import argparse
 import time
 
 import torch
-
 from train_step import class_names
+
 from vlprompt.backbones import load_backbone
 from vlprompt.engine.batches import FeatureBatches
 from vlprompt.engine.trainer import TrainConfig, Trainer

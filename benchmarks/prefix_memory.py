@@ -13,9 +13,9 @@ import resource
 
 import torch
 import torch.nn.functional as F
-
 from threads import add_threads_argument, set_threads
 from train_step import class_names, make_step
+
 from vlprompt.backbones import load_backbone
 from vlprompt.learners.coop import CoOp
 

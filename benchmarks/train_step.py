@@ -24,10 +24,10 @@ import time
 
 import torch
 import torch.nn.functional as F
+from threads import add_threads_argument, set_threads
 from torch.utils.checkpoint import checkpoint
 from torch.utils.flop_counter import FlopCounterMode
 
-from threads import add_threads_argument, set_threads
 from vlprompt.backbones import load_backbone
 from vlprompt.learners.coop import CoOp
 

@@ -51,8 +51,8 @@ def make_image_folder(root, classnames=CLASSNAMES, per_class=6, size=24, splits=
 def training_batches(image_folder_factory, tmp_path):
     """A function giving a learner two training batches of four: images from a tiny folder for learners
     that prompt the image tower, else seeded random cached features."""
-    from vlprompt.data.records import DatasetSplits, ImageRecord
     from vlprompt.data.feature_cache import feature_shape
+    from vlprompt.data.records import DatasetSplits, ImageRecord
     from vlprompt.engine.batches import FeatureBatches, ImageBatches
 
     def make(learner, backbone, classnames):

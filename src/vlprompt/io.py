@@ -18,9 +18,9 @@ import shutil
 import socket
 import tempfile
 import time
+from collections.abc import Callable
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Callable
 
 from vlprompt.errors import VlpromptError, WriteError
 

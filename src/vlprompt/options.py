@@ -53,12 +53,12 @@ class Options:
         (``n_ctx``), checked against the backbone's text context when a run config is parsed; None: none does."""
         return None
 
-    def with_dataset_template(self, template: str | None) -> "Options":
+    def with_dataset_template(self, template: str | None) -> Options:
         """These options with any that refer to the dataset's hand-crafted template resolved."""
         return self
 
     @classmethod
-    def from_mapping(cls, mapping: dict | None) -> "Options":
+    def from_mapping(cls, mapping: dict | None) -> Options:
         """Build from a plain mapping (YAML, overrides, an artifact), refusing unknown names."""
         mapping = dict(mapping or {})
         valid = [f.name for f in dataclasses.fields(cls)]
@@ -69,7 +69,7 @@ class Options:
         return cls(**mapping)
 
     @classmethod
-    def from_saved(cls, mapping: dict | None) -> "Options":
+    def from_saved(cls, mapping: dict | None) -> Options:
         """Build from the options an artifact recorded; a class whose rules grew stricter since an older
         vlprompt saved it maps what that version ignored to what it trained."""
         return cls.from_mapping(mapping)
@@ -105,7 +105,7 @@ def _without_float(tp):
         return type(None)
     if typing.get_origin(tp) in (Union, types.UnionType):
         kept = [a for a in typing.get_args(tp) if a is not float]
-        return Union[tuple(kept)] if kept else type(None)
+        return Union[tuple(kept)] if kept else type(None)  # noqa: UP007 (built from a runtime tuple)
     return tp
 
 

@@ -10,8 +10,8 @@ import torch
 import torch.nn.functional as F
 
 from vlprompt.backbones.fast_text import encode_shared_prefix, supports_shared_prefix
-from vlprompt.learners.coop import CoOp
 from vlprompt.learners.base import LearnerOutput
+from vlprompt.learners.coop import CoOp
 from vlprompt.regularizers.base import TrainContext
 from vlprompt.regularizers.kgcoop import KgCoOp
 from vlprompt.regularizers.nemesis import Nemesis

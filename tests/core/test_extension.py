@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 
+import method_matrix
 import pytest
 import torch
 import torch.nn.functional as F
@@ -22,8 +23,6 @@ from vlprompt.learners.zeroshot import zero_shot_text_features
 from vlprompt.options import Options, option
 from vlprompt.regularizers.base import Regularizer
 from vlprompt.regularizers.registry import REGULARIZERS, register_regularizer
-
-import method_matrix
 
 
 @dataclass

@@ -19,7 +19,6 @@ from pathlib import Path
 
 import numpy as np
 import scipy.io
-
 from miniature_datasets import WNIDS
 
 VAL_ORDER = [3, 0, 5, 1, 7, 2, 6, 4]  # ILSVRC2012_val_0000000{k+1} is the k-th of these miniature val images

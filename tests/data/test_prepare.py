@@ -241,7 +241,7 @@ def test_verify_prints_the_prepare_command_and_the_cli_runs_it(datasets_root, tm
     assert (f"  -> fix: vlprompt data prepare eurosat --root {root} --from DIR   (DIR holding EuroSAT.zip, "
             "split_zhou_EuroSAT.json)") in text
     assert f"  -> or, online: vlprompt data prepare eurosat --root {root} --download" in text
-    assert "ucf101 --root" in text and "ucf101 --root {root} --download".format(root=root) not in text  # no address
+    assert "ucf101 --root" in text and f"ucf101 --root {root} --download" not in text  # no address
     assert main(["data", "prepare", "eurosat", "--root", str(root), "--from", str(tmp_path / "downloads")]) == 0
     assert f"eurosat: prepared in {root / 'eurosat'}" in capsys.readouterr().out
     assert main(["data", "verify", "--root", str(root), "--dataset", "eurosat"]) == 0

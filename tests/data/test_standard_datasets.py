@@ -8,8 +8,15 @@ import shutil
 from pathlib import Path
 
 import pytest
-from miniature_datasets import (AIRCRAFT_VARIANTS, IMAGENET_A_WNIDS, IMAGENET_R_WNIDS, SIZES, SPLIT_JSON,
-                                WNIDS, relative_path)
+from miniature_datasets import (
+    AIRCRAFT_VARIANTS,
+    IMAGENET_A_WNIDS,
+    IMAGENET_R_WNIDS,
+    SIZES,
+    SPLIT_JSON,
+    WNIDS,
+    relative_path,
+)
 
 from vlprompt.cli import data as data_cli
 from vlprompt.cli.main import main

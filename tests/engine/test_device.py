@@ -5,6 +5,7 @@ tensors, or moving it back, raises. Tests that need CUDA run only where it exist
 
 from __future__ import annotations
 
+import method_matrix
 import pytest
 import torch
 
@@ -14,8 +15,6 @@ from vlprompt.engine.trainer import TrainConfig, Trainer
 from vlprompt.errors import ConfigError
 from vlprompt.learners.registry import build_learner
 from vlprompt.regularizers.base import Regularizer, TrainContext
-
-import method_matrix
 
 METHODS = [(lname, None) for lname in method_matrix.trained_learners()] + method_matrix.composing_pairs(
     method_matrix.DEVICE_OPTIONS)

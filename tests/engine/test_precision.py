@@ -3,13 +3,12 @@ train every learner with fp32 prompt tensors and fp32 gradients, close to the fp
 
 from __future__ import annotations
 
+import method_matrix
 import pytest
 
 from vlprompt.backbones import load_backbone
 from vlprompt.engine.trainer import TrainConfig
 from vlprompt.errors import BackboneError, ConfigError
-
-import method_matrix
 
 
 @pytest.mark.parametrize("learner_name", method_matrix.trained_learners())

@@ -47,7 +47,7 @@ def test_train_writes_a_complete_run_directory_and_reruns_do_nothing(workspace):
         ".lock", "checkpoint.pt", "config.yaml", "metrics.jsonl", "neural_collapse.json", "prompt", "results.json"]
     assert (run_dir / ".lock").read_text() == ""  # released: no holder named
     lines = (run_dir / "metrics.jsonl").read_text().splitlines()
-    assert [json.loads(l)["epoch"] for l in lines] == [1, 2, 3]
+    assert [json.loads(line)["epoch"] for line in lines] == [1, 2, 3]
     results = json.loads((run_dir / "results.json").read_text())
     assert results["metrics"]["all"]["num_samples"] == 5 * 4
     assert "accuracy" in first.stdout and str(run_dir) in first.stdout
@@ -93,8 +93,8 @@ def test_eval_and_predict_use_the_saved_prompt(workspace):
     predicted = vlprompt("predict", "--prompt", str(prompt), "--top-k", "2", *map(str, images), cwd=workspace)
     assert predicted.returncode == 0, predicted.stderr[-3000:]
     lines = predicted.stdout.strip().splitlines()
-    assert len(lines) == 2 and all(l.startswith(str(workspace)) for l in lines)
-    assert all(l.count("%") == 2 for l in lines)
+    assert len(lines) == 2 and all(line.startswith(str(workspace)) for line in lines)
+    assert all(line.count("%") == 2 for line in lines)
 
 
 def test_bad_input_gives_a_clear_error_and_exit_code(workspace):

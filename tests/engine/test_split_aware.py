@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 import torch.nn.functional as F
+from html_page import parse
 from torch import nn
 
 from vlprompt.engine.run import harmonic_mean
@@ -22,8 +23,6 @@ from vlprompt.learners.zeroshot import zero_shot_text_features
 from vlprompt.protocols.common import ProtocolRequest, run_protocol
 from vlprompt.report.html import write_report
 from vlprompt.sweep.registry import Registry
-
-from html_page import parse
 
 MARK = "told base/new at test time"
 
@@ -123,7 +122,7 @@ def test_split_aware_learner_records_both_numbers_and_the_report_marks_its_rows(
         assert list(csv.reader(f))[0] == header
     (raw_file,) = (index.parent / "csv").glob("raw_*.csv")
     raw = list(csv.DictReader(raw_file.open()))
-    told_lines = {(l["run"], l["evaluated_on"]): float(l["accuracy"]) for l in raw if "told" in l["evaluated_on"]}
+    told_lines = {(row["run"], row["evaluated_on"]): float(row["accuracy"]) for row in raw if "told" in row["evaluated_on"]}
     assert told_lines == {(p.spec_id, f"{s} (told {s})"): r["metrics"][s]["split_aware"]["accuracy"]
                           for p, r in zip(result.plans, result.results) if p.method == "toy_told" for s in ("base", "new")}
     told_plan = next(p for p in result.plans if p.method == "toy_told")

@@ -10,8 +10,14 @@ import torch
 
 from vlprompt.backbones import load_backbone
 from vlprompt.errors import BackboneError, ConfigError
-from vlprompt.learners.artifact import (CONFIG_DIGEST, CONFIG_FILE, TENSORS_FILE, config_digest, from_pretrained,
-                                        save_pretrained)
+from vlprompt.learners.artifact import (
+    CONFIG_DIGEST,
+    CONFIG_FILE,
+    TENSORS_FILE,
+    config_digest,
+    from_pretrained,
+    save_pretrained,
+)
 from vlprompt.learners.cocoop import CoCoOp
 from vlprompt.learners.coop import CoOp
 

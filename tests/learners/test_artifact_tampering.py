@@ -19,8 +19,14 @@ import torch
 from PIL import Image
 
 from vlprompt.cli.main import main
-from vlprompt.learners.artifact import (CONFIG_DIGEST, CONFIG_FILE, TENSORS_FILE, config_digest, from_pretrained,
-                                       save_pretrained)
+from vlprompt.learners.artifact import (
+    CONFIG_DIGEST,
+    CONFIG_FILE,
+    TENSORS_FILE,
+    config_digest,
+    from_pretrained,
+    save_pretrained,
+)
 from vlprompt.learners.coop import CoOp
 from vlprompt.regularizers.base import TrainContext
 from vlprompt.regularizers.qprompt import QPrompt

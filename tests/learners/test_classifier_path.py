@@ -6,13 +6,13 @@ from __future__ import annotations
 
 import json
 
+import method_matrix
 import pytest
 import torch
 import torch.nn.functional as F
 from PIL import Image
 from safetensors.torch import load_file
 
-import method_matrix
 from vlprompt.api import evaluate
 from vlprompt.data.transforms import eval_transform
 from vlprompt.engine.evaluate import predict_logits

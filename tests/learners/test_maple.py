@@ -15,8 +15,7 @@ from vlprompt.backbones import Backbone, BackboneIdentity
 from vlprompt.backbones.deep_prompts import encode_image_blocks, encode_text_blocks
 from vlprompt.errors import BackboneError, ConfigError
 from vlprompt.learners.artifact import from_pretrained, save_pretrained
-from vlprompt.learners.maple import MaPLe
-from vlprompt.learners.maple import MaPLeConfig
+from vlprompt.learners.maple import MaPLe, MaPLeConfig
 
 SMALL_TEXT = {"context_length": 77, "vocab_size": 49408, "width": 64, "heads": 2, "layers": 3}
 

@@ -92,7 +92,10 @@ def test_region_tokens_of_a_resnet_are_its_attention_pool_queried_at_every_posit
         x = torch.cat([x.mean(1, keepdim=True), x], 1) + pool.positional_embedding
         q, k, v = pool.q_proj(x), pool.k_proj(x), pool.v_proj(x)
         heads = pool.num_heads
-        split = lambda t: t.reshape(2, 5, heads, -1).transpose(1, 2)
+
+        def split(t):
+            return t.reshape(2, 5, heads, -1).transpose(1, 2)
+
         attn = torch.softmax(split(q) @ split(k).transpose(-1, -2) / math.sqrt(q.shape[-1] / heads), -1)
         expected = pool.c_proj((attn @ split(v)).transpose(1, 2).reshape(2, 5, -1))
     assert torch.allclose(tokens, expected, atol=1e-5)

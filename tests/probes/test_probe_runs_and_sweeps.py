@@ -88,7 +88,7 @@ def test_pool_workers_exit_when_their_driver_is_killed(tmp_path):
         while any(alive(p) for p in workers) and time.time() < deadline:
             time.sleep(0.1)
         assert not [p for p in workers if alive(p)], "pool workers outlived their killed driver"
-        assert "its sweep driver (pid %d) is gone; exiting" % driver.pid in log.read_text()
+        assert f"its sweep driver (pid {driver.pid}) is gone; exiting" in log.read_text()
     finally:
         if driver.poll() is None:
             driver.kill()

@@ -17,8 +17,7 @@ from miniature_datasets import build_split_json  # noqa: E402
 
 from vlprompt.engine.config import load_preset  # noqa: E402
 from vlprompt.errors import ConfigError  # noqa: E402
-from vlprompt.protocols.reproduce import (_duration, plan_reproduction, reproduce_spec,  # noqa: E402
-                                          reproducible_presets)
+from vlprompt.protocols.reproduce import _duration, plan_reproduction, reproduce_spec, reproducible_presets  # noqa: E402
 
 CLI = [sys.executable, "-m", "vlprompt.cli.main"]
 ELEVEN = ["imagenet", "caltech101", "oxford_pets", "stanford_cars", "oxford_flowers", "food101", "fgvc_aircraft",

@@ -4,9 +4,8 @@ changes the trained prompt; every other pair is refused naming each missing capa
 
 from __future__ import annotations
 
-import pytest
-
 import method_matrix
+import pytest
 
 
 @pytest.mark.parametrize("learner_name,reg_name", method_matrix.all_pairs())

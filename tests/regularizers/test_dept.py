@@ -17,7 +17,6 @@ from vlprompt.engine.run import harmonic_mean, run_experiment
 from vlprompt.engine.trainer import TrainConfig, Trainer
 from vlprompt.errors import ConfigError
 from vlprompt.learners.artifact import from_pretrained, save_pretrained
-from vlprompt.learners.base import LearnerOutput
 from vlprompt.learners.capabilities import Capability
 from vlprompt.learners.coop import CoOp
 from vlprompt.learners.heads import DePTHead

@@ -150,8 +150,9 @@ def test_position_sampling_resumes_from_state_dict(tiny_backbone, classnames):
     random.seed(3)
     reg = Nemesis(beta=0, omega=1.0, n_positions="random1")
     reg.setup(TrainContext(learner=learner))
-    draw = lambda r: [int(r.pan_weights(learner, torch.randn(1, 128), torch.zeros(1, dtype=torch.long)).argmax())
-                      for _ in range(6)]
+    def draw(r):
+        return [int(r.pan_weights(learner, torch.randn(1, 128), torch.zeros(1, dtype=torch.long)).argmax())
+                for _ in range(6)]
     draw(reg)
     buf = io.BytesIO()
     torch.save(reg.state_dict(), buf)

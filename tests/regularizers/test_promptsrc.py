@@ -15,8 +15,14 @@ from vlprompt.learners.coop import CoOp
 from vlprompt.learners.ivlp import IVLP
 from vlprompt.learners.zeroshot import ZeroShotCLIP
 from vlprompt.regularizers.base import TrainContext
-from vlprompt.regularizers.promptsrc import (PromptSRC, PromptSRCConfig, gpa_weights, kl_to_teacher, mean_l1,
-                                             teacher_text_features)
+from vlprompt.regularizers.promptsrc import (
+    PromptSRC,
+    PromptSRCConfig,
+    gpa_weights,
+    kl_to_teacher,
+    mean_l1,
+    teacher_text_features,
+)
 
 
 def test_gpa_weights_by_hand():

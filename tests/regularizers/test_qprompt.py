@@ -18,7 +18,13 @@ from vlprompt.learners.cocoop import CoCoOp
 from vlprompt.learners.coop import CoOp
 from vlprompt.regularizers.base import TrainContext
 from vlprompt.regularizers.qprompt import (
-    QPrompt, dequantize, histogram_kl, kmeans_1d, pack_quantized, storage_report, unpack_quantized,
+    QPrompt,
+    dequantize,
+    histogram_kl,
+    kmeans_1d,
+    pack_quantized,
+    storage_report,
+    unpack_quantized,
 )
 
 OPTIONS = dict(kmeans_init="kmeans++", kmeans_iters=25, cac_interval=1, cac_kl_threshold=0.0)

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from html_page import parse
 
 from vlprompt.engine.config import load_preset, resolve_config
 from vlprompt.errors import ConfigError
@@ -21,8 +22,6 @@ from vlprompt.protocols.transfer import CROSS_DATASET_TARGETS, DG_TARGETS, plan_
 from vlprompt.report.html import write_report
 from vlprompt.report.published import PUBLISHED_DIR, differences, load_published
 from vlprompt.sweep.registry import Registry
-
-from html_page import parse
 
 ELEVEN = ["imagenet", *CROSS_DATASET_TARGETS["imagenet"]]
 # CoOp's base-to-new row (CoCoOp paper) and KgCoOp's, Base / New / H (published-numbers.md §4.2)

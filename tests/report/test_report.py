@@ -13,13 +13,12 @@ from html import escape
 from pathlib import Path
 
 import pytest
+from html_page import parse
 from PIL import Image
 
-from html_page import parse
-
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "sweep"))
-from sweep_helpers import SMALL, vlprompt, write_spec  # noqa: E402
 from cdp import Browser, chromium_path  # noqa: E402
+from sweep_helpers import SMALL, vlprompt, write_spec  # noqa: E402
 
 METHODS = ["zeroshot", "coop", "coop+nemesis-pun", "coop+qprompt"]
 
@@ -77,7 +76,7 @@ def test_index_table_csv_and_raw_numbers_match_the_registry(sweep):
         assert list(csv.reader(f)) == [header, *expected_table(out)]
     rows = registry(out)
     done = [r for r in rows if r["state"] == "done"]
-    (raw_file,) = [l for l in index.links if l.startswith("csv/raw_")]
+    (raw_file,) = [link for link in index.links if link.startswith("csv/raw_")]
     raw = list(csv.DictReader(open(report / raw_file)))
     assert len(raw) == 2 * len(done)  # base and new per run
     for line in raw:

@@ -11,8 +11,17 @@ import subprocess
 import time
 from pathlib import Path
 
-from sweep_helpers import (CLI, env, epochs_trained, folder_spec, registry_rows, result_stamps, start, vlprompt,
-                           write_spec)
+from sweep_helpers import (
+    CLI,
+    env,
+    epochs_trained,
+    folder_spec,
+    registry_rows,
+    result_stamps,
+    start,
+    vlprompt,
+    write_spec,
+)
 
 import vlprompt as package
 from vlprompt.cli.main import main

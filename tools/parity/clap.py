@@ -20,10 +20,10 @@ from types import SimpleNamespace
 
 import torch
 import torch.nn.functional as F
+from inputs import PET_CLASSES, parser_for, print_differences, random_images
+from official import import_official
 from torch import nn
 
-from official import import_official
-from inputs import PET_CLASSES, parser_for, print_differences, random_images
 from vlprompt.backbones import load_backbone
 from vlprompt.engine.batches import FeatureBatches
 from vlprompt.engine.trainer import TrainConfig, Trainer

@@ -10,13 +10,12 @@ CUDA). Printed: the largest difference of logits, cross-entropy loss and the ada
 
 from __future__ import annotations
 
-
 import torch
 import torch.nn.functional as F
+from inputs import PET_CLASSES, parser_for, random_images
+from official import import_official
 from torch import nn
 
-from official import import_official
-from inputs import PET_CLASSES, parser_for, random_images
 from vlprompt.backbones import load_backbone
 from vlprompt.learners.clip_adapter import CLIPAdapter
 

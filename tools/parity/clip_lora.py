@@ -25,9 +25,9 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-
 from inputs import PET_CLASSES, parser_for, print_differences, random_images
 from official import import_official
+
 from vlprompt.backbones import load_backbone
 from vlprompt.learners.clip_lora import CLIPLoRA
 

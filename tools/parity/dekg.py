@@ -18,10 +18,10 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from inputs import PET_CLASSES, PromptsOf, parser_for, print_differences, random_images
+from official import import_official
 from torch import nn
 
-from official import import_official
-from inputs import PET_CLASSES, PromptsOf, parser_for, print_differences, random_images
 from vlprompt.backbones import load_backbone
 from vlprompt.learners.coop import CoOp
 from vlprompt.regularizers.base import TrainContext

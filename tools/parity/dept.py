@@ -25,10 +25,10 @@ from types import SimpleNamespace
 
 import torch
 import torch.nn.functional as F
+from inputs import PET_CLASSES, PromptsOf, parser_for, print_differences, random_images
+from official import import_official, install_framework_stand_ins
 from torch import nn
 
-from official import import_official, install_framework_stand_ins
-from inputs import PET_CLASSES, PromptsOf, parser_for, print_differences, random_images
 from vlprompt.backbones import load_backbone
 from vlprompt.learners.coop import CoOp
 from vlprompt.regularizers.base import TrainContext

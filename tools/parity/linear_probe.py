@@ -22,9 +22,9 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from inputs import first_per_class, parser_for
 from sklearn.linear_model import LogisticRegression
 
-from inputs import first_per_class, parser_for
 from vlprompt.backbones import load_backbone
 from vlprompt.data.feature_cache import encode_records
 from vlprompt.engine.datasets import resolve_dataset

@@ -20,11 +20,11 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from torch import nn
-
 from inputs import first_per_class, parser_for
 from official import import_official
 from tip_adapter import cuda_is_cpu, top1_accuracy
+from torch import nn
+
 from vlprompt.backbones import load_backbone
 from vlprompt.data.feature_cache import encode_records
 from vlprompt.engine.datasets import resolve_dataset

@@ -28,9 +28,9 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-
-from official import import_official
 from inputs import PET_CLASSES, parser_for, print_differences, random_images
+from official import import_official
+
 from vlprompt.backbones import load_backbone
 from vlprompt.learners.mmrl import MMRL
 from vlprompt.regularizers.base import TrainContext

@@ -24,9 +24,9 @@ from __future__ import annotations
 import argparse
 import copy
 import sys
-from contextlib import contextmanager
 import tempfile
 import types
+from contextlib import contextmanager
 from pathlib import Path
 from types import SimpleNamespace as NS
 

@@ -26,10 +26,10 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from inputs import parser_for
+from official import import_official
 from torch import nn
 
-from official import import_official
-from inputs import parser_for
 from vlprompt.backbones import load_backbone
 from vlprompt.engine.batches import FeatureBatches
 from vlprompt.engine.trainer import TrainConfig, Trainer

@@ -77,7 +77,7 @@ class BackboneIdentity:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, d: dict) -> "BackboneIdentity":
+    def from_dict(cls, d: dict) -> BackboneIdentity:
         return cls(name=d["name"], pretrained=d["pretrained"], sha256=d["sha256"])
 
     def describe(self) -> str:

@@ -8,10 +8,10 @@ into a PIL image; the feature cache keys on the record keys, so they must identi
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Callable
 
 from PIL import Image
 
@@ -103,6 +103,6 @@ class DatasetSplits:
         """What a run will use, e.g. ``6 classes; images: train 96, val 24, test 60``."""
         return f"{self.num_classes} classes; images: " + ", ".join(f"{s} {len(self.split(s))}" for s in SPLITS)
 
-    def with_splits(self, **fields) -> "DatasetSplits":
+    def with_splits(self, **fields) -> DatasetSplits:
         """A copy with some splits (or other fields) replaced: few-shot sampling, class subsets."""
         return replace(self, **fields)

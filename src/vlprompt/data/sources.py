@@ -36,7 +36,7 @@ class Source:
     checksum: str | None = None  # "md5:HEX" or "sha256:HEX"
     checksum_source: str = NONE_PUBLISHED
     kind: str = "archive"  # archive, split (CoOp's split_zhou JSON), json, classnames, file
-    container: "Source | None" = None  # an archive that holds this file, tried when the file itself is absent
+    container: Source | None = None  # an archive that holds this file, tried when the file itself is absent
     member: str | None = None  # its path inside the container
     also_at: str | None = None  # a path under the data root that holds the same file (ImageNet's classnames.txt)
     optional: bool = False

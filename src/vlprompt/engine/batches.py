@@ -6,7 +6,7 @@ random state. As in Dassl, the last incomplete batch is dropped when at least on
 
 from __future__ import annotations
 
-from typing import Iterator
+from collections.abc import Iterator
 
 import torch
 

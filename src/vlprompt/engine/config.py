@@ -95,7 +95,7 @@ class RegularizerConfig:
         self.name, self.options = regularizer_config({"name": self.name, **_as_mapping(self.options)})
 
     @classmethod
-    def from_spec(cls, spec) -> "RegularizerConfig":
+    def from_spec(cls, spec) -> RegularizerConfig:
         """From ``{"name": ..., option: value, ...}`` as presets and overrides write it."""
         if not isinstance(spec, dict) or "name" not in spec:
             raise ConfigError(f"regularizers must be a list of mappings, each with a 'name'; got {spec!r}")
@@ -170,7 +170,7 @@ class RunConfig:
         return hashlib.sha256(json.dumps(d, sort_keys=True, default=str).encode()).hexdigest()[:12]
 
     @classmethod
-    def from_dict(cls, d: dict) -> "RunConfig":
+    def from_dict(cls, d: dict) -> RunConfig:
         d = copy.deepcopy(d)
         _check_keys("config", d, {f.name for f in fields(cls)})
         sections = {"backbone": BackboneConfig, "data": DataConfig, "learner": LearnerConfig, "train": TrainConfig}

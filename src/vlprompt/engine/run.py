@@ -10,7 +10,6 @@ the resolved config and per-epoch metrics (JSONL), each written atomically. A ru
 from __future__ import annotations
 
 import hashlib
-
 import json
 import logging
 import re
@@ -33,12 +32,12 @@ from vlprompt.engine.config import RunConfig
 from vlprompt.engine.datasets import resolve_dataset
 from vlprompt.engine.device import resolve_device
 from vlprompt.engine.distributed import init_from_env, is_main, main_first, world
+from vlprompt.engine.evaluate import encode_with_learner, evaluate_features
 from vlprompt.engine.inputs import RunInputs, check_inputs
 from vlprompt.engine.memory import choose_text_chunk
 from vlprompt.engine.run_lock import hold_run
-from vlprompt.engine.split import sample_split, split_hash, tested_data
-from vlprompt.engine.evaluate import encode_with_learner, evaluate_features
 from vlprompt.engine.seeding import seed_everything
+from vlprompt.engine.split import sample_split, split_hash, tested_data
 from vlprompt.engine.trainer import Trainer
 from vlprompt.io import write_json, write_text
 from vlprompt.learners.artifact import save_pretrained

@@ -3,5 +3,19 @@
 Importing the package registers every built-in learner by name.
 """
 
-from vlprompt.learners import (clip_adapter, clip_lora, cocoop, coop, ivlp, linear_probe, lpp,  # noqa: F401
-                               maple, mmrl, plot, tcp, tip_adapter, zeroshot, zslp)  # (registration)
+from vlprompt.learners import (  # noqa: F401
+                               clip_adapter,
+                               clip_lora,
+                               cocoop,
+                               coop,
+                               ivlp,
+                               linear_probe,
+                               lpp,
+                               maple,  # (registration)
+                               mmrl,
+                               plot,
+                               tcp,
+                               tip_adapter,
+                               zeroshot,
+                               zslp,
+)

@@ -26,13 +26,13 @@ from pathlib import Path
 import torch
 from safetensors.torch import load, save
 
-from vlprompt.version import __version__
 from vlprompt.backbones import Backbone, BackboneIdentity, load_backbone
 from vlprompt.errors import ArtifactError, BackboneError, ConfigError
 from vlprompt.io import atomic_dir, has_format, write_bytes, write_text
 from vlprompt.learners.base import PromptLearner
 from vlprompt.learners.heads import HEADS
 from vlprompt.learners.registry import LEARNERS, build_learner
+from vlprompt.version import __version__
 
 CONFIG_FILE = "config.json"
 TENSORS_FILE = "prompt.safetensors"

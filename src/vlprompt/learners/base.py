@@ -156,11 +156,6 @@ class PromptLearner(nn.Module):
         """Normalised class text features (K, D); per-image learners return (B, K, D)."""
         raise NotImplementedError
 
-    def set_inference_split(self, split: str | None) -> None:
-        """Learners with capability ``split_aware_inference`` score base and new classes by different paths:
-        "base" or "new" selects one, None the split-agnostic path (the one used when not told)."""
-        return None
-
     def fitted_tensors(self) -> dict[str, torch.Tensor]:
         """Tensors computed from the training set rather than trained (a cache model's keys and labels,
         hyper-parameters chosen on validation data): saved in artifacts beside the learned ones."""
@@ -211,7 +206,7 @@ class PromptLearner(nn.Module):
         self.register_buffer("order", order, persistent=False)  # moves with the learner
         self.classnames = list(classnames)
 
-    def for_classes(self, classnames: list[str]) -> "PromptLearner":
+    def for_classes(self, classnames: list[str]) -> PromptLearner:
         """This learner as a classifier of another class list, leaving this one untouched.
 
         The view shares every learned tensor (and any parametrization on it) and holds its own

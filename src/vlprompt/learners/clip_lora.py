@@ -20,8 +20,14 @@ import torch
 import torch.nn.functional as F
 
 from vlprompt.backbones import Backbone
-from vlprompt.backbones.lora import (POSITIONS, PROJECTIONS, encode_image_updated, encode_text_updated,
-                                     image_tower_updates, text_tower_updates)
+from vlprompt.backbones.lora import (
+    POSITIONS,
+    PROJECTIONS,
+    encode_image_updated,
+    encode_text_updated,
+    image_tower_updates,
+    text_tower_updates,
+)
 from vlprompt.errors import ConfigError, check_choice
 from vlprompt.learners.base import PromptLearner
 from vlprompt.learners.capabilities import Capability

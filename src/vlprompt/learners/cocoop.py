@@ -15,7 +15,6 @@ from torch import nn
 
 from vlprompt.backbones import Backbone
 from vlprompt.backbones.fast_text import encode_shared_prefix, supports_shared_prefix
-from vlprompt.errors import ConfigError
 from vlprompt.learners.base import PromptLearner
 from vlprompt.learners.capabilities import Capability
 from vlprompt.learners.prompts import ClassPromptTokens, init_context, resolve_n_ctx, saved_context_options
@@ -35,7 +34,7 @@ class CoCoOpConfig(Options):
         return None if self.ctx_init else ("n_ctx", self.n_ctx)  # an init phrase is checked when tokenised
 
     @classmethod
-    def from_saved(cls, mapping: dict | None) -> "CoCoOpConfig":
+    def from_saved(cls, mapping: dict | None) -> CoCoOpConfig:
         return cls.from_mapping(saved_context_options(mapping))
 
     def validate(self) -> None:

@@ -15,8 +15,15 @@ from vlprompt.backbones.fast_text import encode_shared_prefix, supports_shared_p
 from vlprompt.errors import ConfigError
 from vlprompt.learners.base import PromptLearner
 from vlprompt.learners.capabilities import Capability
-from vlprompt.learners.prompts import (ClassPromptTokens, encode_in_chunks, init_context, resolve_n_ctx,
-                                       saved_context_options, template_context_init, template_prefix)
+from vlprompt.learners.prompts import (
+    ClassPromptTokens,
+    encode_in_chunks,
+    init_context,
+    resolve_n_ctx,
+    saved_context_options,
+    template_context_init,
+    template_prefix,
+)
 from vlprompt.learners.registry import register_learner
 from vlprompt.options import Options, option
 
@@ -40,7 +47,7 @@ class CoOpConfig(Options):
         return None if self.ctx_init else ("n_ctx", self.n_ctx)  # an init phrase is checked when tokenised
 
     @classmethod
-    def from_saved(cls, mapping: dict | None) -> "CoOpConfig":
+    def from_saved(cls, mapping: dict | None) -> CoOpConfig:
         return cls.from_mapping(saved_context_options(mapping))
 
     def validate(self) -> None:
@@ -59,7 +66,7 @@ class CoOpConfig(Options):
         """csc as trained: a context initialised from words is shared, as in the reference."""
         return self.csc and not (self.ctx_init or self.ctx_init_template)
 
-    def with_dataset_template(self, template: str | None) -> "CoOpConfig":
+    def with_dataset_template(self, template: str | None) -> CoOpConfig:
         if self.ctx_init_template != "dataset":
             return self
         if not template:

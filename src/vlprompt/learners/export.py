@@ -18,9 +18,9 @@ from safetensors.torch import save
 
 from vlprompt.backbones import open_clip_knows, save_open_clip_dir
 from vlprompt.io import atomic_dir, has_format, write_bytes, write_text
-from vlprompt.version import __version__
 from vlprompt.learners.base import PromptLearner
 from vlprompt.learners.capabilities import Capability, require
+from vlprompt.version import __version__
 
 FORMAT = "vlprompt-classifier/1"
 TENSORS_FILE = "classifier.safetensors"

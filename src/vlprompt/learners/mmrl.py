@@ -109,7 +109,7 @@ class MMRLConfig(Options):
             raise ConfigError(f"mmrl.template={self.template!r} must hold '{{}}' exactly once, where the class name "
                               "goes, e.g. 'a photo of a {}.'")
 
-    def with_dataset_template(self, template: str | None) -> "MMRLConfig":
+    def with_dataset_template(self, template: str | None) -> MMRLConfig:
         return replace(self, template=template) if self.template is None and template else self
 
 

@@ -63,7 +63,7 @@ class TCPConfig(Options):
         if self.hidden is not None and self.hidden < 1:
             raise ConfigError(f"tcp.hidden={self.hidden} must be at least 1, or null for the feature dimension // 4")
 
-    def with_dataset_template(self, template: str | None) -> "TCPConfig":
+    def with_dataset_template(self, template: str | None) -> TCPConfig:
         return replace(self, frozen_template=template) if self.frozen_template is None and template else self
 
 

@@ -56,7 +56,7 @@ class ZeroShotConfig(Options):
         templates = self.templates or DEFAULT_TEMPLATE
         return [templates] if isinstance(templates, str) else list(templates)
 
-    def with_dataset_template(self, template: str | None) -> "ZeroShotConfig":
+    def with_dataset_template(self, template: str | None) -> ZeroShotConfig:
         return replace(self, templates=[template]) if self.templates is None and template else self
 
 

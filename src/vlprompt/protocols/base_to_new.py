@@ -14,8 +14,16 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from vlprompt.protocols.common import (ProtocolRequest, ProtocolResult, RunPlan, b_n_h, execute, method_config,
-                                       register_protocol, seed_stats)
+from vlprompt.protocols.common import (
+    ProtocolRequest,
+    ProtocolResult,
+    RunPlan,
+    b_n_h,
+    execute,
+    method_config,
+    register_protocol,
+    seed_stats,
+)
 
 
 def plan_base_to_new(methods, datasets, seeds, preset: dict, overrides=(), out_dir=Path("runs/base2new"),

@@ -17,10 +17,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from vlprompt.engine.config import (RunConfig, apply_overrides, expand_preset, load_preset,
-                                   own_data_uses_all_classes)
-from vlprompt.engine.run import harmonic_mean, run_dir_of, run_experiment
+from vlprompt.engine.config import RunConfig, apply_overrides, expand_preset, load_preset, own_data_uses_all_classes
 from vlprompt.engine.inputs import check_writable_folder
+from vlprompt.engine.run import harmonic_mean, run_dir_of, run_experiment
 from vlprompt.errors import ConfigError
 from vlprompt.progress import Progress
 from vlprompt.registry import Registry
@@ -46,7 +45,7 @@ class ProtocolRequest:
     ratios: list[float] = field(default_factory=lambda: list(DEFAULT_RATIOS))
     targets: list[str] = field(default_factory=list)  # default: the protocol's standard targets
     #: runs the plans and returns their results in plan order (default: ``run_in_order``)
-    executor: Callable[[list["RunPlan"], int], list[dict]] | None = None
+    executor: Callable[[list[RunPlan], int], list[dict]] | None = None
 
     def __post_init__(self):
         if not self.methods or not self.seeds:
@@ -77,7 +76,7 @@ def run_protocol(name: str, request: ProtocolRequest) -> ProtocolResult:
     return PROTOCOLS.get(name)(request)
 
 
-def run_in_order(plans: list["RunPlan"], workers: int = 1) -> list[dict]:
+def run_in_order(plans: list[RunPlan], workers: int = 1) -> list[dict]:
     """The default executor: every plan in this process, one after the other, finished ones skipped."""
     return [run_experiment(p.config) for p in Progress(plans, "runs", unit="run")]
 

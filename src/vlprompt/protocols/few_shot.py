@@ -8,8 +8,17 @@ import statistics
 from pathlib import Path
 
 from vlprompt.errors import ConfigError
-from vlprompt.protocols.common import (ProtocolRequest, ProtocolResult, RunPlan, accuracy, execute, mean_std,
-                                       method_config, register_protocol, seed_stats)
+from vlprompt.protocols.common import (
+    ProtocolRequest,
+    ProtocolResult,
+    RunPlan,
+    accuracy,
+    execute,
+    mean_std,
+    method_config,
+    register_protocol,
+    seed_stats,
+)
 
 
 def plan_few_shot(methods, datasets, shots, seeds, preset: dict, overrides=(),

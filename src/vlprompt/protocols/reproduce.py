@@ -37,8 +37,7 @@ from vlprompt.data.verify import verify_dataset
 from vlprompt.engine.config import load_preset
 from vlprompt.engine.run import RESULTS_FILE
 from vlprompt.errors import ConfigError
-from vlprompt.protocols.base_to_new import (base_new_accuracies, base_new_means, base_to_new_table,
-                                            plan_base_to_new)
+from vlprompt.protocols.base_to_new import base_new_accuracies, base_new_means, base_to_new_table, plan_base_to_new
 from vlprompt.protocols.common import ProtocolResult, RunPlan, as_protocol_preset
 from vlprompt.protocols.few_shot import few_shot_table, plan_few_shot
 from vlprompt.protocols.transfer import plan_transfer, transfer_table, transfer_targets

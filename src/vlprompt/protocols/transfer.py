@@ -7,8 +7,16 @@ from __future__ import annotations
 from pathlib import Path
 
 from vlprompt.errors import ConfigError
-from vlprompt.protocols.common import (ProtocolRequest, ProtocolResult, RunPlan, accuracy, execute, method_config,
-                                       register_protocol, seed_stats)
+from vlprompt.protocols.common import (
+    ProtocolRequest,
+    ProtocolResult,
+    RunPlan,
+    accuracy,
+    execute,
+    method_config,
+    register_protocol,
+    seed_stats,
+)
 
 DG_TARGETS = {
     "imagenet": ["imagenetv2", "imagenet_sketch", "imagenet_a", "imagenet_r"],

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from vlprompt.errors import ConfigError
 from vlprompt.options import Options
-from vlprompt.regularizers.base import Regularizer
 from vlprompt.registry import Registry
+from vlprompt.regularizers.base import Regularizer
 
 REGULARIZERS: Registry[type[Regularizer]] = Registry("regularizer")
 register_regularizer = REGULARIZERS.register()

@@ -13,8 +13,7 @@ from dataclasses import dataclass
 
 from vlprompt.protocols.common import b_n_h, mean_std
 from vlprompt.protocols.transfer import CROSS_DATASET_TARGETS, DG_TARGETS
-from vlprompt.report.published import (AVERAGE, TARGETS_AVERAGE, PublishedTable, differences, find_table,
-                                        method_key)
+from vlprompt.report.published import AVERAGE, TARGETS_AVERAGE, PublishedTable, differences, find_table, method_key
 from vlprompt.report.tables import csv_table, markdown_table
 from vlprompt.sweep.registry import Row
 

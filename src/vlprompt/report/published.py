@@ -49,7 +49,7 @@ class PublishedTable:
         return ("≈" if self.read_off_plot else "") + f"{value:.{self.decimals}f}"
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def load_published(directory: Path = PUBLISHED_DIR) -> tuple[PublishedTable, ...]:
     """Every published table, in file-name order and each file's order (earlier wins a tie)."""
     tables = []

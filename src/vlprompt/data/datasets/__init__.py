@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from functools import partial
 from pathlib import Path
-from typing import Callable
 
 from vlprompt.data.datasets import aircraft, imagenet, split_json
 from vlprompt.data.records import DatasetSplits

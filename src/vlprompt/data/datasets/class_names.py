@@ -8,8 +8,8 @@ Cars and Flowers take their names from annotation files, not paths, so they are 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import PurePosixPath
-from typing import Callable
 
 CALTECH_RENAMED = {"airplanes": "airplane", "Faces": "face", "Leopards": "leopard", "Motorbikes": "motorbike"}
 CALTECH_IGNORED = ("BACKGROUND_Google", "Faces_easy")
