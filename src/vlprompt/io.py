@@ -200,6 +200,17 @@ def write_json(path: str | os.PathLike, obj) -> None:
     write_text(path, json.dumps(obj, indent=2, sort_keys=True) + "\n")
 
 
+def place_file(source: str | os.PathLike, target: str | os.PathLike) -> None:
+    """Put ``source``'s bytes at ``target`` inside a private folder (``atomic_dir``): a hard link where the
+    file system allows (no bytes copied; vlprompt replaces files, never edits them in place, so the two
+    names keep the same content), else a copy."""
+    with _write_errors(Path(target)):
+        try:
+            os.link(source, target)
+        except OSError:
+            shutil.copyfile(source, target)
+
+
 class OutputExistsError(VlpromptError, FileExistsError):
     """An output folder already holds something that this kind of output does not own."""
 

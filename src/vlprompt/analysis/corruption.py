@@ -20,6 +20,7 @@ import torch.nn.functional as F
 from torch.func import functional_call
 from torch.nn.utils import parametrize
 
+from vlprompt.analysis.outputs import CORRUPTION_HEATMAP, CORRUPTION_SUMMARY
 from vlprompt.analysis.prompt_norms import position_norms
 from vlprompt.engine.evaluate import classification_metrics
 from vlprompt.errors import ConfigError
@@ -31,11 +32,6 @@ from vlprompt.learners.capabilities import Capability, require
 SWEEP_NEEDS = frozenset({Capability.CONTEXT, Capability.FIXED_IMAGE_FEATURES})
 OFFICIAL_REPLACE = (0.0,)
 OFFICIAL_RESCALE = (0.001,)
-#: the folder, inside a prompt's run directory, that ``vlprompt analyze corruption`` writes by default and
-#: where the report finds the sweep of that run
-RUN_SUBDIR = "corruption"
-SUMMARY_FILE = "corruption.json"
-HEATMAP_FILE = "corruption_heatmap.png"
 COLUMNS = ("position", "corruption", "factor", "accuracy", "accuracy_change", "norm_before", "norm_after",
            "norm_reduced", "improved")
 
@@ -135,7 +131,7 @@ class CorruptionTable:
         """Write corruption.csv, corruption.md, corruption.json (the summary) and the heatmap into ``out_dir``."""
         out_dir = Path(out_dir)
         paths = {"csv": out_dir / "corruption.csv", "markdown": out_dir / "corruption.md",
-                 "summary": out_dir / SUMMARY_FILE, "heatmap": out_dir / HEATMAP_FILE}
+                 "summary": out_dir / CORRUPTION_SUMMARY, "heatmap": out_dir / CORRUPTION_HEATMAP}
         write_text(paths["csv"], self.to_csv())
         write_text(paths["markdown"], self.to_markdown())
         write_text(paths["summary"], json.dumps(self.summary(), indent=1) + "\n")

@@ -1,9 +1,12 @@
-"""Analyses of a finished run, computed from its directory: neural-collapse metrics of the final
-prompt on each evaluated class list (``neural_collapse.json``) and, for runs that track prompt norms
-(Nemesis), the per-position norm curves (``prompt_norms.png``).
+"""The analysis stage: what is computed from a finished run, written into its directory for the report to read.
 
-The engine only trains and evaluates; these read what it wrote (config, artifact, metrics) and the
-feature cache, so they can run after the fact, on any run, as often as wanted.
+Neural-collapse metrics of the final prompt on each evaluated class list (``neural_collapse.json``),
+the per-epoch curves of the logged numbers (``metrics_curves.png``) and, for runs that track prompt
+norms (Nemesis), the per-position norm curves (``prompt_norms.png``); ``analysis.json`` records that
+the stage ran on the run's present results and what it wrote or why it left something out. The engine
+only trains and evaluates; the stage reads what it wrote (config, artifact, metrics) and the feature
+cache, so it can run after the fact, on any run, as often as wanted. Train and sweep runs pass
+through it as they finish; ``vlprompt report`` never runs it.
 """
 
 from __future__ import annotations
@@ -13,7 +16,18 @@ from pathlib import Path
 import torch
 import yaml
 
+from vlprompt.analysis.metric_curves import NORM_PREFIX, plot_metric_curves
 from vlprompt.analysis.neural_collapse import neural_collapse_metrics
+from vlprompt.analysis.outputs import (
+    CURVES_FIGURE,
+    METRICS_FILE,
+    NEURAL_COLLAPSE_FILE,
+    NORMS_FIGURE,
+    RECORD_FILE,
+    RECORD_FORMAT,
+    current_record,
+    results_digest,
+)
 from vlprompt.analysis.prompt_norms import plot_norm_history
 from vlprompt.data.feature_cache import FeatureCache
 from vlprompt.data.sampling import subsample_classes
@@ -24,9 +38,6 @@ from vlprompt.engine.run import RESULTS_FILE
 from vlprompt.errors import ConfigError
 from vlprompt.io import write_json
 from vlprompt.learners.artifact import from_pretrained
-
-NEURAL_COLLAPSE_FILE = "neural_collapse.json"
-NORMS_FIGURE = "prompt_norms.png"
 
 
 def run_neural_collapse(run_dir: str | Path) -> dict:
@@ -59,15 +70,35 @@ def run_neural_collapse(run_dir: str | Path) -> dict:
     return found
 
 
-def analyze_run(run_dir: str | Path) -> dict[str, Path]:
-    """Write the run's analyses into its directory; returns what was written."""
+def analyze_run(run_dir: str | Path, again: bool = False) -> dict[str, Path]:
+    """Write the run's analyses into its directory and the record of them; returns what was written.
+
+    A run whose record matches its present results is left as it is (nothing returned) unless ``again``:
+    a finished run passes through the stage each time its train or sweep command is repeated.
+    """
     run_dir = Path(run_dir)
-    written = {}
-    metrics = run_dir / "metrics.jsonl"
-    if metrics.is_file() and "nemesis_norm_" in metrics.read_text():
+    if not again and current_record(run_dir) is not None:
+        return {}
+    digest = results_digest(run_dir)
+    if digest is None:
+        raise ConfigError(f"{run_dir} has no {RESULTS_FILE}: analyse a finished run (rerun its train command)")
+    written, left_out = {}, {}
+    metrics = run_dir / METRICS_FILE
+    history = metrics.read_text() if metrics.is_file() else ""
+    curves = plot_metric_curves(metrics, run_dir / CURVES_FIGURE) if history else None
+    if curves:
+        written["training curves"] = curves
+    if NORM_PREFIX in history:
         written["prompt norms"] = plot_norm_history(metrics, run_dir / NORMS_FIGURE)
-    collapse = run_neural_collapse(run_dir)
-    if collapse:
-        write_json(run_dir / NEURAL_COLLAPSE_FILE, collapse)
-        written["neural collapse"] = run_dir / NEURAL_COLLAPSE_FILE
+    if (run_dir / "prompt").is_dir():
+        collapse = run_neural_collapse(run_dir)
+        if collapse:
+            write_json(run_dir / NEURAL_COLLAPSE_FILE, collapse)
+            written["neural collapse"] = run_dir / NEURAL_COLLAPSE_FILE
+        else:
+            left_out["neural collapse"] = "a class is not one vector (per-image or several prompts per class)"
+    for stale in {CURVES_FIGURE, NORMS_FIGURE, NEURAL_COLLAPSE_FILE} - {p.name for p in written.values()}:
+        (run_dir / stale).unlink(missing_ok=True)  # left by an analysis of earlier results
+    write_json(run_dir / RECORD_FILE, {"format": RECORD_FORMAT, "results_sha256": digest,
+                                       "written": {k: p.name for k, p in written.items()}, "left_out": left_out})
     return written

@@ -35,8 +35,8 @@ def register(subparsers) -> None:
                                  "corruption/ in the prompt's run directory, where `vlprompt report` shows it)")
     p.set_defaults(func=cmd_corruption)
 
-    p = sub.add_parser("run", help="neural-collapse metrics and prompt-norm curves of finished runs, into their "
-                                   "directories")
+    p = sub.add_parser("run", help="the analysis stage again on finished runs: neural-collapse metrics, training "
+                                   "curves and prompt-norm curves, into their directories (the report reads them)")
     p.add_argument("run_dirs", nargs="+", help="run directories (with results.json)")
     p.set_defaults(func=cmd_run)
 
@@ -49,7 +49,8 @@ def register(subparsers) -> None:
 def cmd_corruption(args) -> int:
     import torch
 
-    from vlprompt.analysis.corruption import RUN_SUBDIR, corruption_sweep
+    from vlprompt.analysis.corruption import corruption_sweep
+    from vlprompt.analysis.outputs import CORRUPTION_DIR
     from vlprompt.data.feature_cache import encode_records
     from vlprompt.data.sampling import subsample_classes
     from vlprompt.engine.datasets import resolve_dataset
@@ -63,7 +64,7 @@ def cmd_corruption(args) -> int:
                            tokens=learner.uses_image_tokens)[0]
     labels = torch.tensor([r.label for r in data.test])
     table = corruption_sweep(learner, feats, labels, replace=args.replace, rescale=args.rescale, seed=args.seed)
-    paths = table.write(args.out or Path(args.prompt).parent / RUN_SUBDIR)
+    paths = table.write(args.out or Path(args.prompt).parent / CORRUPTION_DIR)
     counts = table.norm_direction_counts()
     print(f"original accuracy {table.baseline_accuracy:.2f}%; Low-Norm Effect frequency "
           f"{table.low_norm_frequency} of {len(table.rows)} (position, corruption) settings; accuracy rose in "
@@ -78,7 +79,7 @@ def cmd_run(args) -> int:
     from vlprompt.analysis.run_analysis import analyze_run
 
     for run_dir in args.run_dirs:
-        for what, path in analyze_run(run_dir).items():
+        for what, path in analyze_run(run_dir, again=True).items():
             print(f"{what}: {path}")
     return 0
 

@@ -5,24 +5,39 @@ CSV downloads, the per-dataset raw numbers as CSV files, and the failed runs wit
 ``runs/SPEC.html`` is one page per run: its state, results, per-epoch metric curves, prompt norms
 (Nemesis), neural-collapse metrics, its corruption sweep (Low-Norm Effect), the artifact's storage
 (QPrompt's encoded tensors) and config.
-The report folder is written whole or not at all.
+The report folder is written whole or not at all. It only reads and renders: every analysis and
+figure of a run comes from files the analysis stage wrote into the run directory, and a run without
+them gets the command that writes them. A run page whose run is unchanged since the report being
+replaced is carried over instead of rendered again (``page_cache``).
 """
 
 from __future__ import annotations
 
 import datetime
+import hashlib
 import json
 from html import escape
 from pathlib import Path
 
 import yaml
 
-from vlprompt.analysis.corruption import HEATMAP_FILE, RUN_SUBDIR, SUMMARY_FILE
-from vlprompt.analysis.prompt_norms import plot_norm_history
-from vlprompt.analysis.run_analysis import NEURAL_COLLAPSE_FILE, analyze_run
-from vlprompt.io import atomic_dir, pyplot, save_figure, write_bytes, write_text
+from vlprompt.analysis.outputs import (
+    ANALYZE_COMMAND,
+    CORRUPTION_DIR,
+    CORRUPTION_HEATMAP,
+    CORRUPTION_SUMMARY,
+    CURVES_FIGURE,
+    METRICS_FILE,
+    NEURAL_COLLAPSE_FILE,
+    NORMS_FIGURE,
+    RECORD_FILE,
+    RESULTS_FILE,
+    current_record,
+)
+from vlprompt.io import atomic_dir, place_file, write_text
 from vlprompt.learners.artifact import TENSORS_FILE
 from vlprompt.protocols.base_to_new import SPLIT_AWARE_MARK
+from vlprompt.report.page_cache import PageCache, fingerprint
 from vlprompt.report.paper_tables import Comparison, paper_comparisons
 from vlprompt.report.protocol_tables import Table, protocol_tables, unique
 from vlprompt.report.sources import load_rows
@@ -30,6 +45,8 @@ from vlprompt.report.tables import csv_table
 from vlprompt.sweep.registry import Row
 
 MARKER = ".vlprompt-report"  # a folder holding this file may be replaced by a new report
+#: the version of the run pages' layout: this file's own source, so that a changed page renders every page again
+RENDERER = hashlib.sha256(Path(__file__).read_bytes()).hexdigest()
 
 STYLE = """
 body { font-family: system-ui, sans-serif; margin: 2em auto; padding: 0 1.5em; max-width: 75em; color: #222; }
@@ -41,6 +58,7 @@ tfoot td { font-weight: bold; background: #fafafa; }
 pre { background: #f6f6f6; padding: 0.8em; overflow-x: auto; }
 img { max-width: 100%; }
 .failed { color: #a00; }
+.note { color: #555; }
 tr.differs td { background: #fff4e0; }
 .paper td:not(:nth-last-child(-n+2)) { white-space: nowrap; }
 .paper td:last-child { font-size: 0.85em; min-width: 22em; }
@@ -73,6 +91,7 @@ def write_report(where: str | Path, out_dir: str | Path) -> Path:
     """Write the report of the runs at ``where`` (a registry or a runs folder) into ``out_dir``."""
     rows = load_rows(where)
     out_dir = Path(out_dir)
+    pages = PageCache(out_dir, RENDERER)  # read before atomic_dir checks the folder: only a report's manifest counts
     with atomic_dir(out_dir, lambda d: (d / MARKER).is_file(), "report") as tmp:
         write_text(tmp / MARKER, "written by vlprompt report; the next report replaces this folder\n")
         for sub in ("img", "csv", "runs"):
@@ -84,7 +103,8 @@ def write_report(where: str | Path, out_dir: str | Path) -> Path:
         raw = _write_raw(rows, tmp / "csv")
         comparisons = _write_comparisons(rows, tmp / "paper")
         for row in rows:
-            write_text(tmp / "runs" / f"{row.spec_id}.html", _run_page(row, tmp / "img"))
+            _write_run_page(row, tmp, pages)
+        pages.write(tmp)
         write_text(tmp / "index.html", _index(rows, tables, raw, where, comparisons))
     return out_dir / "index.html"
 
@@ -215,7 +235,27 @@ def _time(stamp: float | None) -> str:
     return datetime.datetime.fromtimestamp(stamp).isoformat(sep=" ", timespec="seconds") if stamp else ""
 
 
-def _run_page(row: Row, img_dir: Path) -> str:
+def _page_inputs(run_dir: Path) -> list[Path]:
+    """Every file of the run directory that its page reads: what its fingerprint covers."""
+    return [run_dir / name for name in (RESULTS_FILE, METRICS_FILE, RECORD_FILE, CURVES_FIGURE, NORMS_FIGURE,
+                                        NEURAL_COLLAPSE_FILE, f"{CORRUPTION_DIR}/{CORRUPTION_SUMMARY}",
+                                        f"{CORRUPTION_DIR}/{CORRUPTION_HEATMAP}", "prompt/config.json",
+                                        f"prompt/{TENSORS_FILE}")]
+
+
+def _write_run_page(row: Row, report: Path, pages: PageCache) -> None:
+    """The run's page and its images, carried from the earlier report when nothing it shows changed."""
+    stamp = fingerprint(row, _page_inputs(Path(row.run_dir)))
+    if pages.carry(row.spec_id, stamp, report):
+        return
+    html, images = _run_page(row, report / "img")
+    page = f"runs/{row.spec_id}.html"
+    write_text(report / page, html)
+    pages.add(row.spec_id, stamp, [page, *(f"img/{name}" for name in images)])
+
+
+def _run_page(row: Row, img_dir: Path) -> tuple[str, list[str]]:
+    """The page's HTML and the names of the images it placed in ``img_dir``."""
     run_dir = Path(row.run_dir)
     facts = [["state", row.state], ["method", row.method], ["dataset", row.dataset], ["seed", row.seed],
              ["setting", _setting(row)], ["protocol", row.protocol or ""], ["attempts", row.attempts],
@@ -228,14 +268,28 @@ def _run_page(row: Row, img_dir: Path) -> str:
         parts.append(f"<h2 class=\"failed\">Error</h2><pre>{escape(row.error)}</pre>")
     if row.results:
         parts.append("<h2>Results</h2>" + _results_table(row.results))
-    parts += _curves(row, run_dir / "metrics.jsonl", img_dir)
-    if row.state == "done" and (run_dir / "prompt").is_dir() and not (run_dir / NEURAL_COLLAPSE_FILE).is_file():
-        analyze_run(run_dir)  # runs of a sweep or protocol are analysed when first reported
+    if row.state == "done" and current_record(run_dir) is None:
+        parts.append("<p class=\"note\">analysis not run on this run's results (training curves, prompt norms, "
+                     f"neural collapse): <code>{escape(ANALYZE_COMMAND)} {escape(str(run_dir))}</code> writes them "
+                     "into its directory, and the next report shows them</p>")
+    images = []
+    for title, source, name, alt in (("Training curves", CURVES_FIGURE, "metrics", "metrics per epoch"),
+                                     ("Prompt norms", NORMS_FIGURE, "norms", "prompt norms")):
+        parts += _figure(title, run_dir / source, img_dir / f"{row.spec_id}_{name}.png", alt, images)
     parts += _neural_collapse(run_dir / NEURAL_COLLAPSE_FILE)
-    parts += _corruption(run_dir / RUN_SUBDIR, img_dir / f"{row.spec_id}_corruption.png")
+    parts += _corruption(run_dir / CORRUPTION_DIR, img_dir / f"{row.spec_id}_corruption.png", images)
     parts += _storage(run_dir / "prompt" / "config.json")
     parts.append("<h2>Config</h2><pre>" + escape(yaml.safe_dump(row.config, sort_keys=False)) + "</pre>")
-    return _page(row.spec_id, "\n".join(parts))
+    return _page(row.spec_id, "\n".join(parts)), images
+
+
+def _figure(title: str, source: Path, image: Path, alt: str, images: list[str]) -> list[str]:
+    """A figure the analysis stage drew into the run directory, placed beside the page; none when absent."""
+    if not source.is_file():
+        return []
+    place_file(source, image)
+    images.append(image.name)
+    return [f"<h2>{escape(title)}</h2>", f"<p><img src=\"../img/{escape(image.name)}\" alt=\"{escape(alt)}\"></p>"]
 
 
 def _results_table(results: dict) -> str:
@@ -270,35 +324,6 @@ def _selection(results: dict) -> str:
     return "".join(f"<p>{escape(line)}</p>" for line in lines)
 
 
-def _curves(row: Row, metrics_path: Path, img_dir: Path) -> list[str]:
-    """Per-epoch curves of every logged number (norms apart), and the Nemesis prompt norms when logged."""
-    if not metrics_path.is_file():
-        return []
-    records = [json.loads(line) for line in metrics_path.read_text().splitlines() if line.strip()]
-    keys = unique(k for r in records for k, v in r.items()
-                  if k != "epoch" and not k.startswith("nemesis_norm_") and isinstance(v, (int, float)))
-    if not records or not keys:
-        return []
-    plt = pyplot()
-    cols = min(3, len(keys))
-    nrows = -(-len(keys) // cols)
-    fig, axes = plt.subplots(nrows, cols, figsize=(4 * cols, 2.8 * nrows), squeeze=False)
-    for ax in axes.flat[len(keys):]:
-        ax.set_visible(False)
-    for ax, key in zip(axes.flat, keys):
-        points = [(r["epoch"], r[key]) for r in records if key in r]
-        ax.plot([p[0] for p in points], [p[1] for p in points], marker="o", markersize=3)
-        ax.set_title(key, fontsize=9)
-        ax.set_xlabel("epoch")
-        ax.grid(alpha=0.3)
-    curves = save_figure(fig, img_dir / f"{row.spec_id}_metrics.png")
-    parts = ["<h2>Training curves</h2>", f"<p><img src=\"../img/{escape(curves.name)}\" alt=\"metrics per epoch\"></p>"]
-    if any(k.startswith("nemesis_norm_") for r in records for k in r):
-        norms = plot_norm_history(metrics_path, img_dir / f"{row.spec_id}_norms.png")
-        parts += ["<h2>Prompt norms</h2>", f"<p><img src=\"../img/{escape(norms.name)}\" alt=\"prompt norms\"></p>"]
-    return parts
-
-
 def _neural_collapse(path: Path) -> list[str]:
     """The run's neural-collapse metrics per evaluated class list (written by ``vlprompt analyze run``)."""
     found = json.loads(path.read_text()) if path.is_file() else {}
@@ -309,13 +334,14 @@ def _neural_collapse(path: Path) -> list[str]:
     return ["<h2>Neural-collapse metrics</h2>", _table(["Evaluated on", *names], rows)]
 
 
-def _corruption(sweep_dir: Path, heatmap: Path) -> list[str]:
+def _corruption(sweep_dir: Path, heatmap: Path, images: list[str]) -> list[str]:
     """The run's corruption sweep (``vlprompt analyze corruption`` without ``--out``): counts and heatmap."""
-    summary_path, source = sweep_dir / SUMMARY_FILE, sweep_dir / HEATMAP_FILE
+    summary_path, source = sweep_dir / CORRUPTION_SUMMARY, sweep_dir / CORRUPTION_HEATMAP
     if not (summary_path.is_file() and source.is_file()):
         return []
     summary = json.loads(summary_path.read_text())
-    write_bytes(heatmap, source.read_bytes())
+    place_file(source, heatmap)
+    images.append(heatmap.name)
     rows = [["original accuracy (%)", f"{summary['baseline_accuracy']:.2f}"],
             ["Low-Norm Effect frequency", f"{summary['low_norm_frequency']} of {summary['settings']}"],
             *([f"accuracy rose where the norm was {d}", f"{summary[d]['improved']} of {summary[d]['settings']}"]

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
-from vlprompt.analysis.run_analysis import run_neural_collapse
+from vlprompt.analysis.outputs import ANALYZE_COMMAND, NEURAL_COLLAPSE_FILE, current_record
+from vlprompt.errors import ConfigError
 from vlprompt.io import write_text
 from vlprompt.protocols.common import ProtocolResult, mean_std
 from vlprompt.report.figures import plot_base_to_new, plot_few_shot
@@ -34,10 +36,10 @@ COLLAPSE_COLUMNS = {"nc1": "NC1", "image_equiangularity": "image equiangularity"
 def imbalance_collapse_table(result: ProtocolResult) -> tuple[list[str], list[list[str]]]:
     """Per ratio and method: base accuracy and the neural-collapse metrics of the final prompt on the base
     (trained, imbalanced) classes' test images, mean ± std over seeds (NPT's claim: the anchored prompt
-    keeps the class features closer to a simplex ETF as the imbalance grows)."""
+    keeps the class features closer to a simplex ETF as the imbalance grows), as the analysis stage wrote them."""
     groups: dict[tuple[float, str], list[dict]] = {}
     for plan, r in zip(result.plans, result.results):
-        metrics = run_neural_collapse(r["run_dir"]).get("base")
+        metrics = _analysed_collapse(Path(r["run_dir"])).get("base")
         if metrics is None:  # per-image prompts (CoCoOp) have no class features to measure
             continue
         groups.setdefault((plan.keys["ratio"], plan.method), []).append({"base": r["metrics"]["base"]["accuracy"],
@@ -49,3 +51,14 @@ def imbalance_collapse_table(result: ProtocolResult) -> tuple[list[str], list[li
         rows.append([f"{ratio:g}", method, *(f"{m:.2f} ± {s:.2f}" if k == 0 else f"{m:.3f} ± {s:.3f}"
                                               for k, (m, s) in enumerate(cells)), str(len(runs))])
     return header, rows
+
+
+def _analysed_collapse(run_dir: Path) -> dict:
+    """The run's neural-collapse metrics from its directory; {} where the stage found none to measure."""
+    record = current_record(run_dir)
+    if record is None:
+        raise ConfigError(f"{run_dir} has no analysis of its present results; run `{ANALYZE_COMMAND} {run_dir}` "
+                          "(sweep and train runs pass through it as they finish)")
+    if "neural collapse" not in record["written"]:
+        return {}
+    return json.loads((run_dir / NEURAL_COLLAPSE_FILE).read_text())

@@ -24,7 +24,9 @@ log = logging.getLogger(__name__)
 
 
 def run_spec(config: dict, threads: int | None = None) -> dict:
-    """One run in the current process (a pool worker or a Ray task), with ``threads`` torch threads."""
+    """One run in the current process (a pool worker or a Ray task), with ``threads`` torch threads, and
+    the analysis stage on it once finished (skipped when its analyses are current), so that the report
+    only reads files."""
     if threads:
         import torch
 
@@ -32,9 +34,13 @@ def run_spec(config: dict, threads: int | None = None) -> dict:
         os.environ["MKL_NUM_THREADS"] = str(threads)
         torch.set_num_threads(threads)
         log.info("process %d runs with %d torch threads", os.getpid(), threads)
+    from vlprompt.analysis.run_analysis import analyze_run
     from vlprompt.engine.run import run_experiment
 
-    return run_experiment(RunConfig.from_dict(config))
+    results = run_experiment(RunConfig.from_dict(config))
+    if "metrics" in results:  # finished, not interrupted
+        analyze_run(results["run_dir"])
+    return results
 
 
 def threads_per_worker(workers: int) -> int:
