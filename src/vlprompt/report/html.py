@@ -43,10 +43,12 @@ from vlprompt.report.protocol_tables import Table, protocol_tables, unique
 from vlprompt.report.sources import load_rows
 from vlprompt.report.tables import csv_table
 from vlprompt.sweep.registry import Row
+from vlprompt.version import __version__
 
 MARKER = ".vlprompt-report"  # a folder holding this file may be replaced by a new report
-#: the version of the run pages' layout: this file's own source, so that a changed page renders every page again
-RENDERER = hashlib.sha256(Path(__file__).read_bytes()).hexdigest()
+#: the version of the run pages' layout: vlprompt's version and this file's own source, so that a page changed by
+#: an upgrade or an edit renders every page again
+RENDERER = hashlib.sha256(__version__.encode() + Path(__file__).read_bytes()).hexdigest()
 
 STYLE = """
 body { font-family: system-ui, sans-serif; margin: 2em auto; padding: 0 1.5em; max-width: 75em; color: #222; }
