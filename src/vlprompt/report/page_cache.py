@@ -13,7 +13,6 @@ the earlier report's files (see ``io.place_file``), so carrying one costs no cop
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import json
 from pathlib import Path
@@ -27,7 +26,7 @@ MANIFEST_FORMAT = "vlprompt-report-pages/1"
 
 def fingerprint(row: Row, inputs: list[Path]) -> str:
     """What a run page shows, in one digest: the row and the stat of each file it reads (absent ones too)."""
-    digest = hashlib.sha256(json.dumps(dataclasses.asdict(row), sort_keys=True, default=str).encode())
+    digest = hashlib.sha256(json.dumps(vars(row), sort_keys=True, default=str).encode())  # its fields are JSON data
     for path in inputs:
         try:
             stat = path.stat()
