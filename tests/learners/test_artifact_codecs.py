@@ -81,7 +81,7 @@ def test_an_unknown_codec_is_refused_naming_the_file_and_the_known_codecs(tmp_pa
     message = str(refused.value)
     assert str(prompt / CONFIG_FILE) in message
     assert f"artifact codec {CODEC!r}, which this vlprompt does not know" in message
-    assert "(known: qprompt-packed;" in message  # every registered codec, here the built-in one
+    assert "(known: qprompt-packed)" in message  # every registered codec, here the built-in one
 
 
 def test_saving_with_an_unregistered_codec_is_refused_before_writing(tmp_path, tiny_backbone, classnames):

@@ -60,6 +60,11 @@ class TextTower(nn.Module):
         """Number of transformer blocks (the blocks deep prompts can enter)."""
         return len(self.transformer.resblocks)
 
+    @property
+    def heads(self) -> int:
+        """Attention heads per block."""
+        return self.transformer.resblocks[0].attn.num_heads
+
     def eot_positions(self, token_ids: torch.Tensor) -> torch.Tensor:
         """Index of the pooled end-of-text token in each row of ``token_ids``."""
         if self.pool_type == "argmax":

@@ -165,9 +165,9 @@ def _codec(directory: Path, name: str, codec) -> Callable[[bytes], torch.Tensor]
     """The decoder registered for ``codec``; the name is only looked up, never imported."""
     if not isinstance(codec, str) or codec not in ARTIFACT_CODECS:
         raise ArtifactError(f"{directory / CONFIG_FILE}: tensor {name!r} uses artifact codec {codec!r}, which this "
-                            f"vlprompt does not know (known: {_known_codecs()}; a codec is registered by the module "
-                            f"that writes it, the built-in ones by importing vlprompt.regularizers, as "
-                            f"vlprompt.from_pretrained does); {_RESAVE}")
+                            f"vlprompt does not know (known: {_known_codecs()}); a codec is registered by the module "
+                            f"that writes it: import that module first (the built-in codecs: vlprompt.regularizers, "
+                            f"which vlprompt.from_pretrained imports), or, if the file names a wrong codec, {_RESAVE}")
     return ARTIFACT_CODECS.get(codec)
 
 
