@@ -1,11 +1,13 @@
 """Deep prompts: run open_clip's own tower blocks one at a time, with a hook that edits the tokens between blocks.
 
 MaPLe-style learners (methods.md §4) put learned tokens inside the towers: they replace text
-positions before some blocks, and append image tokens after the patch tokens; TCP injects class-aware
-tokens into the text tower at one middle block (``encode_text_injected``). open_clip's
+positions before some blocks, and append image tokens after the patch tokens (``encode_text_deep``,
+``encode_image_deep``); TCP injects class-aware tokens into the text tower at one middle block
+(``encode_text_injected``); MMRL inserts representation tokens (``encode_*_inserted``). open_clip's
 ``Transformer.forward`` runs all blocks in one call, so these functions take over only that loop
 and reuse everything else (embeddings, blocks, norms, pooling, projections) from the model itself.
-With no hook and no extra tokens they compute open_clip's own features.
+With no hook and no extra tokens they compute open_clip's own features. Learners size their prompts
+with ``token_vit_size``, ``TextTower.depth`` and ``vit_projection``, never reading the towers themselves.
 
 The same loop serves any learner that changes what happens inside the towers: a ``run`` function may
 take over a block (``backbones.lora`` runs updated blocks with low-rank attention updates).
@@ -13,7 +15,7 @@ take over a block (``backbones.lora`` runs updated blocks with low-rank attentio
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
 import torch
 from torch import nn
@@ -38,6 +40,27 @@ def check_token_vit(visual: nn.Module) -> None:
         raise BackboneError(f"deep vision prompts need class-token pooling; this ViT pools with "
                             f"{'attention' if getattr(visual, 'attn_pool', None) is not None else visual.pool_type!r}, "
                             "which would mix the prompt tokens into the image feature")
+
+
+def token_vit_size(visual: nn.Module) -> tuple[int, int]:
+    """(blocks, width) of a ViT image tower whose tokens can carry prompts; any other tower is refused."""
+    check_token_vit(visual)
+    return len(visual.transformer.resblocks), visual.transformer.width
+
+
+def vit_projection(visual: nn.Module) -> torch.Tensor:
+    """The frozen (width, D) projection of a ViT's pooled token into the joint space (MMRL++ adds to it)."""
+    check_token_vit(visual)
+    if visual.proj is None:
+        raise BackboneError("this ViT has no output projection: its pooled token is already the image feature")
+    return visual.proj
+
+
+def _check_deep(side: str, deep: Mapping[int, torch.Tensor], blocks: int) -> None:
+    bad = sorted(j for j in deep if not 1 <= j < blocks)
+    if bad:
+        raise BackboneError(f"deep {side} prompts before block(s) {bad} are not possible: they enter blocks 1 to "
+                            f"{blocks - 1} of this {side} tower (block 0 takes the shallow prompts)")
 
 
 def replace_tokens(x: torch.Tensor, start: int, tokens: torch.Tensor) -> torch.Tensor:
@@ -73,13 +96,25 @@ def encode_text_blocks(tower: TextTower, embeddings: torch.Tensor, eot: torch.Te
     return tower.project(x[torch.arange(x.shape[0], device=x.device), eot])
 
 
+def encode_text_deep(tower: TextTower, embeddings: torch.Tensor, eot: torch.Tensor,
+                     deep: Mapping[int, torch.Tensor], start: int = 1) -> torch.Tensor:
+    """Unnormalised text features of token embeddings (N, L, W) (the shallow prompts already in them) with
+    deep prompts: ``deep[j]`` (n, W) replaces positions start .. start+n-1 before block j (MaPLe, IVLP)."""
+    _check_deep("text", deep, tower.depth)
+
+    def hook(j: int, x: torch.Tensor) -> torch.Tensor:
+        return replace_tokens(x, start, deep[j]) if j in deep else x
+
+    return encode_text_blocks(tower, embeddings, eot, hook)
+
+
 def encode_text_injected(tower: TextTower, embeddings: torch.Tensor, eot: torch.Tensor, layer: int,
                          tokens: torch.Tensor, start: int = 1, mix: float = 1.0) -> torch.Tensor:
     """Unnormalised text features of token embeddings (N, L, W) with tokens injected at a middle block:
     the hidden states at positions start .. start+n-1 that enter block ``layer`` (0-based) become
     ``mix * tokens + (1 - mix) * hidden`` (``tokens`` (n, W) or (N, n, W); mix 1 replaces them), as
     TCP's class-aware tokens enter the text encoder. Every other block runs as open_clip runs it."""
-    blocks = len(tower.transformer.resblocks)
+    blocks = tower.depth
     if not 0 <= layer < blocks:
         raise BackboneError(f"token injection before text block {layer} is not possible: this text tower has "
                             f"{blocks} blocks (valid: 0 to {blocks - 1})")
@@ -118,6 +153,19 @@ def encode_image_blocks(visual: nn.Module, images: torch.Tensor, extra_tokens: t
     return pooled @ visual.proj if visual.proj is not None else pooled
 
 
+def encode_image_deep(visual: nn.Module, images: torch.Tensor, prompts: torch.Tensor,
+                      deep: Mapping[int, torch.Tensor]) -> torch.Tensor:
+    """Unnormalised image features of open_clip's ViT with ``prompts`` (n, W) appended after the patch tokens
+    and deep prompts: ``deep[j]`` (n, W) replaces those n tokens before block j (MaPLe, IVLP)."""
+    _check_deep("image", deep, token_vit_size(visual)[0])
+    n = prompts.shape[0]
+
+    def hook(j: int, x: torch.Tensor) -> torch.Tensor:
+        return replace_tokens(x, x.shape[1] - n, deep[j]) if j in deep else x
+
+    return encode_image_blocks(visual, images, prompts, hook)
+
+
 def _insert_or_replace(x: torch.Tensor, tokens: torch.Tensor, inserted: bool, mix: float) -> torch.Tensor:
     """``x`` with ``tokens`` (n, W) right after position 0: inserted the first time; every later time the n
     positions inserted earlier become ``mix * tokens + (1 - mix) * their hidden states`` (1: replaced)."""
@@ -141,7 +189,7 @@ def encode_text_inserted(tower: TextTower, embeddings: torch.Tensor, eot: torch.
     they replace the n inserted hidden states (``mix`` < 1: mix * tokens + (1 - mix) * those states, as
     MMRL++). They enter after the positional embedding, so they have none. With no tokens this is
     ``tower(embeddings, eot)``."""
-    blocks = len(tower.transformer.resblocks)
+    blocks = tower.depth
     bad = sorted(j for j in tokens if not 0 <= j < blocks)
     if bad:
         raise BackboneError(f"token insertion before text block(s) {bad} is not possible: this text tower has "
@@ -168,8 +216,7 @@ def encode_image_inserted(visual: nn.Module, images: torch.Tensor, tokens: dict[
     ``encode_text_inserted``). Returns the
     image feature as open_clip pools and projects it (class token) and the mean of the n token outputs
     after ``ln_post``, unprojected (None without tokens), for a projection of the caller's own."""
-    check_token_vit(visual)
-    blocks = len(visual.transformer.resblocks)
+    blocks, _ = token_vit_size(visual)
     bad = sorted(j for j in tokens if not 0 <= j < blocks)
     if bad:
         raise BackboneError(f"token insertion before image block(s) {bad} is not possible: this image tower has "

@@ -125,6 +125,13 @@ class Backbone(nn.Module):
     def visual(self) -> nn.Module:
         return self.model.visual
 
+    def clip_state_dict(self) -> dict[str, torch.Tensor]:
+        """The frozen weights under OpenAI CLIP's names, which open_clip keeps: ``visual.*``, the text tower's
+        (``token_embedding.weight``, ``transformer.*``, ``ln_final.*``, ...) and ``logit_scale`` (its log), to
+        compare with the CLIP weights other code bases save beside their prompts."""
+        return {**{f"visual.{k}": v for k, v in self.visual.state_dict().items()}, **self.text.state_dict(),
+                "logit_scale": self.model.logit_scale}
+
     @property
     def embed_dim(self) -> int:
         return self.text.output_dim

@@ -55,6 +55,16 @@ class TextTower(nn.Module):
             return self.width
         return proj.out_features if isinstance(proj, nn.Linear) else proj.shape[1]
 
+    @property
+    def depth(self) -> int:
+        """Number of transformer blocks (the blocks deep prompts can enter)."""
+        return len(self.transformer.resblocks)
+
+    @property
+    def heads(self) -> int:
+        """Attention heads per block."""
+        return self.transformer.resblocks[0].attn.num_heads
+
     def eot_positions(self, token_ids: torch.Tensor) -> torch.Tensor:
         """Index of the pooled end-of-text token in each row of ``token_ids``."""
         if self.pool_type == "argmax":

@@ -229,9 +229,9 @@ def cmd_eval(args) -> int:
 def cmd_predict(args) -> int:
     import torch
 
+    from vlprompt.api import from_pretrained  # with every built-in artifact codec registered
     from vlprompt.data.records import ImageRecord, load_image_file
     from vlprompt.data.transforms import eval_transform
-    from vlprompt.learners.artifact import from_pretrained
 
     learner = from_pretrained(args.prompt, classnames=None if args.classes is None else _class_names(args.classes))
     paths = _image_paths(args.images)

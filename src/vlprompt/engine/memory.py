@@ -21,11 +21,9 @@ FLOATS_PER_TOKEN_LAYER = 14
 def text_activation_bytes(backbone: Backbone, n_classes: int, tokens_per_class: int) -> int:
     """Estimated bytes of the text tower's saved activations for K prompts of the given length."""
     tower = backbone.text
-    layers = len(tower.transformer.resblocks)
-    heads = tower.transformer.resblocks[0].attn.num_heads
-    per_token = FLOATS_PER_TOKEN_LAYER * tower.width + heads * tokens_per_class  # + attention weights
+    per_token = FLOATS_PER_TOKEN_LAYER * tower.width + tower.heads * tokens_per_class  # + attention weights
     itemsize = backbone.dtype.itemsize
-    return n_classes * tokens_per_class * layers * per_token * itemsize
+    return n_classes * tokens_per_class * tower.depth * per_token * itemsize
 
 
 def choose_text_chunk(setting: int | str, backbone: Backbone, n_classes: int, tokens_per_class: int,

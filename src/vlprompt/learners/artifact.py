@@ -8,16 +8,20 @@ model sees, under its plain name. If the last parametrization has an ``artifact_
 ``encode(tensor) -> bytes`` method (QPrompt's quantizer), the tensor is written in that codec's own
 file instead and reloads with the exact encoded values into a plain learner.
 
+Codecs come from ``ARTIFACT_CODECS``, filled by the modules that write them: QPrompt registers its
+packed format when ``vlprompt.regularizers`` is imported (``vlprompt.from_pretrained`` and every run
+import it), a plugin registers its own. This module imports none of them, so the layering holds.
+
 Loading trusts nothing in the directory: config.json records a SHA-256 per tensor file and one of
 its own content (checked first, before any file it names is opened: an altered backbone entry never
-gets its weights file read), file names must stay inside the directory, codecs are looked up by name among the known ones (never a module
-path from the file) and tensors must be finite; any failure is one ``ArtifactError`` saying what to do.
+gets its weights file read), file names must stay inside the directory, codecs are looked up by name
+in the registry (nothing named in the file is imported) and tensors must be finite; any failure is
+one ``ArtifactError`` saying what to do.
 """
 
 from __future__ import annotations
 
 import hashlib
-import importlib
 import json
 import re
 from collections.abc import Callable
@@ -32,6 +36,7 @@ from vlprompt.io import atomic_dir, has_format, write_bytes, write_text
 from vlprompt.learners.base import PromptLearner
 from vlprompt.learners.heads import HEADS
 from vlprompt.learners.registry import LEARNERS, build_learner
+from vlprompt.registry import Registry
 from vlprompt.version import __version__
 
 CONFIG_FILE = "config.json"
@@ -43,15 +48,21 @@ CONFIG_DIGEST = "config_sha256"
 _RESAVE = "re-save the prompt (rerun its training or save_pretrained) or use an intact copy"
 
 _PARAMETRIZED = re.compile(r"(?:(.+)\.)?parametrizations\.([^.]+)\.original")
-#: codec name -> decoder from the file's bytes to the tensor
-TENSOR_CODECS: dict[str, Callable[[bytes], torch.Tensor]] = {}
-#: the built-in codecs and the vlprompt module that registers each; loading imports only these
-CODEC_PROVIDERS = {"qprompt-packed": "vlprompt.regularizers.qprompt"}
+#: codec name -> decoder from a codec file's bytes to the tensor; ``@ARTIFACT_CODECS.register("name")`` on
+#: the decoder makes the files of parametrizations whose ``artifact_codec`` is "name" savable and loadable
+ARTIFACT_CODECS: Registry[Callable[[bytes], torch.Tensor]] = Registry("artifact codec")
 
 
-def register_tensor_codec(name: str, decode: Callable[[bytes], torch.Tensor]) -> None:
-    """Make files written by parametrizations whose ``artifact_codec`` is ``name`` loadable."""
-    TENSOR_CODECS[name] = decode
+def _known_codecs() -> str:
+    return ", ".join(ARTIFACT_CODECS.names()) or "(none)"
+
+
+def _check_savable(name: str, codec: str) -> None:
+    """Refuse to write a codec that loading would not know: the artifact could never be read back."""
+    if codec not in ARTIFACT_CODECS:
+        raise ArtifactError(f"tensor {name!r} is parametrized with artifact codec {codec!r}, which is not registered "
+                            f"(known: {_known_codecs()}); register its decoder with "
+                            f"@ARTIFACT_CODECS.register({codec!r}) before saving")
 
 
 def _learned_tensors(learner: PromptLearner) -> tuple[dict[str, torch.Tensor], dict[str, tuple[str, bytes]]]:
@@ -69,6 +80,7 @@ def _learned_tensors(learner: PromptLearner) -> tuple[dict[str, torch.Tensor], d
             name = f"{owner_name}.{attr}" if owner_name else attr
             chain = owner.parametrizations[attr]
             if hasattr(chain[-1], "artifact_codec"):
+                _check_savable(name, chain[-1].artifact_codec)
                 x = chain.original
                 for step in list(chain)[:-1]:
                     x = step(x)
@@ -150,15 +162,13 @@ def _checked_bytes(directory: Path, config: dict, name: str) -> bytes:
 
 
 def _codec(directory: Path, name: str, codec) -> Callable[[bytes], torch.Tensor]:
-    """The decoder of a known codec; only the provider named in ``CODEC_PROVIDERS`` is ever imported."""
-    codec = codec if isinstance(codec, str) else repr(codec)
-    if codec not in TENSOR_CODECS and codec in CODEC_PROVIDERS:
-        importlib.import_module(CODEC_PROVIDERS[codec])
-    if codec not in TENSOR_CODECS:
-        known = ", ".join(sorted(set(TENSOR_CODECS) | set(CODEC_PROVIDERS)))
-        raise ArtifactError(f"tensor {name!r} in {directory} uses codec {codec!r}, which this vlprompt does not "
-                            f"know (known: {known}); {_RESAVE}")
-    return TENSOR_CODECS[codec]
+    """The decoder registered for ``codec``; the name is only looked up, never imported."""
+    if not isinstance(codec, str) or codec not in ARTIFACT_CODECS:
+        raise ArtifactError(f"{directory / CONFIG_FILE}: tensor {name!r} uses artifact codec {codec!r}, which this "
+                            f"vlprompt does not know (known: {_known_codecs()}); a codec is registered by the module "
+                            f"that writes it: import that module first (the built-in codecs: vlprompt.regularizers, "
+                            f"which vlprompt.from_pretrained imports), or, if the file names a wrong codec, {_RESAVE}")
+    return ARTIFACT_CODECS.get(codec)
 
 
 def read_config(directory: str | Path) -> dict:

@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from vlprompt.backbones import Backbone
-from vlprompt.backbones.deep_prompts import check_token_vit, encode_image_blocks, encode_text_blocks, replace_tokens
+from vlprompt.backbones.deep_prompts import encode_image_deep, encode_text_deep, token_vit_size
 from vlprompt.errors import ConfigError
 from vlprompt.learners.base import PromptLearner
 from vlprompt.learners.capabilities import Capability
@@ -77,15 +77,14 @@ class IVLP(PromptLearner):
     def __init__(self, backbone: Backbone, classnames: list[str], config: IVLPConfig | None = None, **options):
         super().__init__(backbone, classnames, config, **options)
         cfg = self.config
-        check_token_vit(backbone.visual)
-        for side, depth, tower in (("text", cfg.prompt_depth_text, backbone.text),
-                                   ("vision", cfg.prompt_depth_vision, backbone.visual)):
-            layers = len(tower.transformer.resblocks)
+        vision_layers, vision_width = token_vit_size(backbone.visual)
+        text_layers, text_width = backbone.text.depth, backbone.text.width
+        for side, depth, layers in (("text", cfg.prompt_depth_text, text_layers),
+                                    ("vision", cfg.prompt_depth_vision, vision_layers)):
             if depth > layers:
                 raise ConfigError(f"ivlp.prompt_depth_{side}={depth} is not valid: it must be between 1 and "
                                   f"{layers} (this backbone's {side} tower has {layers} layers)")
         self.ctx_init = cfg.ctx_init or None
-        text_width, vision_width = backbone.text.width, backbone.visual.transformer.width
         self.ctx = nn.Parameter(init_context(backbone, cfg.n_ctx_text, self.ctx_init)[: cfg.n_ctx_text])
         self.deep_text = _prompt_stack(cfg.prompt_depth_text - 1, cfg.n_ctx_text, text_width)
         self.vision_ctx = nn.Parameter(torch.empty(cfg.n_ctx_vision, vision_width).normal_(0.0, 0.02))
@@ -100,18 +99,12 @@ class IVLP(PromptLearner):
         self.tokens = ClassPromptTokens(self.backbone, self.classnames, n_ctx, placeholder, "end")
 
     def encode_images(self, images: torch.Tensor) -> torch.Tensor:
-        n = self.config.n_ctx_vision
-
-        def hook(j: int, x: torch.Tensor) -> torch.Tensor:
-            return replace_tokens(x, x.shape[1] - n, self.deep_vision[str(j)]) if str(j) in self.deep_vision else x
-
-        return encode_image_blocks(self.backbone.visual, images, self.vision_ctx, hook)
+        deep = {int(j): p for j, p in self.deep_vision.items()}
+        return encode_image_deep(self.backbone.visual, images, self.vision_ctx, deep)
 
     def text_features(self, image_features: torch.Tensor | None = None) -> torch.Tensor:
-        def hook(j: int, x: torch.Tensor) -> torch.Tensor:
-            return replace_tokens(x, 1, self.deep_text[str(j)]) if str(j) in self.deep_text else x
-
+        deep = {int(j): p for j, p in self.deep_text.items()}
         features = encode_in_chunks(
-            lambda a, b: encode_text_blocks(self.backbone.text, self.tokens.assemble(self.ctx, a, b),
-                                            self.tokens.eot[a:b], hook), len(self.tokens), self.text_chunk)
+            lambda a, b: encode_text_deep(self.backbone.text, self.tokens.assemble(self.ctx, a, b), self.tokens.eot[a:b],
+                                          deep), len(self.tokens), self.text_chunk)
         return F.normalize(features, dim=-1)

@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from vlprompt.backbones import Backbone
-from vlprompt.backbones.deep_prompts import check_token_vit, encode_image_blocks, encode_text_blocks, replace_tokens
+from vlprompt.backbones.deep_prompts import encode_image_deep, encode_text_deep, token_vit_size
 from vlprompt.errors import ConfigError
 from vlprompt.learners.base import PromptLearner
 from vlprompt.learners.capabilities import Capability
@@ -61,16 +61,14 @@ class MaPLe(PromptLearner):
     def __init__(self, backbone: Backbone, classnames: list[str], config: MaPLeConfig | None = None, **options):
         super().__init__(backbone, classnames, config, **options)
         n_ctx, prompt_depth, ctx_init = self.config.n_ctx, self.config.prompt_depth, self.config.ctx_init
-        check_token_vit(backbone.visual)
-        text_layers = len(backbone.text.transformer.resblocks)
-        vision_layers = len(backbone.visual.transformer.resblocks)
+        vision_layers, vision_width = token_vit_size(backbone.visual)
+        text_layers, text_width = backbone.text.depth, backbone.text.width
         if not 1 <= prompt_depth <= min(text_layers, vision_layers):
             raise ConfigError(f"maple.prompt_depth={prompt_depth} is not valid: it must be between 1 and "
                               f"{min(text_layers, vision_layers)} (this backbone's text tower has {text_layers} "
                               f"layers, its image tower {vision_layers})")
         self.ctx_init = ctx_init or None
         self.n_ctx, self.prompt_depth = n_ctx, prompt_depth
-        text_width, vision_width = backbone.text.width, backbone.visual.transformer.width
         self.ctx = nn.Parameter(init_context(backbone, n_ctx, self.ctx_init)[:n_ctx])
         self.deep_text = nn.ParameterDict(
             {str(j): nn.Parameter(torch.empty(n_ctx, text_width, device="cpu").normal_(0.0, 0.02)) for j in range(1, prompt_depth)})
@@ -95,20 +93,13 @@ class MaPLe(PromptLearner):
         return [proj(p) for proj, p in zip(self.projections, self.text_prompts())]
 
     def encode_images(self, images: torch.Tensor) -> torch.Tensor:
-        prompts = self.vision_prompts()
-
-        def hook(j: int, x: torch.Tensor) -> torch.Tensor:
-            return replace_tokens(x, x.shape[1] - self.n_ctx, prompts[j]) if 1 <= j < len(prompts) else x
-
-        return encode_image_blocks(self.backbone.visual, images, prompts[0], hook)
+        shallow, *deep = self.vision_prompts()
+        return encode_image_deep(self.backbone.visual, images, shallow, dict(enumerate(deep, start=1)))
 
     def text_features(self, image_features: torch.Tensor | None = None) -> torch.Tensor:
-        prompts = self.text_prompts()
-
-        def hook(j: int, x: torch.Tensor) -> torch.Tensor:
-            return replace_tokens(x, 1, prompts[j]) if 1 <= j < len(prompts) else x
-
+        shallow, *deep = self.text_prompts()
+        by_block = dict(enumerate(deep, start=1))
         features = encode_in_chunks(
-            lambda a, b: encode_text_blocks(self.backbone.text, self.tokens.assemble(prompts[0], a, b),
-                                            self.tokens.eot[a:b], hook), len(self.tokens), self.text_chunk)
+            lambda a, b: encode_text_deep(self.backbone.text, self.tokens.assemble(shallow, a, b), self.tokens.eot[a:b],
+                                          by_block), len(self.tokens), self.text_chunk)
         return F.normalize(features, dim=-1)

@@ -33,7 +33,12 @@ import torch.nn.functional as F
 from torch import nn
 
 from vlprompt.backbones import Backbone
-from vlprompt.backbones.deep_prompts import check_token_vit, encode_image_inserted, encode_text_inserted
+from vlprompt.backbones.deep_prompts import (
+    encode_image_inserted,
+    encode_text_inserted,
+    token_vit_size,
+    vit_projection,
+)
 from vlprompt.errors import ConfigError, check_choice
 from vlprompt.learners.base import LearnerOutput, PromptLearner, clip_logits
 from vlprompt.learners.capabilities import Capability
@@ -132,28 +137,25 @@ class MMRL(PromptLearner):
     def __init__(self, backbone: Backbone, classnames: list[str], config: MMRLConfig | None = None, **options):
         super().__init__(backbone, classnames, config, **options)
         cfg = self.config
-        check_token_vit(backbone.visual)
-        visual = backbone.visual
-        for side, tower in (("text", backbone.text), ("image", visual)):
-            blocks = len(tower.transformer.resblocks)
+        image_blocks, width = token_vit_size(backbone.visual)
+        for side, blocks in (("text", backbone.text.depth), ("image", image_blocks)):
             if cfg.first_block >= blocks:
                 raise ConfigError(f"mmrl.first_block={cfg.first_block} is not valid for {backbone.identity.name}: "
                                   f"its {side} tower has {blocks} blocks, so it must be between 0 and {blocks - 1}")
         # the same block indices in both towers, as the official REP_LAYERS: up to the text tower's last block
         # (ViT-L/14's 24 image blocks take the tokens in blocks first_block..11 and carry them on)
-        self.blocks = list(range(cfg.first_block, len(backbone.text.transformer.resblocks)))
-        if len(visual.transformer.resblocks) <= self.blocks[-1]:
+        self.blocks = list(range(cfg.first_block, backbone.text.depth))
+        if image_blocks <= self.blocks[-1]:
             raise ConfigError(f"mmrl needs an image tower at least as deep as the text tower (the tokens enter the "
                               f"same block indices of both); {backbone.identity.name} has "
-                              f"{len(visual.transformer.resblocks)} image and {self.blocks[-1] + 1} text blocks")
+                              f"{image_blocks} image and {self.blocks[-1] + 1} text blocks")
         self.template = cfg.template or DEFAULT_TEMPLATE
         self.alpha = cfg.alpha
         self.split: str | None = None
         # drawn on the CPU, as the official code draws them: the token std 0.02; every block's map starts as one
         # deep copy of a single nn.Linear; proj_rep ~ N(0, 1/width) like CLIP's own proj (not a copy of it)
         self.rep_tokens = nn.Parameter(torch.empty(cfg.n_tokens, cfg.rep_dim).normal_(0.0, 0.02))
-        to_text, to_image = nn.Linear(cfg.rep_dim, backbone.text.width), nn.Linear(cfg.rep_dim, visual.transformer.width)
-        width = visual.transformer.width
+        to_text, to_image = nn.Linear(cfg.rep_dim, backbone.text.width), nn.Linear(cfg.rep_dim, width)
         self.plus = cfg.variant == "mmrl++"
         self.mix = cfg.beta if self.plus else 1.0
         if self.plus:  # MMRL++: shared maps with per-block residuals; proj_rep = frozen proj + proj_A @ proj_B
@@ -194,7 +196,7 @@ class MMRL(PromptLearner):
     def rep_projection(self) -> torch.Tensor:
         """(image width, D): ``proj_rep`` (MMRL), or the frozen projection plus ``proj_A @ proj_B`` (MMRL++)."""
         if self.plus:
-            return self.backbone.visual.proj + self.proj_A @ self.proj_B
+            return vit_projection(self.backbone.visual) + self.proj_A @ self.proj_B
         return self.proj_rep
 
     def encode_images(self, images: torch.Tensor) -> torch.Tensor:

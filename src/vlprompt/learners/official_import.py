@@ -37,6 +37,7 @@ from pathlib import Path
 import torch
 
 from vlprompt.backbones import Backbone
+from vlprompt.backbones.deep_prompts import token_vit_size
 from vlprompt.errors import ArtifactError, ConfigError
 from vlprompt.learners.artifact import save_pretrained
 from vlprompt.learners.base import PromptLearner
@@ -162,7 +163,7 @@ FROZEN = ("image_encoder.", "text_encoder.", "logit_scale")
 def _maple(keys: _Keys, backbone: Backbone, n_classes: int) -> Converted:
     keys.prefix = "prompt_learner."
     ctx = _context(keys, backbone, n_classes, class_specific=False)
-    n_ctx, text_w, vision_w = ctx.shape[0], backbone.text.width, backbone.visual.transformer.width
+    n_ctx, text_w, vision_w = ctx.shape[0], backbone.text.width, token_vit_size(backbone.visual)[1]
     deep = keys.numbered("compound_prompts_text.{i}")
     projected = keys.numbered("compound_prompt_projections.{i}.weight")
     if deep != list(range(len(deep))) or projected != deep:
@@ -182,7 +183,7 @@ def _maple(keys: _Keys, backbone: Backbone, n_classes: int) -> Converted:
 def _ivlp(keys: _Keys, backbone: Backbone, n_classes: int, frozen_copies: tuple[str, ...] = ()) -> Converted:
     keys.prefix = "prompt_learner."
     ctx = _context(keys, backbone, n_classes, class_specific=False)
-    n_text, text_w, vision_w = ctx.shape[0], backbone.text.width, backbone.visual.transformer.width
+    n_text, text_w, vision_w = ctx.shape[0], backbone.text.width, token_vit_size(backbone.visual)[1]
     tokens = _tokens(keys, n_classes, n_text, backbone)
     keys.prefix = ""
     if not keys.has("image_encoder.VPT"):
@@ -428,15 +429,23 @@ def _check_tokens(ckpt: DasslCheckpoint, spec: OfficialMethod, learner: PromptLe
                 "or the context was initialised from other words (set ctx_init, or ctx_init_template for ProGrad)")
 
 
+def _dassl_name(clip_name: str) -> str:
+    """Where the Dassl code bases keep a CLIP weight: the image tower in ``image_encoder``, the text tower's
+    in ``text_encoder``, the logit scale at the top."""
+    if clip_name == "logit_scale":
+        return clip_name
+    if clip_name.startswith("visual."):
+        return f"image_encoder.{clip_name.removeprefix('visual.')}"
+    return f"text_encoder.{clip_name}"
+
+
 def _check_frozen(ckpt: DasslCheckpoint, spec: OfficialMethod, backbone: Backbone,
                   frozen: dict[str, torch.Tensor]) -> None:
     """The CLIP weights a whole-model checkpoint carries must be the backbone's (names as in OpenAI's CLIP,
     which open_clip keeps)."""
     if not frozen:
         return
-    reference = {**{f"image_encoder.{k}": v for k, v in backbone.visual.state_dict().items()},
-                 **{f"text_encoder.{k}": v for k, v in backbone.text.state_dict().items()},
-                 "logit_scale": backbone.model.logit_scale}
+    reference = {_dassl_name(k): v for k, v in backbone.clip_state_dict().items()}
     unknown, reshaped, differ = [], [], []
     for key, tensor in frozen.items():
         ref = reference.get(key.replace(ZS_COPY, "image_encoder.", 1))

@@ -90,7 +90,7 @@ class TCP(PromptLearner):
     def __init__(self, backbone: Backbone, classnames: list[str], config: TCPConfig | None = None, **options):
         super().__init__(backbone, classnames, config, **options)
         cfg = self.config
-        blocks = len(backbone.text.transformer.resblocks)
+        blocks = backbone.text.depth
         if cfg.layer >= blocks:
             raise ConfigError(f"tcp.layer={cfg.layer} is not valid for {backbone.identity.name}: its text tower has "
                               f"{blocks} blocks, so the layer must be between 1 and {blocks - 1}")

@@ -23,7 +23,7 @@ from torch import nn
 from torch.nn.utils import parametrize
 
 from vlprompt.errors import ConfigError, check_choice
-from vlprompt.learners.artifact import artifact_file, read_config, register_tensor_codec
+from vlprompt.learners.artifact import ARTIFACT_CODECS, artifact_file, read_config
 from vlprompt.learners.base import PromptLearner
 from vlprompt.learners.capabilities import Capability
 from vlprompt.options import Options, option
@@ -151,13 +151,11 @@ def dequantize(indices: torch.Tensor, codebook: torch.Tensor) -> torch.Tensor:
     return rows[channel, flat].reshape(indices.shape)
 
 
+@ARTIFACT_CODECS.register(CODEC)
 def decode_packed(data: bytes) -> torch.Tensor:
     """The artifact codec's decoder: the fp32 tensor of quantized values."""
     indices, codebook = unpack_quantized(data)
     return dequantize(indices, codebook.float())
-
-
-register_tensor_codec(CODEC, decode_packed)
 
 
 def storage_report(artifact_dir: str | Path) -> dict:
