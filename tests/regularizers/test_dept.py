@@ -77,15 +77,37 @@ def test_total_loss_is_deps_weighted_sum(tiny_backbone, classnames):
     ce = F.cross_entropy(out.logits, labels)
     total = ce + reg.extra_loss(ctx, out, {"labels": labels})["dept"]
     head = learner.head
-    rows = torch.cat([head.text_transform(out.text_features[labels]), head.image_transform(out.image_features)])
+    # the official head reads the towers' raw outputs: the cached image features and the prompts' EOT features
+    raw_text = learner.encode_context(learner.ctx)
+    assert torch.equal(out.raw_image_features, feats) and torch.equal(out.raw_text_features, raw_text)
+    assert torch.allclose(out.text_features, F.normalize(raw_text, dim=-1))
+    rows = torch.cat([head.text_transform(raw_text[labels]), head.image_transform(feats)])
     ce_head = F.cross_entropy(rows @ head.linear.weight.t() + head.linear.bias, torch.cat([labels, labels]))
     assert total.item() == pytest.approx((0.3 * ce + 0.7 * ce_head).item(), abs=1e-5)
     assert out.logits.tolist() == learner(features=feats).logits.tolist()  # not told: the learner's logits
     view = learner.for_classes(list(classnames))
     view.set_inference_split("base")
-    fused = view(features=feats).logits
-    assert torch.allclose(fused, 0.3 * out.logits + 0.7 * head.head_logits(out.image_features), atol=1e-5)
+    with view.fixed_classifier():  # as evaluation scores: the head still reads the raw image features
+        fused = view(features=feats).logits
+    assert torch.allclose(fused, 0.3 * out.logits + 0.7 * head.head_logits(feats), atol=1e-5)
     assert learner.inference_split is None
+
+
+def test_head_reads_normalised_features_of_a_learner_with_an_adapter(tiny_backbone, classnames):
+    """CLIP-Adapter's scored features are not a tower output normalised: its head reads what it scores."""
+    from vlprompt.learners.clip_adapter import CLIPAdapter
+
+    learner = CLIPAdapter(tiny_backbone, classnames)
+    assert not learner.exposes_tower_outputs and CoOp(tiny_backbone, classnames, n_ctx=2).exposes_tower_outputs
+    ctx = TrainContext(learner=learner)
+    DePT().setup(ctx)
+    feats = torch.randn(3, tiny_backbone.embed_dim)
+    out = learner(features=feats)
+    assert out.raw_image_features is None and out.raw_text_features is None
+    view = learner.for_classes(list(classnames))
+    view.set_inference_split("base")
+    expected = 0.3 * out.logits + 0.7 * learner.head.head_logits(out.image_features)
+    assert torch.allclose(view(features=feats).logits, expected, atol=1e-5)
 
 
 def test_head_trains_at_its_lr_multiple_and_rides_in_the_artifact(tiny_backbone, classnames, tmp_path):
@@ -143,3 +165,21 @@ def test_coop_dept_base_to_new_run_records_both_numbers(tmp_path, image_folder_f
 def test_dept_is_refused_without_a_new_class_path():
     with pytest.raises(ConfigError, match="'dept' cannot be used with learner 'linear_probe'"):
         resolve_config(None, ["learner.name=linear_probe", "regularizers=[{name: dept}]"])
+
+
+def test_mmrl_applies_the_head_after_its_own_split_aware_path(tiny_backbone, classnames):
+    """MMRL scores by its own forward: told base, DePT's fusion is applied to MMRL's fused scores."""
+    from vlprompt.learners.mmrl import MMRL
+
+    learner = MMRL(tiny_backbone, classnames, first_block=2)
+    DePT().setup(TrainContext(learner=learner))
+    learner.eval()
+    images = torch.randn(2, 3, tiny_backbone.image_size, tiny_backbone.image_size)
+    features = learner.encode_images(images).detach()
+    view = learner.for_classes(list(classnames))
+    view.set_inference_split("base")
+    with torch.no_grad():
+        out = view(features=features)
+        mmrl_fused = 0.7 * out.extras["class_token_logits"] + 0.3 * out.extras["representation_logits"]
+        expected = 0.3 * mmrl_fused + 0.7 * learner.head.head_logits(out.image_features)
+    assert torch.allclose(out.logits, expected, atol=1e-5)

@@ -6,13 +6,8 @@ The official `CustomCLIP` of CoOp with DePT (its `_forward_base` training loss a
 `_forward_new` logits, the official `FiLM` of `trainers/elp_maple.py` and its `nn.Linear` head) runs
 unchanged on the same open_clip model, images and context, with the same random head tensors. Its CoOp
 parts are given vlprompt's (as in dekg.py: vlprompt's assembled prompt embeddings and the open_clip text
-tower). Two runs:
-
-- "normalised": the official towers' outputs are L2-normalised before the official code sees them, which
-  is what vlprompt's head reads (the learner's normalised features); both sides should agree to float
-  precision.
-- "unnormalised": the official code as it is, on the towers' raw outputs: the size of the one semantic
-  difference (docs/methods/dept.md).
+tower). The official code reads the towers' raw outputs, as vlprompt's head does for CoOp (the learner
+exposes them: `PromptLearner.exposes_tower_outputs`).
 
 Printed: the largest differences of the training loss, its gradients (context, cwT scales, linear head),
 and the logits told "base" (fused) and "new" (the learner's).
@@ -40,18 +35,6 @@ REPOSITORY_STAND_INS = {"plotnine": [], "trainers.optim": ["build_optimizer"],
                         "trainers.maple": ["MaPLe", "load_clip_to_cpu", "CustomCLIP"]}
 
 
-class Tower(nn.Module):
-    """A tower's output, optionally L2-normalised (the "normalised" run)."""
-
-    def __init__(self, encode, normalise: bool):
-        super().__init__()
-        self.encode, self.normalise = encode, normalise
-
-    def forward(self, *inputs):
-        out = self.encode(*inputs)
-        return F.normalize(out, dim=-1) if self.normalise else out
-
-
 def load_official(reference: Path):
     install_framework_stand_ins(REPOSITORY_STAND_INS)
     import sys
@@ -62,7 +45,7 @@ def load_official(reference: Path):
                            helpers={"trainers.elp_maple": root / "elp_maple.py"})
 
 
-def official_model(official, learner, backbone, weight: float, normalise: bool):
+def official_model(official, learner, backbone, weight: float):
     dim, classes = backbone.embed_dim, len(learner.classnames)
     model = official.CustomCLIP.__new__(official.CustomCLIP)
     nn.Module.__init__(model)
@@ -77,8 +60,8 @@ def official_model(official, learner, backbone, weight: float, normalise: bool):
             film.scale.add_(0.2 * torch.randn(dim, generator=generator))
             film.bias.add_(0.1 * torch.randn(dim, generator=generator))
     model.prompt_learner = PromptsOf(learner)
-    model.text_encoder = Tower(lambda prompts, tokenized: backbone.text(prompts, learner.tokens.eot), normalise)
-    model.image_encoder = Tower(backbone.model.visual, normalise)
+    model.text_encoder = lambda prompts, tokenized: backbone.text(prompts, learner.tokens.eot)
+    model.image_encoder = backbone.model.visual
     model.tokenized_prompts, model.logit_scale, model.dtype = None, backbone.model.logit_scale, torch.float32
     return model
 
@@ -93,8 +76,8 @@ def copy_head(model, head) -> None:
         head.linear.bias.copy_(model.linear_probe_proj.bias)
 
 
-def compare(official, learner, backbone, images, labels, weight: float, normalise: bool) -> None:
-    model = official_model(official, learner, backbone, weight, normalise)
+def compare(official, learner, backbone, images, labels, weight: float) -> None:
+    model = official_model(official, learner, backbone, weight)
     head = learner.head
     copy_head(model, head)
     ours_ctx = TrainContext(learner=learner)
@@ -143,10 +126,7 @@ def main() -> None:
     DePT(weight=args.weight).setup(TrainContext(learner=learner))
     print(f"backbone {args.backbone} ({args.pretrained}), {len(classnames)} classes, {len(images)} images, "
           f"weight {args.weight}")
-    for normalise in (True, False):
-        print("normalised tower outputs (what vlprompt's head reads):" if normalise
-              else "unnormalised tower outputs (the official code as it is):")
-        compare(official, learner, backbone, images, labels, args.weight, normalise)
+    compare(official, learner, backbone, images, labels, args.weight)
 
 
 if __name__ == "__main__":

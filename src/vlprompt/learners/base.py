@@ -31,6 +31,11 @@ class LearnerOutput:
     text_features: torch.Tensor  # (K, D) or (B, K, D) for per-image prompts, normalised
     #: further named outputs a capability promises (e.g. ``representation_logits``); empty for most learners
     extras: dict[str, torch.Tensor] = field(default_factory=dict)
+    #: the towers' outputs that ``image_features`` and ``text_features`` normalise, where the learner exposes
+    #: them (``PromptLearner.exposes_tower_outputs``; raw text is not recomputed under a fixed classifier):
+    #: what a head that reads unnormalised features takes (DePT's); None otherwise
+    raw_image_features: torch.Tensor | None = None
+    raw_text_features: torch.Tensor | None = None
 
 
 def clip_logits(image_features: torch.Tensor, text_features: torch.Tensor, logit_scale: torch.Tensor) -> torch.Tensor:
@@ -153,8 +158,27 @@ class PromptLearner(nn.Module):
         raise NotImplementedError
 
     def text_features(self, image_features: torch.Tensor | None = None) -> torch.Tensor:
-        """Normalised class text features (K, D); per-image learners return (B, K, D)."""
-        raise NotImplementedError
+        """Normalised class text features (K, D); per-image learners return (B, K, D). A learner overrides
+        this or, when its class features are the text tower's outputs normalised, ``class_text_outputs``."""
+        raw = self.class_text_outputs(image_features)
+        if raw is None:
+            raise NotImplementedError(f"{type(self).__name__} defines neither text_features nor class_text_outputs")
+        return F.normalize(raw, dim=-1)
+
+    def class_text_outputs(self, image_features: torch.Tensor | None = None) -> torch.Tensor | None:
+        """The text tower's outputs for the class prompts before normalisation, (K, D) or (B, K, D); None for
+        a learner whose class features are something else (a probe's weights, averaged templates)."""
+        return None
+
+    @property
+    def exposes_tower_outputs(self) -> bool:
+        """Whether the features this learner scores are CLIP's normalisation of tower outputs it can hand
+        out: the image tower's own (no adapter between) and ``class_text_outputs``. A head that reads
+        unnormalised features (DePT) reads those then, otherwise the normalised ones."""
+        cls = type(self)
+        return (cls.adapt_image_features is PromptLearner.adapt_image_features
+                and cls.class_text_outputs is not PromptLearner.class_text_outputs
+                and cls.text_features is PromptLearner.text_features)
 
     def fitted_tensors(self) -> dict[str, torch.Tensor]:
         """Tensors computed from the training set rather than trained (a cache model's keys and labels,
@@ -258,12 +282,23 @@ class PromptLearner(nn.Module):
                 raise ValueError("pass images or features")
             features = self.encode_images(images)
         image_features = self.adapt_image_features(features)
-        text = self.text_features(image_features) if self._fixed_text is None else self._fixed_text
+        raw_image = raw_text = None
+        if self.exposes_tower_outputs:
+            raw_image = features
+            if self._fixed_text is None:
+                raw_text = self.class_text_outputs(image_features)
+                text = F.normalize(raw_text, dim=-1)
+        if self._fixed_text is not None:
+            text = self._fixed_text
+        elif raw_text is None:
+            text = self.text_features(image_features)
         logits = self.scores(image_features, text)
         if self.head is not None:  # reads the pooled feature of a learner with region tokens
-            pooled = image_features[:, 0] if self.uses_image_tokens else image_features
+            head_input = raw_image if raw_image is not None else image_features
+            pooled = head_input[:, 0] if self.uses_image_tokens else head_input
             logits = self.head.adjust(logits, pooled, self.classnames, self.inference_split)
-        return LearnerOutput(logits=logits, image_features=image_features, text_features=text)
+        return LearnerOutput(logits=logits, image_features=image_features, text_features=text,
+                             raw_image_features=raw_image, raw_text_features=raw_text)
 
     def train(self, mode: bool = True):
         super().train(mode)

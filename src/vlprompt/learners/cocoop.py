@@ -10,7 +10,6 @@ from dataclasses import dataclass
 from typing import Literal
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from vlprompt.backbones import Backbone
@@ -75,8 +74,8 @@ class CoCoOp(PromptLearner):
         """(B, M, W): the shared context plus the meta-net's shift of each normalised image feature."""
         return self.ctx.unsqueeze(0) + self.meta_net(image_features.to(self.ctx.dtype)).unsqueeze(1)
 
-    def text_features(self, image_features: torch.Tensor | None = None) -> torch.Tensor:
-        """(B, K, D): each image's prompts for every class.
+    def class_text_outputs(self, image_features: torch.Tensor | None = None) -> torch.Tensor:
+        """(B, K, D), unnormalised: each image's prompts for every class.
 
         With the class name at the end, an image's start token and context form a prefix shared by
         all its class prompts: it is encoded once per image and the class suffixes against it
@@ -92,4 +91,4 @@ class CoCoOp(PromptLearner):
             features = encode_shared_prefix(tower, prefixes, self.tokens.token_suffix, self.tokens.eot)
         else:
             features = torch.stack([tower(self.tokens.assemble(ctx), self.tokens.eot) for ctx in contexts])
-        return F.normalize(features, dim=-1)
+        return features

@@ -7,7 +7,6 @@ from dataclasses import dataclass, replace
 from typing import Literal
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from vlprompt.backbones import Backbone
@@ -149,5 +148,5 @@ class CoOp(PromptLearner):
         return encode_in_chunks(lambda a, b: tower(self.tokens.assemble(ctx, a, b), self.tokens.eot[a:b]),
                                 len(self.tokens), self.text_chunk)
 
-    def text_features(self, image_features=None) -> torch.Tensor:
-        return F.normalize(self.encode_context(self.ctx), dim=-1)
+    def class_text_outputs(self, image_features=None) -> torch.Tensor:
+        return self.encode_context(self.ctx)

@@ -1,10 +1,11 @@
 """Heads: trained tensors that a plug-in method attaches to any learner to change its base-class logits.
 
-A head sits after the learner's own classifier: ``PromptLearner.forward`` hands it the learner's logits
-and the normalised features they came from, with the split the evaluation told the learner (None when
-not told, and always during training). A head is built for the classes it was trained on; it adds the
-``split_aware_inference`` capability to its learner. Heads are rebuilt from artifacts by the fixed name
-table ``HEADS`` (a file never chooses code).
+A head sits after the learner's own classifier: ``PromptLearner.forward`` hands it the learner's logits,
+the image features they came from (the tower's raw output where the learner exposes it, as
+``PromptLearner.exposes_tower_outputs`` says; the normalised feature otherwise) and the split the
+evaluation told the learner (None when not told, and always during training). A head is built for the
+classes it was trained on; it adds the ``split_aware_inference`` capability to its learner. Heads are
+rebuilt from artifacts by the fixed name table ``HEADS`` (a file never chooses code).
 
 DePT (Zhang et al., CVPR 2024, "DePT: Decoupled Prompt Tuning"): a channel-wise transform of the image and
 of the class text features (cwT, a learned scale and shift per channel, from 1 and 0) feeding a linear

@@ -14,7 +14,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from vlprompt.backbones import Backbone
@@ -102,9 +101,9 @@ class IVLP(PromptLearner):
         deep = {int(j): p for j, p in self.deep_vision.items()}
         return encode_image_deep(self.backbone.visual, images, self.vision_ctx, deep)
 
-    def text_features(self, image_features: torch.Tensor | None = None) -> torch.Tensor:
+    def class_text_outputs(self, image_features: torch.Tensor | None = None) -> torch.Tensor:
         deep = {int(j): p for j, p in self.deep_text.items()}
         features = encode_in_chunks(
             lambda a, b: encode_text_deep(self.backbone.text, self.tokens.assemble(self.ctx, a, b), self.tokens.eot[a:b],
                                           deep), len(self.tokens), self.text_chunk)
-        return F.normalize(features, dim=-1)
+        return features

@@ -13,7 +13,6 @@ import copy
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from vlprompt.backbones import Backbone
@@ -96,10 +95,10 @@ class MaPLe(PromptLearner):
         shallow, *deep = self.vision_prompts()
         return encode_image_deep(self.backbone.visual, images, shallow, dict(enumerate(deep, start=1)))
 
-    def text_features(self, image_features: torch.Tensor | None = None) -> torch.Tensor:
+    def class_text_outputs(self, image_features: torch.Tensor | None = None) -> torch.Tensor:
         shallow, *deep = self.text_prompts()
         by_block = dict(enumerate(deep, start=1))
         features = encode_in_chunks(
             lambda a, b: encode_text_deep(self.backbone.text, self.tokens.assemble(shallow, a, b), self.tokens.eot[a:b],
                                           by_block), len(self.tokens), self.text_chunk)
-        return F.normalize(features, dim=-1)
+        return features

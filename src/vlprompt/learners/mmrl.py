@@ -229,5 +229,7 @@ class MMRL(PromptLearner):
         scores = logits
         if self.split == "base" and not self.training:
             scores = self.alpha * logits + (1 - self.alpha) * rep_logits
+        if self.head is not None:  # a plug-in head (mmrl+dept) adjusts the scores of the path chosen above
+            scores = self.head.adjust(scores, class_token, self.classnames, self.split)
         return LearnerOutput(logits=scores, image_features=class_token, text_features=text,
                              extras={"class_token_logits": logits, "representation_logits": rep_logits})

@@ -13,7 +13,6 @@ from collections import OrderedDict
 from dataclasses import dataclass, replace
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from vlprompt.backbones import Backbone
@@ -128,5 +127,5 @@ class TCP(PromptLearner):
                                               self.layer, tokens[a:b], start=1, mix=self.mix),
             len(self.tokens), self.text_chunk)
 
-    def text_features(self, image_features=None) -> torch.Tensor:
-        return F.normalize(self.encode_context(self.ctx), dim=-1)
+    def class_text_outputs(self, image_features=None) -> torch.Tensor:
+        return self.encode_context(self.ctx)

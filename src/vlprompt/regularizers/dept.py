@@ -70,6 +70,10 @@ class DePT(Regularizer):
     def extra_loss(self, ctx: TrainContext, outputs: LearnerOutput, batch: dict) -> dict[str, torch.Tensor]:
         labels = batch["labels"]
         head = ctx.learner.head
-        ce_head = head.training_loss(outputs.image_features, outputs.text_features, labels)
+        # the towers' raw outputs, as the official head reads them, where the learner exposes them
+        raw = outputs.raw_image_features is not None and outputs.raw_text_features is not None
+        image = outputs.raw_image_features if raw else outputs.image_features
+        text = outputs.raw_text_features if raw else outputs.text_features
+        ce_head = head.training_loss(image, text, labels)
         ce_learner = F.cross_entropy(outputs.logits.float(), labels)
         return {"dept": self.config.weight * (ce_head - ce_learner)}
