@@ -23,7 +23,7 @@ from vlprompt.learners.zeroshot import zero_shot_text_features
 from vlprompt.protocols.common import ProtocolRequest
 from vlprompt.protocols.protocol import run_protocol
 from vlprompt.report.html import write_report
-from vlprompt.sweep.registry import Registry
+from vlprompt.sweep.registry import RunRegistry
 
 MARK = "told base/new at test time"
 
@@ -109,7 +109,7 @@ def test_split_aware_learner_records_both_numbers_and_the_report_marks_its_rows(
                                      rows["toy_told"][3], f"{harmonic_mean(b, n):.2f}"]
     assert rows["toy_told"][2] == f"{statistics.mean(agnostic_base):.2f} ± {statistics.stdev(agnostic_base):.2f}"
 
-    reg = Registry(out / "registry.sqlite")  # what a sweep records, so the report groups the protocol's rows
+    reg = RunRegistry(out / "registry.sqlite")  # what a sweep records, so the report groups the protocol's rows
     try:
         reg.add(result.plans)
         for plan, r in zip(result.plans, result.results):
