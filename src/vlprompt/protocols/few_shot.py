@@ -70,7 +70,9 @@ class FewShot(Protocol):
         """Shot counts in increasing order, whichever order the registry holds the runs in."""
         shots = sorted(unique(p.keys["shots"] for p in plans))
         missing = missing_runs(plans, [setting_key({"shots": k}) for k in shots])
-        return [ProtocolTable(self.name, self.title, missing=missing) if missing else self._table(plans, results, shots)]
+        if missing:
+            return [ProtocolTable(self.name, self.title, missing=missing)]
+        return [self._table(plans, results, shots)]
 
     def _table(self, plans: list[RunPlan], results: list[dict], shots: list[int]) -> ProtocolTable:
         methods, datasets = unique(p.method for p in plans), unique(p.dataset for p in plans)

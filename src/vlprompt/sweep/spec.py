@@ -90,7 +90,8 @@ def expand(spec: dict, out: str | Path | None = None, source: str = "spec") -> t
     if protocol is None:
         return out_dir, _grid(spec, preset, overrides, methods, datasets, seeds, out_dir, source)
     if not isinstance(protocol, str) or protocol not in PROTOCOLS:
-        raise ConfigError(f"{source}: protocol {protocol!r} is not known; choose one of: {', '.join(PROTOCOLS.names())}")
+        raise ConfigError(f"{source}: protocol {protocol!r} is not known; choose one of: "
+                          f"{', '.join(PROTOCOLS.names())}")
     if "grid" in spec:
         raise ConfigError(f"{source}: grid: is for grid specs; a protocol spec takes overrides: only")
     request = ProtocolRequest(methods, seeds, spec.get("preset", "world-demo"), datasets=datasets, overrides=overrides,
