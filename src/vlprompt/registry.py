@@ -54,6 +54,10 @@ class Registry(Generic[T]):
     def items(self) -> list[tuple[str, T]]:
         return [(n, self._entries[n]) for n in self.names()]
 
+    def in_registration_order(self) -> list[tuple[str, T]]:
+        """(name, entry) in the order they were registered, for lookups where the first match wins."""
+        return list(self._entries.items())
+
     def __contains__(self, name: object) -> bool:
         return name in self._entries
 

@@ -19,12 +19,14 @@ from vlprompt.protocols.protocol import Figure, Protocol, ProtocolTable, registe
 
 
 def plan_base_to_new(methods, datasets, seeds, preset: dict, overrides=(), out_dir=Path("runs/base2new"),
-                     imbalance_ratio: float | None = None) -> list[RunPlan]:
+                     imbalance_ratio: float | None = None, protocol: str = "base_to_new") -> list[RunPlan]:
+    """Each (dataset, method, seed) on the base classes; with ``imbalance_ratio``, downsampled and keyed by
+    it, for the protocol named ``protocol`` (the imbalanced one plans through here)."""
     data = {"subsample": "base", "eval_subsets": ["base", "new"]}
-    keys, protocol = {}, "base_to_new"
+    keys = {}
     if imbalance_ratio is not None:
         data["imbalance_ratio"] = imbalance_ratio
-        keys, protocol = {"ratio": imbalance_ratio}, "imbalanced"
+        keys = {"ratio": imbalance_ratio}
     return [
         RunPlan(m, d, s, method_config(m, preset, list(overrides), data={**data, "dataset": d},
                                        train={"seed": s}, output_dir=str(out_dir / "runs")),
@@ -111,6 +113,11 @@ class BaseToNew(Protocol):
 
     name = "base_to_new"
     title = "Base-to-new generalisation"
+    paper_comparison = "base_new"
+
+    def claims(self, dataset: str, config: dict, results: dict) -> bool:
+        data = config.get("data") or {}
+        return not data.get("eval_datasets") and {"base", "new"} <= set(data.get("eval_subsets") or results["metrics"])
 
     def plan(self, request: ProtocolRequest) -> list[RunPlan]:
         return [p for d in request.datasets

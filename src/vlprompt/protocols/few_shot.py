@@ -54,6 +54,10 @@ class FewShot(Protocol):
     name = "few_shot"
     title = "Few-shot classification"
     takes = needs = ("shots",)
+    paper_comparison = "shots"
+
+    def claims(self, dataset: str, config: dict, results: dict) -> bool:
+        return not (config.get("data") or {}).get("eval_datasets") and "all" in results["metrics"]
 
     def plan(self, request: ProtocolRequest) -> list[RunPlan]:
         if not request.shots:

@@ -33,7 +33,8 @@ class Imbalanced(Protocol):
             raise ConfigError("give at least one imbalance ratio, e.g. --ratios 1,0.25,0.0625")
         return [p for ratio in request.ratios for d in request.datasets
                 for p in plan_base_to_new(request.methods, [d], request.seeds, request.preset_dict,
-                                          request.overrides_for(d), request.out_dir, imbalance_ratio=ratio)]
+                                          request.overrides_for(d), request.out_dir, imbalance_ratio=ratio,
+                                          protocol=self.name)]
 
     def table(self, plans: list[RunPlan], results: list[dict]) -> ProtocolTable:
         header, rows = [], []

@@ -63,6 +63,9 @@ class Protocol:
     needs: tuple[str, ...] = ()
     #: tables of per-run analyses written beside its table, by kind (report/ writes each kind)
     analysis_tables: tuple[str, ...] = ()
+    #: the shape of its table in the papers ("base_new", "shots", "transfer"), by which the report sets
+    #: measured numbers beside published ones; None when no paper publishes such a table
+    paper_comparison: str | None = None
 
     def plan(self, request: ProtocolRequest) -> list[RunPlan]:
         """Every run the request asks for, each with the keys its result is grouped by."""
@@ -76,6 +79,12 @@ class Protocol:
         """The report's tables of the finished runs a registry holds: the table, or the runs it still needs."""
         missing = missing_runs(plans)
         return [ProtocolTable(self.name, self.title, missing=missing) if missing else self.table(plans, results)]
+
+    def claims(self, dataset: str, config: dict, results: dict) -> bool:
+        """Whether a run found without a registry (so with no protocol recorded) is one of this protocol's,
+        judged by its dataset, config and results; the report asks the protocols in the order they were
+        registered and the first that claims the run wins. By default none is claimed."""
+        return False
 
     def run(self, request: ProtocolRequest) -> ProtocolResult:
         """Plan, execute the runs not finished yet, and build the table."""
