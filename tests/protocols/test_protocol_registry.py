@@ -1,6 +1,7 @@
 """Protocols are registered objects: every registered protocol plans the same runs through a sweep spec as
-directly, unknown names are refused with the valid ones, and a protocol defined here (not in vlprompt)
-is planned by sweep specs, run, written and reported like a built-in one, figure included."""
+directly, unknown names are refused with the valid ones, a run found without a registry is claimed by the
+protocol that planned it, and a protocol defined here (not in vlprompt) is planned by sweep specs, run,
+written and reported like a built-in one, figure included."""
 
 from __future__ import annotations
 
@@ -31,7 +32,9 @@ from vlprompt.protocols.protocol import (
 from vlprompt.protocols.reproduce import reproduce_spec
 from vlprompt.report.figures import FIGURES
 from vlprompt.report.html import write_report
+from vlprompt.report.paper_tables import protocol_of
 from vlprompt.report.protocol_outputs import write_protocol_result
+from vlprompt.report.sources import load_rows
 from vlprompt.sweep.runner import run_sweep
 from vlprompt.sweep.spec import load_spec
 
@@ -182,3 +185,20 @@ def test_a_protocol_registered_outside_vlprompt_is_swept_written_and_reported(wo
 def test_a_protocol_name_is_registered_once(worst_seed):
     with pytest.raises(ValueError, match="protocol 'toy_worst_seed' is registered twice"):
         register_protocol(WorstSeed())
+
+
+@pytest.mark.parametrize("name", [n for n, p in PROTOCOLS.in_registration_order() if p.paper_comparison])
+def test_a_run_found_without_a_registry_is_claimed_by_the_protocol_that_planned_it(name, tmp_path):
+    """The papers' comparison reads a folder of runs by asking the protocols which one each run is."""
+    request = ProtocolRequest(["coop"], [1], "world-demo", datasets=["world:objects"], out_dir=tmp_path)
+    plan = PROTOCOLS.get(name).plan(request)[0]
+    config = plan.config.to_dict()
+    metrics = {s: {"accuracy": 50.0} for s in plan.config.data.eval_subsets}
+    metrics["datasets"] = {t: {"accuracy": 40.0} for t in plan.config.data.eval_datasets}
+    plan.run_dir.mkdir(parents=True)
+    (plan.run_dir / "config.yaml").write_text(yaml.safe_dump(config))
+    (plan.run_dir / "results.json").write_text(json.dumps({
+        "method": "coop", "regularizers": [], "dataset": "world:objects", "seed": 1, "run_id": plan.config.run_id(),
+        "shots": plan.config.data.shots, "metrics": metrics}))
+    (row,) = load_rows(tmp_path)
+    assert row.protocol is None and protocol_of(row) == name
