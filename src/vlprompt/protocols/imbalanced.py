@@ -7,17 +7,7 @@ from __future__ import annotations
 from vlprompt.errors import ConfigError
 from vlprompt.protocols.base_to_new import base_to_new_table, plan_base_to_new
 from vlprompt.protocols.common import ProtocolRequest, RunPlan
-from vlprompt.protocols.protocol import Protocol, ProtocolTable, missing_runs, register_protocol
-
-
-def by_ratio(plans: list[RunPlan], results: list[dict]) -> dict[float, tuple[list[RunPlan], list[dict]]]:
-    """Ratio -> its plans and results, ratios in plan order."""
-    groups: dict[float, tuple[list[RunPlan], list[dict]]] = {}
-    for plan, result in zip(plans, results):
-        mine = groups.setdefault(plan.keys["ratio"], ([], []))
-        mine[0].append(plan)
-        mine[1].append(result)
-    return groups
+from vlprompt.protocols.protocol import Protocol, ProtocolTable, group_runs, missing_runs, register_protocol
 
 
 class Imbalanced(Protocol):
@@ -38,7 +28,7 @@ class Imbalanced(Protocol):
 
     def table(self, plans: list[RunPlan], results: list[dict]) -> ProtocolTable:
         header, rows = [], []
-        for ratio, (mine, theirs) in by_ratio(plans, results).items():
+        for ratio, (mine, theirs) in group_runs(plans, results, lambda p: p.keys["ratio"]).items():
             block = base_to_new_table(mine, theirs, self.name, self.title)
             header = ["Ratio"] + block.header
             rows += [[f"{ratio:g}"] + r for r in block.rows + block.footer]
@@ -46,7 +36,7 @@ class Imbalanced(Protocol):
 
     def report_tables(self, plans: list[RunPlan], results: list[dict]) -> list[ProtocolTable]:
         tables = []
-        for ratio, (mine, theirs) in by_ratio(plans, results).items():
+        for ratio, (mine, theirs) in group_runs(plans, results, lambda p: p.keys["ratio"]).items():
             name, title = f"{self.name}_{ratio:g}", f"{self.title}, ratio {ratio:g}"
             missing = missing_runs(mine)
             tables.append(ProtocolTable(name, title, missing=missing) if missing

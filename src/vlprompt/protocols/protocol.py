@@ -128,6 +128,16 @@ def missing_runs(plans: list[RunPlan], settings: list[str] | None = None) -> lis
             for s in settings if (d, m, s) not in have]
 
 
+def group_runs(plans: list[RunPlan], results: list[dict], key) -> dict:
+    """``key(plan)`` -> (its plans, their results), groups in order of first appearance."""
+    groups: dict = {}
+    for plan, result in zip(plans, results):
+        mine = groups.setdefault(key(plan), ([], []))
+        mine[0].append(plan)
+        mine[1].append(result)
+    return groups
+
+
 def split_average(rows: list[list]) -> tuple[list[list], list[list]]:
     """(rows, footer): the rows whose first cell is "Average" go to the footer."""
     return [r for r in rows if r[0] != "Average"], [r for r in rows if r[0] == "Average"]

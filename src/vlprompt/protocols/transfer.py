@@ -8,7 +8,7 @@ from pathlib import Path
 
 from vlprompt.errors import ConfigError
 from vlprompt.protocols.common import ProtocolRequest, RunPlan, accuracy, method_config, seed_stats
-from vlprompt.protocols.protocol import Protocol, ProtocolTable, register_protocol, unique
+from vlprompt.protocols.protocol import Protocol, ProtocolTable, group_runs, register_protocol, unique
 
 DG_TARGETS = {
     "imagenet": ["imagenetv2", "imagenet_sketch", "imagenet_a", "imagenet_r"],
@@ -88,12 +88,8 @@ class Transfer(Protocol):
 
     def report_tables(self, plans: list[RunPlan], results: list[dict]) -> list[ProtocolTable]:
         """One table per source and targets, named after the source."""
-        groups: dict[tuple, tuple[list[RunPlan], list[dict]]] = {}
-        for plan, result in zip(plans, results):
-            mine = groups.setdefault((plan.dataset, tuple(plan.config.data.eval_datasets)), ([], []))
-            mine[0].append(plan)
-            mine[1].append(result)
         tables = []
+        groups = group_runs(plans, results, lambda p: (p.dataset, tuple(p.config.data.eval_datasets)))
         for (source, _), (mine, theirs) in groups.items():
             table = self.table(mine, theirs)
             table.name, table.title = f"{self.name}_{file_stem(source)}", f"{self.title} from {source}"
