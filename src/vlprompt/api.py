@@ -28,7 +28,7 @@ from vlprompt.learners.capabilities import Capability
 from vlprompt.learners.export import export_classifier
 from vlprompt.learners.official_import import import_official
 from vlprompt.learners.registry import LEARNERS, build_learner, list_learners
-from vlprompt.protocols.common import list_protocols
+from vlprompt.protocols.protocol import list_protocols
 from vlprompt.regularizers.base import Regularizer
 from vlprompt.regularizers.composition import check_composition, composition_matrix
 from vlprompt.regularizers.registry import REGULARIZERS, build_regularizer, list_regularizers

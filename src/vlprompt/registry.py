@@ -1,8 +1,9 @@
 """One registry mechanism for everything a config or the command line names: learners,
-regularizers, datasets, protocols and backbones.
+regularizers, datasets, protocols and backbones (and, in the report, figure and analysis table kinds).
 
 A registry maps a name to an object (usually a class) and refuses unknown names with the valid
-ones, so every ``name=...`` setting gets the same clear error.
+ones, so every ``name=...`` setting gets the same clear error. (The run registry of sweeps, a SQLite
+file of runs, is another thing: ``sweep.registry.RunRegistry``.)
 """
 
 from __future__ import annotations
@@ -52,6 +53,10 @@ class Registry(Generic[T]):
 
     def items(self) -> list[tuple[str, T]]:
         return [(n, self._entries[n]) for n in self.names()]
+
+    def in_registration_order(self) -> list[tuple[str, T]]:
+        """(name, entry) in the order they were registered, for lookups where the first match wins."""
+        return list(self._entries.items())
 
     def __contains__(self, name: object) -> bool:
         return name in self._entries

@@ -20,9 +20,10 @@ from vlprompt.learners.base import PromptLearner
 from vlprompt.learners.capabilities import Capability
 from vlprompt.learners.registry import LEARNERS, register_learner
 from vlprompt.learners.zeroshot import zero_shot_text_features
-from vlprompt.protocols.common import ProtocolRequest, run_protocol
+from vlprompt.protocols.common import ProtocolRequest
+from vlprompt.protocols.protocol import run_protocol
 from vlprompt.report.html import write_report
-from vlprompt.sweep.registry import Registry
+from vlprompt.sweep.registry import RunRegistry
 
 MARK = "told base/new at test time"
 
@@ -99,8 +100,8 @@ def test_split_aware_learner_records_both_numbers_and_the_report_marks_its_rows(
         assert "split_aware_harmonic_mean" not in r["metrics"]
 
     header = ["Dataset", "Method", "Base", "New", "H", "Inference", "Base (told)", "New (told)", "H (told)", "Seeds"]
-    assert result.header == header
-    rows = {row[1]: row for row in result.rows}
+    assert result.table.header == header and not result.table.footer  # one dataset: no average rows
+    rows = {row[1]: row for row in result.table.rows}
     assert rows["zeroshot"][5:9] == ["split-agnostic", "", "", ""]
     b, n = statistics.mean(told_base), statistics.mean(
         r["metrics"]["new"]["split_aware"]["accuracy"] for r in by_method["toy_told"])
@@ -108,7 +109,7 @@ def test_split_aware_learner_records_both_numbers_and_the_report_marks_its_rows(
                                      rows["toy_told"][3], f"{harmonic_mean(b, n):.2f}"]
     assert rows["toy_told"][2] == f"{statistics.mean(agnostic_base):.2f} ± {statistics.stdev(agnostic_base):.2f}"
 
-    reg = Registry(out / "registry.sqlite")  # what a sweep records, so the report groups the protocol's rows
+    reg = RunRegistry(out / "registry.sqlite")  # what a sweep records, so the report groups the protocol's rows
     try:
         reg.add(result.plans)
         for plan, r in zip(result.plans, result.results):
@@ -117,7 +118,7 @@ def test_split_aware_learner_records_both_numbers_and_the_report_marks_its_rows(
         reg.close()
     index = write_report(out, tmp_path / "report")
     page = parse(index)
-    assert page.tables[0] == [header, *[[str(c) for c in row] for row in result.rows]]
+    assert page.tables[0] == [header, *[[str(c) for c in row] for row in result.table.rows]]
     with open(index.parent / "csv" / "base_to_new.csv") as f:
         assert list(csv.reader(f))[0] == header
     (raw_file,) = (index.parent / "csv").glob("raw_*.csv")

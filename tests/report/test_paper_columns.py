@@ -21,7 +21,7 @@ from vlprompt.protocols.few_shot import plan_few_shot
 from vlprompt.protocols.transfer import CROSS_DATASET_TARGETS, DG_TARGETS, plan_transfer
 from vlprompt.report.html import write_report
 from vlprompt.report.published import PUBLISHED_DIR, differences, load_published
-from vlprompt.sweep.registry import Registry
+from vlprompt.sweep.registry import RunRegistry
 
 ELEVEN = ["imagenet", *CROSS_DATASET_TARGETS["imagenet"]]
 # CoOp's base-to-new row (CoCoOp paper) and KgCoOp's, Base / New / H (published-numbers.md §4.2)
@@ -39,7 +39,7 @@ def measured(paper: tuple, seed: int) -> tuple[float, float]:
     return paper[0] + SEED_OFFSETS[seed][0], paper[1] + SEED_OFFSETS[seed][1]
 
 
-def finish(reg: Registry, plan, base: float, new: float, extra: dict | None = None) -> None:
+def finish(reg: RunRegistry, plan, base: float, new: float, extra: dict | None = None) -> None:
     """What ``run_experiment`` leaves in a finished run directory, and the registry row it finishes."""
     config = plan.config
     run_dir = plan.run_dir
@@ -79,7 +79,7 @@ def write_fixture_report(root: Path) -> Path:
     # CoOp on RN50 trained on ImageNet: Nemesis' table of CoOp on RN50 is chosen over the ViT-B/16 one
     dg = plan_transfer("domain_generalization", ["coop"], "imagenet", [1], DG_TARGETS["imagenet"],
                        load_preset("coop-fewshot-rn50"), out_dir=out)
-    reg = Registry(out)
+    reg = RunRegistry(out)
     try:
         reg.add(plans + kgcoop + rn50 + world + cross + few + dg)
         for p in plans:

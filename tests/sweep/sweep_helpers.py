@@ -44,7 +44,7 @@ def start(*args, log: Path | None = None, **environment) -> subprocess.Popen:
 
 
 def registry_rows(out: Path) -> list[dict]:
-    """The registry read with plain sqlite3, independently of the library's Registry class."""
+    """The registry read with plain sqlite3, independently of the library's RunRegistry class."""
     with sqlite3.connect(out / "registry.sqlite") as db:
         db.row_factory = sqlite3.Row
         return [dict(r) for r in db.execute("SELECT * FROM runs ORDER BY rowid")]
@@ -61,9 +61,9 @@ def epochs_trained(run_dir: Path) -> list[int]:
 def claim_all(path: str, ids: list[str], queue) -> None:
     """Claim and finish specs until none is left; put the claimed ids on ``queue``. Kept here, away from
     torch-importing modules, so that spawned processes start fast."""
-    from vlprompt.sweep.registry import Registry
+    from vlprompt.sweep.registry import RunRegistry
 
-    registry = Registry(path)
+    registry = RunRegistry(path)
     mine = []
     while (row := registry.claim(ids)) is not None:
         mine.append(row.spec_id)

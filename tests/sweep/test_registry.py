@@ -12,7 +12,7 @@ from pathlib import Path
 from sweep_helpers import claim_all
 
 from vlprompt.engine.config import RunConfig
-from vlprompt.sweep.registry import Registry, host_name, process_alive, process_start
+from vlprompt.sweep.registry import RunRegistry, host_name, process_alive, process_start
 
 
 @dataclass
@@ -37,7 +37,7 @@ def specs(n: int, tmp: Path) -> list[Spec]:
 def test_processes_claiming_at_once_get_each_spec_exactly_once(tmp_path):
     path = tmp_path / "registry.sqlite"
     todo = specs(60, tmp_path)
-    Registry(path).add(todo)
+    RunRegistry(path).add(todo)
     ids = [s.spec_id for s in todo]
     ctx = multiprocessing.get_context("spawn")
     queue = ctx.Queue()
@@ -49,14 +49,14 @@ def test_processes_claiming_at_once_get_each_spec_exactly_once(tmp_path):
         w.join(timeout=60)
     flat = [i for mine in claimed for i in mine]
     assert sorted(flat) == ids  # every spec once, none twice
-    rows = Registry(path).rows()
+    rows = RunRegistry(path).rows()
     assert all(r.state == "done" and r.attempts == 1 for r in rows)
     by = {r.spec_id: r.results["by"] for r in rows}
     assert all(by[i] == r.pid for i, r in zip(ids, rows))  # recorded by the process that claimed it
 
 
 def test_running_rows_of_dead_or_reused_pids_are_claimed_again(tmp_path):
-    registry = Registry(tmp_path / "registry.sqlite")
+    registry = RunRegistry(tmp_path / "registry.sqlite")
     registry.add(specs(3, tmp_path))
     ids = ["spec000", "spec001", "spec002"]
     gone = subprocess.Popen([sys.executable, "-c", "pass"])

@@ -283,7 +283,7 @@ def cmd_list(args) -> int:
     if args.what == "methods":
         print(methods_matrix())
     elif args.what == "protocols":
-        from vlprompt.protocols.common import list_protocols
+        from vlprompt.protocols.protocol import list_protocols
 
         print("\n".join(list_protocols()))
     elif args.what == "backbones":
@@ -395,7 +395,8 @@ def _numbers(cast):
 
 def cmd_run(args) -> int:
     from vlprompt.engine.config import load_preset
-    from vlprompt.protocols.common import PROTOCOLS, ProtocolRequest, run_protocol
+    from vlprompt.protocols.common import ProtocolRequest
+    from vlprompt.protocols.protocol import PROTOCOLS, run_protocol
     from vlprompt.report.protocol_outputs import write_protocol_result
     from vlprompt.sweep.runner import protocol_executor
 
@@ -413,7 +414,8 @@ def cmd_run(args) -> int:
 def cmd_demo(args) -> int:
     import time
 
-    from vlprompt.protocols.common import ProtocolRequest, run_protocol
+    from vlprompt.protocols.common import ProtocolRequest
+    from vlprompt.protocols.protocol import run_protocol
     from vlprompt.report.html import write_report
     from vlprompt.report.protocol_outputs import write_protocol_result
     from vlprompt.sweep.runner import protocol_executor

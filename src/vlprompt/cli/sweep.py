@@ -74,10 +74,10 @@ def cmd_run(args) -> int:
 
 
 def cmd_status(args) -> int:
-    from vlprompt.sweep.registry import Registry, process_alive
+    from vlprompt.sweep.registry import RunRegistry, process_alive
     from vlprompt.sweep.runner import record_orphans, stale_rows
 
-    registry = Registry(_registry_of(args.where), create=False)
+    registry = RunRegistry(_registry_of(args.where), create=False)
     try:
         record_orphans(registry)
         rows = registry.rows()

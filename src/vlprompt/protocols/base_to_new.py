@@ -14,25 +14,19 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from vlprompt.protocols.common import (
-    ProtocolRequest,
-    ProtocolResult,
-    RunPlan,
-    b_n_h,
-    execute,
-    method_config,
-    register_protocol,
-    seed_stats,
-)
+from vlprompt.protocols.common import ProtocolRequest, RunPlan, b_n_h, method_config, seed_stats
+from vlprompt.protocols.protocol import Figure, Protocol, ProtocolTable, register_protocol, split_average, unique
 
 
 def plan_base_to_new(methods, datasets, seeds, preset: dict, overrides=(), out_dir=Path("runs/base2new"),
-                     imbalance_ratio: float | None = None) -> list[RunPlan]:
+                     imbalance_ratio: float | None = None, protocol: str = "base_to_new") -> list[RunPlan]:
+    """Each (dataset, method, seed) on the base classes; with ``imbalance_ratio``, downsampled and keyed by
+    it, for the protocol named ``protocol`` (the imbalanced one plans through here)."""
     data = {"subsample": "base", "eval_subsets": ["base", "new"]}
-    keys, protocol = {}, "base_to_new"
+    keys = {}
     if imbalance_ratio is not None:
         data["imbalance_ratio"] = imbalance_ratio
-        keys, protocol = {"ratio": imbalance_ratio}, "imbalanced"
+        keys = {"ratio": imbalance_ratio}
     return [
         RunPlan(m, d, s, method_config(m, preset, list(overrides), data={**data, "dataset": d},
                                        train={"seed": s}, output_dir=str(out_dir / "runs")),
@@ -77,7 +71,7 @@ def base_new_means(accuracies: dict, methods, datasets) -> dict[str, dict[str, t
     return panels
 
 
-def base_to_new_table(accuracies: dict, methods, datasets, told: dict | None = None) -> tuple[list[str], list[list]]:
+def base_to_new_rows(accuracies: dict, methods, datasets, told: dict | None = None) -> tuple[list[str], list[list]]:
     """B, N, H per (dataset, method) and their average; when some method is split-aware (``told``, from
     ``told_accuracies``), a column marks its rows and its told B, N, H stand beside the split-agnostic ones."""
     header = ["Dataset", "Method", "Base", "New", "H", "Seeds"]
@@ -104,14 +98,34 @@ def base_to_new_table(accuracies: dict, methods, datasets, told: dict | None = N
     return header[:5] + ["Inference", "Base (told)", "New (told)", "H (told)"] + header[5:], [beside(r) for r in rows]
 
 
-@register_protocol("base_to_new")
-def run_base_to_new(request: ProtocolRequest) -> ProtocolResult:
-    """Run every (dataset, method, seed), skipping finished runs; the table and the bars' panels."""
-    methods, datasets = request.methods, request.datasets
-    plans = plan_base_to_new(methods, datasets, request.seeds, request.preset_dict, request.overrides,
-                             request.out_dir)
-    results = execute(plans, request)
+def base_to_new_table(plans: list[RunPlan], results: list[dict], name: str, title: str) -> ProtocolTable:
+    """The table of base-to-new runs (with split-aware columns when a method is told the split) and its bars."""
+    methods, datasets = unique(p.method for p in plans), unique(p.dataset for p in plans)
     accuracies = base_new_accuracies(plans, results, methods, datasets)
-    header, rows = base_to_new_table(accuracies, methods, datasets, told_accuracies(plans, results, methods, datasets))
-    return ProtocolResult("base_to_new", header, rows, figure="base_to_new",
-                          panels=base_new_means(accuracies, methods, datasets), results=results, plans=plans)
+    header, rows = base_to_new_rows(accuracies, methods, datasets, told_accuracies(plans, results, methods, datasets))
+    body, footer = split_average(rows)
+    return ProtocolTable(name, title, header, body, footer,
+                         figure=Figure("base_new_bars", base_new_means(accuracies, methods, datasets)))
+
+
+class BaseToNew(Protocol):
+    """Every (dataset, method, seed) trained on the base classes; the table and the bars of B, N, H."""
+
+    name = "base_to_new"
+    title = "Base-to-new generalisation"
+    paper_comparison = "base_new"
+
+    def claims(self, dataset: str, config: dict, results: dict) -> bool:
+        data = config.get("data") or {}
+        return not data.get("eval_datasets") and {"base", "new"} <= set(data.get("eval_subsets") or results["metrics"])
+
+    def plan(self, request: ProtocolRequest) -> list[RunPlan]:
+        return [p for d in request.datasets
+                for p in plan_base_to_new(request.methods, [d], request.seeds, request.preset_dict,
+                                          request.overrides_for(d), request.out_dir)]
+
+    def table(self, plans: list[RunPlan], results: list[dict]) -> ProtocolTable:
+        return base_to_new_table(plans, results, self.name, self.title)
+
+
+register_protocol(BaseToNew())

@@ -1,12 +1,12 @@
-"""What every protocol shares: the request, method specs, run configs, executing runs, averaging
-over seeds, and the result a protocol returns (a table and figure data; report/ renders it).
+"""What every protocol shares: the request, method specs, run configs, executing runs and averaging
+over seeds (``protocol.py`` says what a protocol is and keeps the registry of them).
 
 A method is written ``learner[+regularizer...]`` (e.g. ``coop+prograd``); its options come from the
 preset's ``learners:`` and ``regularizers_defaults:`` sections. Runs whose results exist are not
 repeated (``run_experiment`` finds them by config hash), so a protocol can be killed and rerun. How
 the runs execute is the request's ``executor``: one after the other here by default; the command
 line passes the sweep layer's, which records them in the run registry and runs them in a pool or on
-Ray (protocols sit above sweep/ and never import it).
+Ray (protocols sit below sweep/ and never import it).
 """
 
 from __future__ import annotations
@@ -22,12 +22,9 @@ from vlprompt.engine.inputs import check_writable_folder
 from vlprompt.engine.run import harmonic_mean, run_dir_of, run_experiment
 from vlprompt.errors import ConfigError
 from vlprompt.progress import Progress
-from vlprompt.registry import Registry
 
-PROTOCOLS: Registry = Registry("protocol")
 DEFAULT_SHOTS = (1, 2, 4, 8, 16)
 DEFAULT_RATIOS = (1.0, 0.25, 0.0625)  # the class-imbalance ratios of NPT's table (methods.md §10.6)
-register_protocol = PROTOCOLS.register
 
 
 @dataclass
@@ -44,6 +41,8 @@ class ProtocolRequest:
     shots: list[int] = field(default_factory=lambda: list(DEFAULT_SHOTS))
     ratios: list[float] = field(default_factory=lambda: list(DEFAULT_RATIOS))
     targets: list[str] = field(default_factory=list)  # default: the protocol's standard targets
+    #: dataset -> key=value overrides of that dataset's runs only, before ``overrides`` (a paper's rules)
+    dataset_overrides: dict[str, list[str]] = field(default_factory=dict)
     #: runs the plans and returns their results in plan order (default: ``run_in_order``)
     executor: Callable[[list[RunPlan], int], list[dict]] | None = None
 
@@ -53,27 +52,9 @@ class ProtocolRequest:
         self.preset_dict = as_protocol_preset(load_preset(self.preset))
         self.datasets = list(self.datasets) or default_datasets(self.preset_dict)
 
-
-@dataclass
-class ProtocolResult:
-    """A protocol's table (``name``.md/.csv), its figure's data and the results of its runs."""
-
-    name: str
-    header: list[str]
-    rows: list[list]
-    figure: str | None = None  # "base_to_new" bars or "few_shot" curves, drawn by report/
-    panels: dict = field(default_factory=dict)
-    shots: list[int] = field(default_factory=list)
-    results: list[dict] = field(default_factory=list)
-    plans: list[RunPlan] = field(default_factory=list)  # the plan of each result, in the same order
-
-
-def list_protocols() -> list[str]:
-    return PROTOCOLS.names()
-
-
-def run_protocol(name: str, request: ProtocolRequest) -> ProtocolResult:
-    return PROTOCOLS.get(name)(request)
+    def overrides_for(self, dataset: str) -> list[str]:
+        """The overrides of ``dataset``'s runs: its own rules, then those of every run, which win."""
+        return [*self.dataset_overrides.get(dataset, []), *self.overrides]
 
 
 def run_in_order(plans: list[RunPlan], workers: int = 1) -> list[dict]:

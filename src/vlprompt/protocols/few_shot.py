@@ -8,16 +8,16 @@ import statistics
 from pathlib import Path
 
 from vlprompt.errors import ConfigError
-from vlprompt.protocols.common import (
-    ProtocolRequest,
-    ProtocolResult,
-    RunPlan,
-    accuracy,
-    execute,
-    mean_std,
-    method_config,
+from vlprompt.protocols.common import ProtocolRequest, RunPlan, accuracy, mean_std, method_config, seed_stats
+from vlprompt.protocols.protocol import (
+    Figure,
+    Protocol,
+    ProtocolTable,
+    missing_runs,
     register_protocol,
-    seed_stats,
+    setting_key,
+    split_average,
+    unique,
 )
 
 
@@ -48,14 +48,41 @@ def few_shot_table(plans: list[RunPlan], results: list[dict], methods, datasets,
     return ["Dataset", "Method"] + [f"{k} shots" for k in shots], rows, panels
 
 
-@register_protocol("few_shot")
-def run_few_shot(request: ProtocolRequest) -> ProtocolResult:
-    if not request.shots:
-        raise ConfigError("give at least one shot count, e.g. --shots 1,2,4,8,16")
-    methods, datasets, shots = request.methods, request.datasets, request.shots
-    plans = plan_few_shot(methods, datasets, shots, request.seeds, request.preset_dict, request.overrides,
-                          request.out_dir)
-    results = execute(plans, request)
-    header, rows, panels = few_shot_table(plans, results, methods, datasets, shots)
-    return ProtocolResult("few_shot", header, rows, figure="few_shot", panels=panels, shots=list(shots),
-                          results=results)
+class FewShot(Protocol):
+    """Every (dataset, method, shot count, seed) on all classes; the table and the curves."""
+
+    name = "few_shot"
+    title = "Few-shot classification"
+    takes = needs = ("shots",)
+    paper_comparison = "shots"
+
+    def claims(self, dataset: str, config: dict, results: dict) -> bool:
+        return not (config.get("data") or {}).get("eval_datasets") and "all" in results["metrics"]
+
+    def plan(self, request: ProtocolRequest) -> list[RunPlan]:
+        if not request.shots:
+            raise ConfigError("give at least one shot count, e.g. --shots 1,2,4,8,16")
+        return [p for d in request.datasets
+                for p in plan_few_shot(request.methods, [d], request.shots, request.seeds, request.preset_dict,
+                                       request.overrides_for(d), request.out_dir)]
+
+    def table(self, plans: list[RunPlan], results: list[dict]) -> ProtocolTable:
+        """Shot counts in the order they were asked for."""
+        return self._table(plans, results, unique(p.keys["shots"] for p in plans))
+
+    def report_tables(self, plans: list[RunPlan], results: list[dict]) -> list[ProtocolTable]:
+        """Shot counts in increasing order, whichever order the registry holds the runs in."""
+        shots = sorted(unique(p.keys["shots"] for p in plans))
+        missing = missing_runs(plans, [setting_key({"shots": k}) for k in shots])
+        if missing:
+            return [ProtocolTable(self.name, self.title, missing=missing)]
+        return [self._table(plans, results, shots)]
+
+    def _table(self, plans: list[RunPlan], results: list[dict], shots: list[int]) -> ProtocolTable:
+        methods, datasets = unique(p.method for p in plans), unique(p.dataset for p in plans)
+        header, rows, panels = few_shot_table(plans, results, methods, datasets, shots)
+        body, footer = split_average(rows)
+        return ProtocolTable(self.name, self.title, header, body, footer, figure=Figure("shot_curves", panels, shots))
+
+
+register_protocol(FewShot())

@@ -4,19 +4,20 @@ A paper preset holds the method's settings (``backbone``, ``learner``, ``regular
 read only here, what the paper ran them on::
 
     reproduce:
-      protocol: base_to_new        # few_shot, base_to_new, imbalanced, domain_generalization or cross_dataset
-      datasets: [imagenet, caltech101, ...]   # transfer protocols: the source first (targets: its standard ones)
+      protocol: base_to_new        # a registered protocol (`vlprompt list protocols`)
+      datasets: [imagenet, caltech101, ...]   # transfer protocols: the one source (targets: its standard ones)
       seeds: [1, 2, 3]
-      shots: [1, 2, 4, 8, 16]      # few_shot only
-      ratios: [1, 0.25, 0.0625]    # imbalanced only
-      targets: [imagenetv2, ...]   # transfer only; default: the protocol's standard targets of the source
+      shots: [1, 2, 4, 8, 16]      # protocols that take shots (few_shot), which must give them
+      ratios: [1, 0.25, 0.0625]    # protocols that take ratios (imbalanced), which must give them
+      targets: [imagenetv2, ...]   # protocols that take targets (transfer); default: the source's standard ones
       per_dataset:                 # the paper's per-dataset rules, as key=value overrides
         imagenet: [train.epochs=50]
       source: where the protocol's datasets, seeds and rules come from
 
-The plan is the protocol planners' own (``plan_base_to_new``, ``plan_few_shot``, ``plan_transfer``),
-one dataset at a time so that each dataset gets its rules; the preset's regularizer options become
-``regularizers_defaults`` so that the planners, which name a method ``learner+regularizer``, keep them.
+The plan and the table are the registered protocol's own (``Protocol.plan``, ``Protocol.table``); each
+dataset's rules reach only its runs (``ProtocolRequest.dataset_overrides``), and the preset's regularizer
+options become ``regularizers_defaults`` so that the planners, which name a method
+``learner+regularizer``, keep them.
 Nothing here writes: ``dry_run_text`` is the plan, which datasets are on disk, and the time the
 finished runs measured.
 """
@@ -37,16 +38,13 @@ from vlprompt.data.verify import verify_dataset
 from vlprompt.engine.config import load_preset
 from vlprompt.engine.run import RESULTS_FILE
 from vlprompt.errors import ConfigError
-from vlprompt.protocols.base_to_new import base_new_accuracies, base_new_means, base_to_new_table, plan_base_to_new
-from vlprompt.protocols.common import ProtocolResult, RunPlan, as_protocol_preset
-from vlprompt.protocols.few_shot import few_shot_table, plan_few_shot
-from vlprompt.protocols.transfer import plan_transfer, transfer_table, transfer_targets
+from vlprompt.protocols.common import ProtocolRequest, RunPlan
+from vlprompt.protocols.protocol import PROTOCOLS, ProtocolResult, unique
 
 log = logging.getLogger(__name__)
 
-PROTOCOLS = ("few_shot", "base_to_new", "imbalanced", "domain_generalization", "cross_dataset")
-TRANSFER = ("domain_generalization", "cross_dataset")
-KEYS = {"protocol", "datasets", "seeds", "shots", "ratios", "targets", "per_dataset", "source"}
+OPTIONS = {"shots": int, "ratios": (int, float), "targets": str}  # the protocol options a section may give
+KEYS = {"protocol", "datasets", "seeds", *OPTIONS, "per_dataset", "source"}
 
 
 @dataclass
@@ -83,23 +81,19 @@ def reproduce_spec(preset_name: str, preset: dict) -> ReproduceSpec:
     unknown = sorted(set(section) - KEYS)
     if unknown:
         raise ConfigError(f"{where}.{unknown[0]} is not known; valid keys: {', '.join(sorted(KEYS))}")
-    protocol = section.get("protocol")
-    if protocol not in PROTOCOLS:
-        raise ConfigError(f"{where}.protocol={protocol!r}; choose one of: {', '.join(PROTOCOLS)}")
-    spec = ReproduceSpec(protocol, _list_of(f"{where}.datasets", section.get("datasets"), str),
+    name = section.get("protocol")
+    if not isinstance(name, str) or name not in PROTOCOLS:
+        raise ConfigError(f"{where}.protocol={name!r}; choose one of: {', '.join(PROTOCOLS.names())}")
+    protocol = PROTOCOLS.get(name)
+    spec = ReproduceSpec(name, _list_of(f"{where}.datasets", section.get("datasets"), str),
                          _list_of(f"{where}.seeds", section.get("seeds"), int), source=str(section.get("source", "")))
-    if protocol == "few_shot":
-        spec.shots = _list_of(f"{where}.shots", section.get("shots"), int)
-    elif "shots" in section:
-        raise ConfigError(f"{where}.shots is for the few_shot protocol; this preset's shots are its data.shots")
-    if protocol == "imbalanced":
-        spec.ratios = [float(r) for r in _list_of(f"{where}.ratios", section.get("ratios"), (int, float))]
-    elif "ratios" in section:
-        raise ConfigError(f"{where}.ratios is for the imbalanced protocol")
-    if "targets" in section:
-        if protocol not in TRANSFER:
-            raise ConfigError(f"{where}.targets is for the transfer protocols ({', '.join(TRANSFER)})")
-        spec.targets = _list_of(f"{where}.targets", section["targets"], str)
+    for option, kind in OPTIONS.items():
+        if option in section and option not in protocol.takes:
+            hint = "; this preset's shots are its data.shots" if option == "shots" else ""
+            raise ConfigError(f"{where}.{option} is for the {_takers(option)}{hint}")
+        if option in section or option in protocol.needs:
+            values = _list_of(f"{where}.{option}", section.get(option), kind)
+            setattr(spec, option, [float(v) for v in values] if option == "ratios" else values)
     per_dataset = section.get("per_dataset") or {}
     if not isinstance(per_dataset, dict):
         raise ConfigError(f"{where}.per_dataset must map a dataset to its key=value overrides")
@@ -113,6 +107,12 @@ def reproduce_spec(preset_name: str, preset: dict) -> ReproduceSpec:
             raise ConfigError(f"{where}.per_dataset.{name}: {bad[0]!r} is not of the form key=value")
         spec.per_dataset[name] = items
     return spec
+
+
+def _takers(option: str) -> str:
+    """The protocols that take ``option``, e.g. "few_shot protocol" or "cross_dataset and ... protocols"."""
+    names = [name for name, protocol in PROTOCOLS.items() if option in protocol.takes]
+    return f"{' and '.join(names)} protocol{'s' if len(names) > 1 else ''}"
 
 
 def reproducible_presets() -> list[str]:
@@ -151,61 +151,34 @@ def plan_reproduction(preset_name: str, root: str | Path, out_dir: str | Path, s
     """Every run of the preset's protocol; ``seeds``, ``datasets`` and ``shots`` narrow (or replace) the paper's."""
     preset = load_preset(preset_name)
     spec = reproduce_spec(preset_name, preset)
-    if shots and spec.protocol != "few_shot":
-        raise ConfigError(f"--shots is for few_shot presets; {preset_name} runs {spec.protocol} with its data.shots")
+    protocol = PROTOCOLS.get(spec.protocol)
+    if shots and "shots" not in protocol.takes:
+        raise ConfigError(f"--shots is for {_takers('shots').removesuffix(' protocol')} presets; {preset_name} runs "
+                          f"{spec.protocol} with its data.shots")
     spec.shots = list(shots or spec.shots)
     method = preset_method(preset)
-    base = as_protocol_preset(preset)
-    seeds = list(seeds or spec.seeds)
     chosen = list(datasets or spec.datasets)
     for name in chosen + spec.targets:
         if ":" not in name:
             DATASETS.get(name)  # an unknown name is refused with the valid ones
     out_dir = Path(out_dir)
     data_root = f"data.root={Path(root).expanduser().absolute()}"
-
-    def rules(dataset: str) -> list[str]:  # the user's overrides last: they win over the paper's rules
-        return [data_root, *spec.per_dataset.get(dataset, []), *overrides]
-
-    targets: list[str] = []
-    if spec.protocol == "base_to_new":
-        plans = [p for d in chosen for p in plan_base_to_new([method], [d], seeds, base, rules(d), out_dir)]
-    elif spec.protocol == "few_shot":
-        plans = [p for d in chosen for p in plan_few_shot([method], [d], spec.shots, seeds, base, rules(d), out_dir)]
-    elif spec.protocol == "imbalanced":
-        plans = [p for r in spec.ratios for d in chosen
-                 for p in plan_base_to_new([method], [d], seeds, base, rules(d), out_dir, imbalance_ratio=r)]
-    else:
-        source = chosen[0]
-        if len(chosen) > 1:
-            raise ConfigError(f"{spec.protocol} trains on one source dataset; --datasets gave {', '.join(chosen)}")
-        targets = transfer_targets(spec.protocol, source, spec.targets or None)
-        plans = plan_transfer(spec.protocol, [method], source, seeds, targets, base, rules(source), out_dir)
+    request = ProtocolRequest([method], list(seeds or spec.seeds), preset_name, datasets=chosen,
+                              overrides=[data_root, *overrides], out_dir=out_dir, shots=spec.shots,
+                              ratios=spec.ratios, targets=spec.targets, dataset_overrides=spec.per_dataset)
+    plans = protocol.plan(request)
+    unused = [d for d in chosen if d not in {p.dataset for p in plans}]
+    if unused:
+        raise ConfigError(f"{spec.protocol} trains on {', '.join(unique(p.dataset for p in plans))} only; --datasets "
+                          f"gave {', '.join(chosen)} (leave out {', '.join(unused)})")
+    targets = unique(t for p in plans for t in p.config.data.eval_datasets)
     return Reproduction(preset_name, spec, method, chosen, targets, plans, out_dir)
 
 
 def reproduction_result(rep: Reproduction, results: list[dict]) -> ProtocolResult:
     """The protocol's table of the finished runs (``results`` in plan order)."""
-    methods, plans = [rep.method], rep.plans
-    if rep.spec.protocol == "base_to_new":
-        accuracies = base_new_accuracies(plans, results, methods, rep.datasets)
-        header, rows = base_to_new_table(accuracies, methods, rep.datasets)
-        return ProtocolResult("base_to_new", header, rows, figure="base_to_new",
-                              panels=base_new_means(accuracies, methods, rep.datasets), results=results, plans=plans)
-    if rep.spec.protocol == "imbalanced":
-        rows = []
-        for ratio in rep.spec.ratios:
-            mine = [(p, r) for p, r in zip(plans, results) if p.keys.get("ratio") == ratio]
-            accuracies = base_new_accuracies([p for p, _ in mine], [r for _, r in mine], methods, rep.datasets)
-            header, block = base_to_new_table(accuracies, methods, rep.datasets)
-            rows += [[f"{ratio:g}"] + row for row in block]
-        return ProtocolResult("imbalanced", ["Ratio"] + header, rows, results=results, plans=plans)
-    if rep.spec.protocol == "few_shot":
-        header, rows, panels = few_shot_table(plans, results, methods, rep.datasets, rep.spec.shots)
-        return ProtocolResult("few_shot", header, rows, figure="few_shot", panels=panels, shots=rep.spec.shots,
-                              results=results, plans=plans)
-    header, rows = transfer_table(plans, results, methods, rep.datasets[0], rep.targets)
-    return ProtocolResult(rep.spec.protocol, header, rows, results=results, plans=plans)
+    protocol = PROTOCOLS.get(rep.spec.protocol)
+    return ProtocolResult(protocol, protocol.table(rep.plans, results), rep.plans, results)
 
 
 # --- what is on disk -------------------------------------------------------------------------------------------

@@ -7,16 +7,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from vlprompt.errors import ConfigError
-from vlprompt.protocols.common import (
-    ProtocolRequest,
-    ProtocolResult,
-    RunPlan,
-    accuracy,
-    execute,
-    method_config,
-    register_protocol,
-    seed_stats,
-)
+from vlprompt.protocols.common import ProtocolRequest, RunPlan, accuracy, method_config, seed_stats
+from vlprompt.protocols.protocol import Protocol, ProtocolTable, group_runs, register_protocol, unique
 
 DG_TARGETS = {
     "imagenet": ["imagenetv2", "imagenet_sketch", "imagenet_a", "imagenet_r"],
@@ -30,9 +22,8 @@ CROSS_DATASET_TARGETS = {
 }
 
 
-def transfer_targets(kind: str, source: str, targets: list[str] | None = None) -> list[str]:
-    """The given targets, else the standard ones of ``kind`` ("domain_generalization" or "cross_dataset")."""
-    defaults = {"domain_generalization": DG_TARGETS, "cross_dataset": CROSS_DATASET_TARGETS}[kind]
+def transfer_targets(defaults: dict[str, list[str]], source: str, targets: list[str] | None = None) -> list[str]:
+    """The given targets, else the standard ones of ``source`` in ``defaults`` (source -> targets)."""
     targets = targets or defaults.get(source)
     if not targets:
         raise ConfigError(f"no default targets for source {source!r}; pass --targets "
@@ -69,22 +60,49 @@ def transfer_table(plans: list[RunPlan], results: list[dict], methods, source: s
     return header, rows
 
 
-@register_protocol("domain_generalization")
-def run_domain_generalization(request: ProtocolRequest) -> ProtocolResult:
-    return run_transfer("domain_generalization", request)
+class Transfer(Protocol):
+    """Train on the first dataset, evaluate on targets that default to the standard ones of that source."""
+
+    takes = ("targets",)
+    paper_comparison = "transfer"
+
+    def __init__(self, name: str, title: str, standard_targets: dict[str, list[str]], claims_any_targets: bool):
+        self.name, self.title = name, title
+        self.standard_targets = standard_targets  # source -> its standard targets
+        self.claims_any_targets = claims_any_targets  # else only runs on some of the source's standard targets
+
+    def claims(self, dataset: str, config: dict, results: dict) -> bool:
+        targets = (config.get("data") or {}).get("eval_datasets")
+        return bool(targets) and (self.claims_any_targets or set(targets) <= set(self.standard_targets.get(dataset, [])))
+
+    def plan(self, request: ProtocolRequest) -> list[RunPlan]:
+        source = request.datasets[0]
+        targets = transfer_targets(self.standard_targets, source, request.targets or None)
+        return plan_transfer(self.name, request.methods, source, request.seeds, targets, request.preset_dict,
+                             request.overrides_for(source), request.out_dir)
+
+    def table(self, plans: list[RunPlan], results: list[dict]) -> ProtocolTable:
+        source, targets = plans[0].dataset, plans[0].config.data.eval_datasets
+        header, rows = transfer_table(plans, results, unique(p.method for p in plans), source, targets)
+        return ProtocolTable(self.name, self.title, header, rows)
+
+    def report_tables(self, plans: list[RunPlan], results: list[dict]) -> list[ProtocolTable]:
+        """One table per source and targets, named after the source."""
+        tables = []
+        groups = group_runs(plans, results, lambda p: (p.dataset, tuple(p.config.data.eval_datasets)))
+        for (source, _), (mine, theirs) in groups.items():
+            table = self.table(mine, theirs)
+            table.name, table.title = f"{self.name}_{file_stem(source)}", f"{self.title} from {source}"
+            tables.append(table)
+        return tables
 
 
-@register_protocol("cross_dataset")
-def run_cross_dataset(request: ProtocolRequest) -> ProtocolResult:
-    return run_transfer("cross_dataset", request)
+def file_stem(name: str) -> str:
+    """``name`` with every character other than letters, digits, '-', '_' and '.' replaced by '_'."""
+    return "".join(c if c.isalnum() or c in "-_." else "_" for c in name)
 
 
-def run_transfer(kind: str, request: ProtocolRequest) -> ProtocolResult:
-    """Train on the first dataset; targets default to the standard ones of that source."""
-    source = request.datasets[0]
-    targets = transfer_targets(kind, source, request.targets or None)
-    plans = plan_transfer(kind, request.methods, source, request.seeds, targets, request.preset_dict,
-                          request.overrides, request.out_dir)
-    results = execute(plans, request)
-    header, rows = transfer_table(plans, results, request.methods, source, targets)
-    return ProtocolResult(kind, header, rows, results=results)
+# registered in this order: a run found without a registry on shifted versions of its source is domain
+# generalisation, on any other targets cross-dataset transfer
+register_protocol(Transfer("domain_generalization", "Domain generalisation", DG_TARGETS, claims_any_targets=False))
+register_protocol(Transfer("cross_dataset", "Cross-dataset transfer", CROSS_DATASET_TARGETS, claims_any_targets=True))

@@ -1,19 +1,34 @@
-"""Figures of protocol results, written beside their tables: the few-shot curve (accuracy against
-shots per class, as in CoOp's figures) and the base-to-new bars (Base, New and H per method)."""
+"""Figures of protocol tables, written beside them: the few-shot curve (accuracy against shots per
+class, as in CoOp's figures) and the base-to-new bars (Base, New and H per method).
+
+A protocol's table carries its figure as data with a kind (``protocols.protocol.Figure``); each kind's
+renderer is registered in ``FIGURES``, so a protocol with a new kind of figure registers its renderer
+here and the report draws it without knowing the protocol.
+"""
 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from pathlib import Path
 
 from vlprompt.io import pyplot, save_figure
+from vlprompt.protocols.protocol import Figure
+from vlprompt.registry import Registry
 
-# panel title -> method -> values; panels are datasets, plus "Average" when there are several
-Panels = dict[str, dict[str, tuple]]
+FIGURES: Registry[Callable[[Figure, Path], Path]] = Registry("figure kind")
 
 
-def plot_few_shot(panels: Panels, shots: list[int], out_png: str | Path) -> Path:
-    """panels[title][method] = (means, stds), one value per shot count; stds may be None."""
+def draw_figure(figure: Figure, out_png: str | Path) -> Path:
+    """Draw ``figure`` with the renderer of its kind into ``out_png``."""
+    return FIGURES.get(figure.kind)(figure, Path(out_png))
+
+
+@FIGURES.register("shot_curves")
+def plot_shot_curves(figure: Figure, out_png: Path) -> Path:
+    """Accuracy against shots (``figure.x``): panels[title][method] = (means, stds), one value per shot
+    count; stds may be None."""
+    panels, shots = figure.panels, figure.x
     plt = pyplot()
     cols = min(4, len(panels))
     rows = math.ceil(len(panels) / cols)
@@ -33,8 +48,10 @@ def plot_few_shot(panels: Panels, shots: list[int], out_png: str | Path) -> Path
     return save_figure(fig, out_png)
 
 
-def plot_base_to_new(panels: Panels, out_png: str | Path) -> Path:
+@FIGURES.register("base_new_bars")
+def plot_base_new_bars(figure: Figure, out_png: Path) -> Path:
     """panels[title][method] = (base, new, harmonic mean): grouped bars, one group per method."""
+    panels = figure.panels
     plt = pyplot()
     width_per_method = max(len(m) for m in panels.values())
     fig, axes = plt.subplots(len(panels), 1, figsize=(max(5.0, 0.9 * width_per_method + 1.5), 3.4 * len(panels)),

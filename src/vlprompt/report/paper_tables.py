@@ -3,25 +3,26 @@ difference (measured mean minus paper), the rows whose protocol differs from the
 source of every paper cell. "—" where the papers publish nothing for a row (e.g. the synthetic world).
 
 Averages over datasets are compared only when the runs cover the datasets the paper averages over
-(the 11 of CoOp's benchmark; a transfer protocol's standard targets).
+(the 11 of CoOp's benchmark; a transfer protocol's standard targets). Which protocols are compared, and
+in which shape, each protocol declares (``Protocol.paper_comparison``); the builders here are by shape.
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from vlprompt.protocols.common import b_n_h, mean_std
-from vlprompt.protocols.transfer import CROSS_DATASET_TARGETS, DG_TARGETS
+from vlprompt.protocols.protocol import PROTOCOLS, Protocol
+from vlprompt.protocols.transfer import CROSS_DATASET_TARGETS
+from vlprompt.registry import Registry
 from vlprompt.report.published import AVERAGE, TARGETS_AVERAGE, PublishedTable, differences, find_table, method_key
 from vlprompt.report.tables import csv_table, markdown_table
 from vlprompt.sweep.registry import Row
 
 NONE = "—"
 ELEVEN = ["imagenet", *CROSS_DATASET_TARGETS["imagenet"]]  # the datasets of the papers' average rows
-STANDARD_TARGETS = {"domain_generalization": DG_TARGETS, "cross_dataset": CROSS_DATASET_TARGETS}
-TITLES = {"base_to_new": "Base-to-new generalisation", "few_shot": "Few-shot classification",
-          "domain_generalization": "Domain generalisation", "cross_dataset": "Cross-dataset transfer"}
 DIFFERS, SOURCE = "Protocol differs from the paper's", "Paper source"
 
 
@@ -41,27 +42,26 @@ class Comparison:
         return f"## {self.title}\n\n" + markdown_table(self.header, cells)
 
 
+#: comparison shape (``Protocol.paper_comparison``) -> its builder, from the protocol and its finished rows
+COMPARISONS: Registry[Callable[..., Comparison]] = Registry("paper comparison")
+
+
 def protocol_of(row: Row) -> str | None:
-    """The row's protocol; for runs found without a registry, read from the run's config."""
+    """The row's protocol; for runs found without a registry, the first registered protocol that claims it."""
     if row.protocol:
         return row.protocol
-    data = row.config.get("data") or {}
-    if data.get("eval_datasets"):
-        targets = set(data["eval_datasets"])
-        return "domain_generalization" if targets <= set(DG_TARGETS.get(row.dataset, [])) else "cross_dataset"
-    if {"base", "new"} <= set(data.get("eval_subsets") or row.results["metrics"]):
-        return "base_to_new"
-    return "few_shot" if "all" in row.results["metrics"] else None
+    return next((name for name, protocol in PROTOCOLS.in_registration_order()
+                 if protocol.claims(row.dataset, row.config, row.results)), None)
 
 
 def paper_comparisons(rows: list[Row], tables: tuple[PublishedTable, ...] | None = None) -> list[Comparison]:
+    """One comparison per protocol that papers publish and the rows ran, in registration order."""
     done = [r for r in rows if r.state == "done" and r.results]
     found = []
-    for protocol, build in (("base_to_new", _base_to_new), ("few_shot", _few_shot),
-                            ("domain_generalization", _transfer), ("cross_dataset", _transfer)):
-        mine = [r for r in done if protocol_of(r) == protocol]
-        if mine:
-            found.append(build(protocol, mine, tables))
+    for name, protocol in PROTOCOLS.in_registration_order():
+        mine = [r for r in done if protocol_of(r) == name]
+        if protocol.paper_comparison and mine:
+            found.append(COMPARISONS.get(protocol.paper_comparison)(protocol, mine, tables))
     return found
 
 
@@ -119,8 +119,9 @@ def _metric_header(columns: list[str]) -> list[str]:
     return [h for c in columns for h in (c, f"{c} (paper)", f"{c} difference")]
 
 
-def _base_to_new(protocol: str, rows: list[Row], tables) -> Comparison:
-    b = _Builder(protocol, tables)
+@COMPARISONS.register("base_new")
+def _base_to_new(protocol: Protocol, rows: list[Row], tables) -> Comparison:
+    b = _Builder(protocol.name, tables)
     groups = _groups(rows, lambda r: (r.method, r.dataset, json.dumps(r.keys, sort_keys=True)))
     for (method, dataset, _), group in groups.items():
         base = [r.results["metrics"]["base"]["accuracy"] for r in group]
@@ -138,11 +139,12 @@ def _base_to_new(protocol: str, rows: list[Row], tables) -> Comparison:
         b.add([label, method, ""], group, AVERAGE, [(c, (v, f"{v:.2f}")) for c, v in zip(("base", "new", "H"), avg)],
               parts=mine, reason=_average_reason(mine))
     header = ["Dataset", "Method", "Seeds", *_metric_header(["base", "new", "H"]), DIFFERS, SOURCE]
-    return Comparison(TITLES[protocol], f"paper_{protocol}", header, b.rows, b.flagged)
+    return Comparison(protocol.title, f"paper_{protocol.name}", header, b.rows, b.flagged)
 
 
-def _few_shot(protocol: str, rows: list[Row], tables) -> Comparison:
-    b = _Builder(protocol, tables)
+@COMPARISONS.register("shots")
+def _few_shot(protocol: Protocol, rows: list[Row], tables) -> Comparison:
+    b = _Builder(protocol.name, tables)
     groups = _groups(rows, lambda r: (r.method, r.dataset, _shots(r)))
     for (method, dataset, shots), group in groups.items():
         b.add([dataset, method, shots, len(group)], group, dataset,
@@ -155,11 +157,13 @@ def _few_shot(protocol: str, rows: list[Row], tables) -> Comparison:
         b.add([label, method, shots, ""], [r for g in mine.values() for r in g], AVERAGE,
               [(shots, (avg, f"{avg:.2f}"))], parts=mine, reason=_average_reason(mine))
     header = ["Dataset", "Method", "Shots", "Seeds", *_metric_header(["accuracy"]), DIFFERS, SOURCE]
-    return Comparison(TITLES[protocol], f"paper_{protocol}", header, b.rows, b.flagged)
+    return Comparison(protocol.title, f"paper_{protocol.name}", header, b.rows, b.flagged)
 
 
-def _transfer(protocol: str, rows: list[Row], tables) -> Comparison:
-    b = _Builder(protocol, tables)
+@COMPARISONS.register("transfer")
+def _transfer(protocol: Protocol, rows: list[Row], tables) -> Comparison:
+    """Needs the protocol's ``standard_targets`` (source -> targets), as the transfer protocols have."""
+    b = _Builder(protocol.name, tables)
     groups = _groups(rows, lambda r: (r.method, r.dataset, tuple((r.config.get("data") or {}).get("eval_datasets")
                                                                  or r.results["metrics"].get("datasets", {}))))
     for (method, source, targets), group in groups.items():
@@ -170,13 +174,13 @@ def _transfer(protocol: str, rows: list[Row], tables) -> Comparison:
             accs = [r.results["metrics"]["datasets"][target]["accuracy"] for r in group]
             means.append(mean_std(accs)[0])
             b.add([source, method, target, len(group)], group, target, [("accuracy", accs)])
-        standard = list(targets) == STANDARD_TARGETS[protocol].get(source)
+        standard = list(targets) == protocol.standard_targets.get(source)
         avg = sum(means) / len(means)
         b.add([source, method, "Average (targets)", len(group)], group, TARGETS_AVERAGE,
               [("accuracy", (avg, f"{avg:.2f}"))],
               reason=None if standard else "other targets than the paper's, whose average is not comparable")
     header = ["Trained on", "Method", "Evaluated on", "Seeds", *_metric_header(["accuracy"]), DIFFERS, SOURCE]
-    return Comparison(TITLES[protocol], f"paper_{protocol}", header, b.rows, b.flagged)
+    return Comparison(protocol.title, f"paper_{protocol.name}", header, b.rows, b.flagged)
 
 
 def _averaged(per_dataset: dict) -> tuple[dict, str]:

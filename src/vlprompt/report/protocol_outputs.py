@@ -1,31 +1,36 @@
-"""Render a protocol's result into its folder: the table as Markdown and CSV, and its figure."""
+"""Render a protocol's result into its folder: the table as Markdown and CSV, its figure, and the tables
+of per-run analyses the protocol declares (``Protocol.analysis_tables``), each kind by its writer here."""
 
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 
 from vlprompt.analysis.outputs import ANALYZE_COMMAND, NEURAL_COLLAPSE_FILE, current_record
 from vlprompt.errors import ConfigError
 from vlprompt.io import write_text
-from vlprompt.protocols.common import ProtocolResult, mean_std
-from vlprompt.report.figures import plot_base_to_new, plot_few_shot
+from vlprompt.protocols.common import mean_std
+from vlprompt.protocols.protocol import ProtocolResult
+from vlprompt.registry import Registry
+from vlprompt.report.figures import draw_figure
 from vlprompt.report.tables import csv_table, markdown_table
+
+#: analysis table kind -> its (header, rows) from a protocol's result
+ANALYSIS_TABLES: Registry[Callable[[ProtocolResult], tuple[list[str], list[list[str]]]]] = Registry("analysis table")
 
 
 def write_protocol_result(result: ProtocolResult, out_dir: str | Path) -> str:
     """Write ``NAME.md``, ``NAME.csv`` and ``NAME.png`` (when the protocol has a figure); return the Markdown."""
-    out_dir = Path(out_dir)
-    text_rows = [[str(c) for c in r] for r in result.rows]
-    table = markdown_table(result.header, text_rows)
-    write_text(out_dir / f"{result.name}.md", table)
-    write_text(out_dir / f"{result.name}.csv", csv_table(result.header, text_rows))
-    if result.figure == "base_to_new":
-        plot_base_to_new(result.panels, out_dir / f"{result.name}.png")
-    elif result.figure == "few_shot":
-        plot_few_shot(result.panels, result.shots, out_dir / f"{result.name}.png")
-    if result.name == "imbalanced":
-        write_text(out_dir / "imbalanced_neural_collapse.md", markdown_table(*imbalance_collapse_table(result)))
+    out_dir, result_table = Path(out_dir), result.table
+    text_rows = [[str(c) for c in r] for r in result_table.rows + result_table.footer]
+    table = markdown_table(result_table.header, text_rows)
+    write_text(out_dir / f"{result_table.name}.md", table)
+    write_text(out_dir / f"{result_table.name}.csv", csv_table(result_table.header, text_rows))
+    if result_table.figure is not None:
+        draw_figure(result_table.figure, out_dir / f"{result_table.name}.png")
+    for kind in result.protocol.analysis_tables:
+        write_text(out_dir / f"{result_table.name}_{kind}.md", markdown_table(*ANALYSIS_TABLES.get(kind)(result)))
     return table
 
 
@@ -33,6 +38,7 @@ COLLAPSE_COLUMNS = {"nc1": "NC1", "image_equiangularity": "image equiangularity"
                     "text_equiangularity": "text equiangularity", "self_duality": "self-duality"}
 
 
+@ANALYSIS_TABLES.register("neural_collapse")
 def imbalance_collapse_table(result: ProtocolResult) -> tuple[list[str], list[list[str]]]:
     """Per ratio and method: base accuracy and the neural-collapse metrics of the final prompt on the base
     (trained, imbalanced) classes' test images, mean ± std over seeds (NPT's claim: the anchored prompt

@@ -19,9 +19,9 @@ from pathlib import Path
 import yaml
 
 from vlprompt.errors import ConfigError
+from vlprompt.protocols.protocol import PROTOCOLS
 
 PUBLISHED_DIR = Path(__file__).parent / "published"
-PROTOCOLS = ("base_to_new", "few_shot", "domain_generalization", "cross_dataset")
 SETTING_KEYS = {"backbone", "shots", "epochs", "inference", "transductive"}
 AVERAGE = "average"  # the 11-dataset average row of base-to-new and few-shot tables
 TARGETS_AVERAGE = "targets_average"  # the average over a transfer protocol's targets
@@ -49,6 +49,11 @@ class PublishedTable:
         return ("≈" if self.read_off_plot else "") + f"{value:.{self.decimals}f}"
 
 
+def compared_protocols() -> list[str]:
+    """The protocols whose tables papers publish (``Protocol.paper_comparison``), in registration order."""
+    return [name for name, protocol in PROTOCOLS.in_registration_order() if protocol.paper_comparison]
+
+
 @functools.cache
 def load_published(directory: Path = PUBLISHED_DIR) -> tuple[PublishedTable, ...]:
     """Every published table, in file-name order and each file's order (earlier wins a tie)."""
@@ -65,9 +70,10 @@ def _parse(path: Path, d: dict) -> list[PublishedTable]:
     if not isinstance(d, dict) or not {"paper", "runs_as", "tables"} <= set(d):
         raise bad("needs paper, runs_as and tables")
     found = []
+    compared = compared_protocols()
     for i, t in enumerate(d["tables"] or []):
-        if t.get("protocol") not in PROTOCOLS:
-            raise bad(f"table {i + 1}: protocol must be one of {', '.join(PROTOCOLS)}, got {t.get('protocol')!r}")
+        if t.get("protocol") not in compared:
+            raise bad(f"table {i + 1}: protocol must be one of {', '.join(compared)}, got {t.get('protocol')!r}")
         if not t.get("source"):
             raise bad(f"table {i + 1}: every table needs the source of its cells")
         unknown = set(t.get("setting") or {}) - SETTING_KEYS
@@ -125,7 +131,8 @@ def differences(table: PublishedTable, configs: list[dict], results: list[dict],
     if setting.get("backbone") and backbone and backbone != [setting["backbone"]]:
         found.append(f"backbone {'/'.join(backbone)} (paper {setting['backbone']})")
     shots = recorded(lambda c, r: (c.get("data") or {}).get("shots", r.get("shots")))
-    if table.protocol != "few_shot" and setting.get("shots") and shots and shots != [str(setting["shots"])]:
+    varies_shots = "shots" in PROTOCOLS.get(table.protocol).takes  # then shot counts are the table's columns
+    if not varies_shots and setting.get("shots") and shots and shots != [str(setting["shots"])]:
         found.append(f"shots {'/'.join(shots)} (paper {setting['shots']})")
     want = _expected_epochs(setting, dataset)
     epochs = recorded(lambda c, r: (c.get("train") or {}).get("epochs"))

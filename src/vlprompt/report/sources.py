@@ -8,7 +8,7 @@ from pathlib import Path
 import yaml
 
 from vlprompt.errors import ConfigError
-from vlprompt.sweep.registry import REGISTRY_FILE, Registry, Row
+from vlprompt.sweep.registry import REGISTRY_FILE, Row, RunRegistry
 
 
 def find_registry(where: str | Path) -> Path | None:
@@ -26,7 +26,7 @@ def load_rows(where: str | Path) -> list[Row]:
     """Every row of the registry at ``where``; without one, a done row per ``*/results.json`` below it."""
     registry = find_registry(where)
     if registry is not None:
-        reg = Registry(registry, create=False)
+        reg = RunRegistry(registry, create=False)
         try:
             return reg.rows()
         finally:

@@ -122,8 +122,9 @@ def registry_path(path: str | Path) -> Path:
     return path / REGISTRY_FILE if path.is_dir() or not path.suffix else path
 
 
-class Registry:
-    """A connection to one registry file (created on first use)."""
+class RunRegistry:
+    """A connection to one run registry file (created on first use); ``vlprompt.registry.Registry`` is the
+    other kind of registry, of the names configs use."""
 
     def __init__(self, path: str | Path, create: bool = True):
         self.path = registry_path(path)

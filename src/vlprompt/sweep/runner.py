@@ -21,7 +21,7 @@ from vlprompt.engine.run import RESULTS_FILE
 from vlprompt.engine.split import sample_split, split_hash, tested_data
 from vlprompt.errors import VlpromptError
 from vlprompt.sweep.executors import make_executor
-from vlprompt.sweep.registry import REGISTRY_FILE, Registry, Row, stale_reason
+from vlprompt.sweep.registry import REGISTRY_FILE, Row, RunRegistry, stale_reason
 
 log = logging.getLogger(__name__)
 
@@ -41,7 +41,7 @@ def registry_of(plans) -> Path:
     return folders.pop().parent / REGISTRY_FILE
 
 
-def stale_rows(registry: Registry, spec_ids: list[str] | None = None) -> dict[str, str]:
+def stale_rows(registry: RunRegistry, spec_ids: list[str] | None = None) -> dict[str, str]:
     """spec id -> why its finished row is stale (code version, or the data it would see now)."""
     found = {}
     datasets = {}  # each dataset is read once, however many runs use it
@@ -75,7 +75,7 @@ def finished_run(row: Row) -> tuple[dict, float] | None:
     return (results, ended) if isinstance(results, dict) and results.get("run_id") == row.config_hash else None
 
 
-def record_orphans(registry: Registry) -> list[str]:
+def record_orphans(registry: RunRegistry) -> list[str]:
     """Rows left running by a dead process whose run finished become done (the process's results)."""
     done = registry.finish_orphans(finished_run)
     for spec_id in done:
@@ -88,7 +88,7 @@ def run_sweep(plans, executor=None, workers: int = 1, registry: str | Path | Non
     """Run every plan that is not finished; return the registry rows in plan order."""
     if not plans:
         return []
-    reg = Registry(registry or registry_of(plans))
+    reg = RunRegistry(registry or registry_of(plans))
     try:
         reg.add(plans)
         record_orphans(reg)
@@ -109,7 +109,7 @@ def run_sweep(plans, executor=None, workers: int = 1, registry: str | Path | Non
         reg.close()
 
 
-def _loop(reg: Registry, ids: list[str], executor, workers: int, poll_s: float) -> None:
+def _loop(reg: RunRegistry, ids: list[str], executor, workers: int, poll_s: float) -> None:
     running = {}  # future -> spec id
     wanted = set(ids)
     try:
@@ -136,7 +136,7 @@ def _loop(reg: Registry, ids: list[str], executor, workers: int, poll_s: float) 
             executor.shutdown()
 
 
-def _record(reg: Registry, spec_id: str, future) -> None:
+def _record(reg: RunRegistry, spec_id: str, future) -> None:
     exc = future.exception()
     if exc is None:
         reg.finish(spec_id, future.result())

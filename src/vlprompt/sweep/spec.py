@@ -12,9 +12,9 @@ combination of the ``grid`` overrides (key -> list of values)::
     seeds: [1, 2, 3]
     grid: {train.lr: [0.002, 0.01]}
 
-A protocol spec names one of the protocols and gives its options (``shots`` for few_shot,
-``ratios`` for imbalanced, ``targets`` for the transfer protocols); it expands exactly as
-``vlprompt run PROTOCOL`` does, with the protocol's own planner::
+A protocol spec names a registered protocol (``vlprompt list protocols``) and gives the options it
+takes (``shots`` for few_shot, ``ratios`` for imbalanced, ``targets`` for the transfer protocols); it
+expands exactly as ``vlprompt run PROTOCOL`` does, with the protocol's own ``plan``::
 
     protocol: base_to_new
     methods: [zeroshot, coop]
@@ -32,12 +32,17 @@ import yaml
 
 from vlprompt.engine.config import load_preset
 from vlprompt.errors import ConfigError
-from vlprompt.protocols.base_to_new import plan_base_to_new
-from vlprompt.protocols.common import DEFAULT_RATIOS, RunPlan, as_protocol_preset, default_datasets, method_config
-from vlprompt.protocols.few_shot import plan_few_shot
-from vlprompt.protocols.transfer import plan_transfer, transfer_targets
+from vlprompt.protocols.common import (
+    DEFAULT_RATIOS,
+    DEFAULT_SHOTS,
+    ProtocolRequest,
+    RunPlan,
+    as_protocol_preset,
+    default_datasets,
+    method_config,
+)
+from vlprompt.protocols.protocol import PROTOCOLS
 
-PROTOCOLS = ("few_shot", "base_to_new", "domain_generalization", "cross_dataset", "imbalanced")
 KEYS = {"out", "preset", "overrides", "methods", "datasets", "shots", "seeds", "ratios", "grid", "protocol",
         "targets"}
 
@@ -84,23 +89,16 @@ def expand(spec: dict, out: str | Path | None = None, source: str = "spec") -> t
     protocol = spec.get("protocol")
     if protocol is None:
         return out_dir, _grid(spec, preset, overrides, methods, datasets, seeds, out_dir, source)
-    if protocol not in PROTOCOLS:
-        raise ConfigError(f"{source}: protocol {protocol!r} is not known; choose one of: {', '.join(PROTOCOLS)}")
+    if not isinstance(protocol, str) or protocol not in PROTOCOLS:
+        raise ConfigError(f"{source}: protocol {protocol!r} is not known; choose one of: "
+                          f"{', '.join(PROTOCOLS.names())}")
     if "grid" in spec:
         raise ConfigError(f"{source}: grid: is for grid specs; a protocol spec takes overrides: only")
-    if protocol == "few_shot":
-        plans = plan_few_shot(methods, datasets, _list(spec, "shots", [1, 2, 4, 8, 16], int, source), seeds,
-                              preset, overrides, out_dir)
-    elif protocol == "base_to_new":
-        plans = plan_base_to_new(methods, datasets, seeds, preset, overrides, out_dir)
-    elif protocol == "imbalanced":
-        plans = [p for r in _list(spec, "ratios", list(DEFAULT_RATIOS), float, source)
-                 for p in plan_base_to_new(methods, datasets, seeds, preset, overrides, out_dir, imbalance_ratio=r)]
-    else:
-        source_dataset = datasets[0]
-        targets = transfer_targets(protocol, source_dataset, _list(spec, "targets", None, str, source) or None)
-        plans = plan_transfer(protocol, methods, source_dataset, seeds, targets, preset, overrides, out_dir)
-    return out_dir, plans
+    request = ProtocolRequest(methods, seeds, spec.get("preset", "world-demo"), datasets=datasets, overrides=overrides,
+                              out_dir=out_dir, shots=_list(spec, "shots", list(DEFAULT_SHOTS), int, source),
+                              ratios=_list(spec, "ratios", list(DEFAULT_RATIOS), float, source),
+                              targets=_list(spec, "targets", None, str, source))
+    return out_dir, PROTOCOLS.get(protocol).plan(request)
 
 
 def _grid(spec, preset, overrides, methods, datasets, seeds, out_dir, source) -> list[RunPlan]:
