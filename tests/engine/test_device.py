@@ -11,7 +11,8 @@ import torch
 
 from vlprompt.engine.batches import FeatureBatches
 from vlprompt.engine.device import resolve_device
-from vlprompt.engine.trainer import TrainConfig, Trainer
+from vlprompt.engine.config import TrainConfig
+from vlprompt.engine.trainer import Trainer
 from vlprompt.errors import ConfigError
 from vlprompt.learners.registry import build_learner
 from vlprompt.regularizers.base import Regularizer, TrainContext
