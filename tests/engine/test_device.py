@@ -10,8 +10,8 @@ import pytest
 import torch
 
 from vlprompt.engine.batches import FeatureBatches
-from vlprompt.engine.device import resolve_device
 from vlprompt.engine.config import TrainConfig
+from vlprompt.engine.device import resolve_device
 from vlprompt.engine.trainer import Trainer
 from vlprompt.errors import ConfigError
 from vlprompt.learners.registry import build_learner

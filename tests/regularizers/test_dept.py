@@ -12,9 +12,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from vlprompt.engine.config import resolve_config
+from vlprompt.engine.config import TrainConfig, resolve_config
 from vlprompt.engine.run import harmonic_mean, run_experiment
-from vlprompt.engine.config import TrainConfig
 from vlprompt.engine.trainer import Trainer
 from vlprompt.errors import ConfigError
 from vlprompt.learners.artifact import from_pretrained, save_pretrained
