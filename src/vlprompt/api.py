@@ -17,7 +17,7 @@ import torch
 from vlprompt.backbones import Backbone, list_backbones, load_backbone
 from vlprompt.data.feature_cache import encode_records
 from vlprompt.data.sampling import subsample_classes
-from vlprompt.engine.config import RunConfig, list_presets, resolve_config
+from vlprompt.engine.config import SECTIONS, RunConfig, list_presets, resolve_config, split_method
 from vlprompt.engine.datasets import list_datasets, resolve_dataset
 from vlprompt.engine.evaluate import encode_with_learner, evaluate_features
 from vlprompt.engine.run import run_experiment
@@ -28,7 +28,9 @@ from vlprompt.learners.capabilities import Capability
 from vlprompt.learners.export import export_classifier
 from vlprompt.learners.official_import import import_official
 from vlprompt.learners.registry import LEARNERS, build_learner, list_learners
+from vlprompt.options import Options
 from vlprompt.protocols.common import list_protocols
+from vlprompt.protocols.reproduce import ReproduceSpec
 from vlprompt.regularizers.base import Regularizer
 from vlprompt.regularizers.composition import check_composition, composition_matrix
 from vlprompt.regularizers.registry import REGULARIZERS, build_regularizer, list_regularizers
@@ -46,14 +48,6 @@ class Method:
 
     learner: PromptLearner
     regularizers: list[Regularizer]
-
-
-def split_method(method: str) -> tuple[str, list[str]]:
-    """``"coop+prograd+kgcoop"`` -> ("coop", ["prograd", "kgcoop"])."""
-    learner, *regularizers = [part.strip() for part in method.split("+")]
-    if not learner:
-        raise ConfigError(f"method {method!r} must start with a learner name, e.g. coop or coop+prograd")
-    return learner, regularizers
 
 
 def create_method(method: str, backbone: Backbone, classnames: list[str], learner: dict | None = None,
@@ -107,15 +101,23 @@ def evaluate(prompt: str | Path | PromptLearner, dataset: str, root: str | None 
     return evaluate_features(learner, feats, labels, batch_size=batch_size)
 
 
+#: the run config's typed sections, and the paper presets' ``reproduce:`` section, by the name ``describe`` takes
+RUN_SECTIONS = {**SECTIONS, "protocol": ReproduceSpec}
+
+
 def describe(method: str) -> str:
-    """The options (type, default, doc) and capabilities of each part of ``learner[+regularizer...]``."""
+    """The options (type, default, doc) and capabilities of each part of ``learner[+regularizer...]``, or the
+    options of a run section: ``train``, ``data``, ``backbone`` or ``protocol`` (a paper preset's ``reproduce:``)."""
+    if method in RUN_SECTIONS:
+        cls = RUN_SECTIONS[method]
+        return _describe_part("section", cls.owner, cls, cls)
     learner_name, reg_names = split_method(method)
     lcls = LEARNERS.get(learner_name)
-    lines = [_describe_part("learner", learner_name, lcls)]
+    lines = [_describe_part("learner", learner_name, lcls, lcls.Config)]
     lines.append("  offers: " + (", ".join(sorted(c.value for c in lcls.capabilities)) or "(nothing to train)"))
     for name in reg_names:
         rcls = REGULARIZERS.get(name)
-        lines.append(_describe_part("regularizer", name, rcls))
+        lines.append(_describe_part("regularizer", name, rcls, rcls.Config))
         lines.append("  requires: " + ", ".join(sorted(c.value for c in rcls.requires)))
         missing = composition_matrix()[learner_name, name]
         if missing:
@@ -123,9 +125,10 @@ def describe(method: str) -> str:
     return "\n".join(lines)
 
 
-def _describe_part(kind: str, name: str, cls) -> str:
+def _describe_part(kind: str, name: str, cls, options: type[Options]) -> str:
+    """``kind name: the first paragraph of cls's docstring``, then a row per option."""
     summary = " ".join((cls.__doc__ or "").strip().split("\n\n")[0].split())
-    rows = cls.Config.describe()
+    rows = options.describe()
     lines = [f"{kind} {name}" + (f": {summary}" if summary else "")]
     if not rows:
         lines.append("  (no options)")

@@ -111,8 +111,10 @@ def build_parser() -> argparse.ArgumentParser:
                                     "presets"])
     p.set_defaults(func=cmd_list)
 
-    p = sub.add_parser("describe", help="the options, defaults and capabilities of a method, e.g. coop+kgcoop")
-    p.add_argument("method", help="learner[+regularizer...], e.g. coop, cocoop+nemesis")
+    p = sub.add_parser("describe", help="the options, defaults and capabilities of a method (e.g. coop+kgcoop), or "
+                                        "the options of a run section (train, data, backbone, protocol)")
+    p.add_argument("method", help="learner[+regularizer...], e.g. coop, cocoop+nemesis; or train, data, backbone, "
+                                  "protocol")
     p.set_defaults(func=cmd_describe)
 
     p = sub.add_parser("export", help="write a saved prompt's text classifier for plain open_clip code")

@@ -26,8 +26,9 @@ from __future__ import annotations
 import copy
 import json
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass, fields
 from pathlib import Path
+from typing import ClassVar
 
 import yaml
 
@@ -36,7 +37,8 @@ from vlprompt.data.prepare import fix_commands
 from vlprompt.data.verify import verify_dataset
 from vlprompt.engine.config import load_preset
 from vlprompt.engine.run import RESULTS_FILE
-from vlprompt.errors import ConfigError
+from vlprompt.errors import ConfigError, check_choice
+from vlprompt.options import Options, option
 from vlprompt.protocols.base_to_new import base_new_accuracies, base_new_means, base_to_new_table, plan_base_to_new
 from vlprompt.protocols.common import ProtocolResult, RunPlan, as_protocol_preset
 from vlprompt.protocols.few_shot import few_shot_table, plan_few_shot
@@ -46,29 +48,45 @@ log = logging.getLogger(__name__)
 
 PROTOCOLS = ("few_shot", "base_to_new", "imbalanced", "domain_generalization", "cross_dataset")
 TRANSFER = ("domain_generalization", "cross_dataset")
-KEYS = {"protocol", "datasets", "seeds", "shots", "ratios", "targets", "per_dataset", "source"}
-
-
 @dataclass
-class ReproduceSpec:
-    """A preset's ``reproduce:`` section, checked."""
+class ReproduceSpec(Options):
+    """A paper preset's ``reproduce:`` section: the protocol its paper ran the method under."""
 
-    protocol: str
-    datasets: list[str]
-    seeds: list[int]
-    shots: list[int] = field(default_factory=list)
-    ratios: list[float] = field(default_factory=list)
-    targets: list[str] = field(default_factory=list)
-    per_dataset: dict[str, list[str]] = field(default_factory=dict)
-    source: str = ""
+    owner: ClassVar[str] = "reproduce"
+    protocol: str = option("", "few_shot, base_to_new, imbalanced, domain_generalization or cross_dataset",
+                           required=True)
+    datasets: list[str] = option(factory=list, required=True,
+                                 doc="the datasets trained on; transfer protocols: the source first")
+    seeds: list[int] = option(factory=list, required=True, doc="the paper's seeds")
+    shots: list[int] = option(factory=list, doc="few_shot only: the shot counts of the curve")
+    ratios: list[float] = option(factory=list, doc="imbalanced only: the class-imbalance ratios")
+    targets: list[str] = option(factory=list, doc="transfer protocols only: the datasets evaluated on (default: "
+                                                  "the protocol's standard targets of the source)")
+    per_dataset: dict[str, list[str]] = option(factory=dict, doc="the paper's per-dataset rules, as key=value "
+                                                                 "overrides, e.g. {imagenet: [train.epochs=50]}")
+    source: str = option("", "where the protocol's datasets, seeds and rules come from")
 
-
-def _list_of(where: str, value, kind: type | tuple[type, ...]) -> list:
-    if not isinstance(value, list) or not value or not all(isinstance(v, kind) and not isinstance(v, bool)
-                                                           for v in value):
-        names = " or ".join(k.__name__ for k in (kind if isinstance(kind, tuple) else (kind,)))
-        raise ConfigError(f"{where} must be a non-empty list of {names} values, got {value!r}")
-    return list(value)
+    def validate(self) -> None:
+        check_choice("reproduce.protocol", self.protocol, PROTOCOLS)
+        for key in ("datasets", "seeds"):
+            if not getattr(self, key):
+                raise ConfigError(f"reproduce.{key} must be a non-empty list")
+        if (self.protocol == "few_shot") != bool(self.shots):
+            raise ConfigError("reproduce.shots is for the few_shot protocol, which needs it; other protocols' "
+                              "shots are the preset's data.shots")
+        if (self.protocol == "imbalanced") != bool(self.ratios):
+            raise ConfigError("reproduce.ratios is for the imbalanced protocol, which needs it")
+        if self.targets and self.protocol not in TRANSFER:
+            raise ConfigError(f"reproduce.targets is for the transfer protocols ({', '.join(TRANSFER)})")
+        for name, overrides in self.per_dataset.items():
+            if name not in self.datasets:
+                raise ConfigError(f"reproduce.per_dataset.{name}: {name!r} is not one of reproduce.datasets "
+                                  f"({', '.join(self.datasets)})")
+            if not isinstance(overrides, list) or not all(isinstance(o, str) for o in overrides):
+                raise ConfigError(f"reproduce.per_dataset.{name} must be a list of key=value overrides")
+            bad = [o for o in overrides if "=" not in o]
+            if bad:
+                raise ConfigError(f"reproduce.per_dataset.{name}: {bad[0]!r} is not of the form key=value")
 
 
 def reproduce_spec(preset_name: str, preset: dict) -> ReproduceSpec:
@@ -77,42 +95,13 @@ def reproduce_spec(preset_name: str, preset: dict) -> ReproduceSpec:
     if section is None:
         raise ConfigError(f"preset {preset_name!r} has no reproduce: section (the paper's protocol); presets that "
                           f"have one: {', '.join(reproducible_presets())}")
-    where = f"preset {preset_name}: reproduce"
     if not isinstance(section, dict):
-        raise ConfigError(f"{where} must be a mapping ({', '.join(sorted(KEYS))})")
-    unknown = sorted(set(section) - KEYS)
-    if unknown:
-        raise ConfigError(f"{where}.{unknown[0]} is not known; valid keys: {', '.join(sorted(KEYS))}")
-    protocol = section.get("protocol")
-    if protocol not in PROTOCOLS:
-        raise ConfigError(f"{where}.protocol={protocol!r}; choose one of: {', '.join(PROTOCOLS)}")
-    spec = ReproduceSpec(protocol, _list_of(f"{where}.datasets", section.get("datasets"), str),
-                         _list_of(f"{where}.seeds", section.get("seeds"), int), source=str(section.get("source", "")))
-    if protocol == "few_shot":
-        spec.shots = _list_of(f"{where}.shots", section.get("shots"), int)
-    elif "shots" in section:
-        raise ConfigError(f"{where}.shots is for the few_shot protocol; this preset's shots are its data.shots")
-    if protocol == "imbalanced":
-        spec.ratios = [float(r) for r in _list_of(f"{where}.ratios", section.get("ratios"), (int, float))]
-    elif "ratios" in section:
-        raise ConfigError(f"{where}.ratios is for the imbalanced protocol")
-    if "targets" in section:
-        if protocol not in TRANSFER:
-            raise ConfigError(f"{where}.targets is for the transfer protocols ({', '.join(TRANSFER)})")
-        spec.targets = _list_of(f"{where}.targets", section["targets"], str)
-    per_dataset = section.get("per_dataset") or {}
-    if not isinstance(per_dataset, dict):
-        raise ConfigError(f"{where}.per_dataset must map a dataset to its key=value overrides")
-    for name, overrides in per_dataset.items():
-        if name not in spec.datasets:
-            raise ConfigError(f"{where}.per_dataset.{name}: {name!r} is not one of reproduce.datasets "
-                              f"({', '.join(spec.datasets)})")
-        items = _list_of(f"{where}.per_dataset.{name}", overrides, str)
-        bad = [o for o in items if "=" not in o]
-        if bad:
-            raise ConfigError(f"{where}.per_dataset.{name}: {bad[0]!r} is not of the form key=value")
-        spec.per_dataset[name] = items
-    return spec
+        raise ConfigError(f"preset {preset_name}: reproduce must be a mapping "
+                          f"({', '.join(f.name for f in fields(ReproduceSpec))})")
+    try:
+        return ReproduceSpec.from_mapping(section)
+    except ConfigError as exc:
+        raise ConfigError(f"preset {preset_name}: {exc}") from None
 
 
 def reproducible_presets() -> list[str]:
