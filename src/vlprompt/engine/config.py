@@ -78,8 +78,8 @@ class DataConfig(Section):
                                                                   "all, base, new")
     eval_datasets: list[str] = option(factory=list, doc="other datasets the final prompt is evaluated on with their "
                                                         "own classes (domain shift, cross-dataset)")
-    imbalance_ratio: float | None = option(None, "class imbalance of the few-shot sample: the rarest class keeps "
-                                                 "this fraction of the shots (NPT's protocol); null: balanced")
+    imbalance_ratio: float | None = option(None, "NPT's class-imbalanced sample, in (0, 1]: class k of K keeps "
+                                                 "16 * ratio^(k/(K-1)) images (1: balanced); null: the shots sample")
     workers: int = option(0, "DataLoader processes decoding images (0: in the main process); results do not "
                              "depend on it")
     split_file: str | None = option(None, "a published split: CoOp's split_zhou .json (replaces the dataset's "
@@ -94,6 +94,9 @@ class DataConfig(Section):
                               "process)")
         if self.shots is not None and self.shots < 1:
             raise ConfigError(f"data.shots={self.shots} must be at least 1 (or null for the full split)")
+        if self.imbalance_ratio is not None and not 0 < self.imbalance_ratio <= 1:
+            raise ConfigError(f"data.imbalance_ratio={self.imbalance_ratio} must be in (0, 1] (1: balanced), or null "
+                              "for no imbalance")
         if self.split_file is not None:
             check_split_file(self.split_file, self.shots)
 

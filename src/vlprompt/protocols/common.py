@@ -78,7 +78,7 @@ def run_protocol(name: str, request: ProtocolRequest) -> ProtocolResult:
 
 def run_in_order(plans: list[RunPlan], workers: int = 1) -> list[dict]:
     """The default executor: every plan in this process, one after the other, finished ones skipped."""
-    return [run_experiment(p.config) for p in Progress(plans, "runs", unit="run")]
+    return [run_experiment(p.config).results for p in Progress(plans, "runs", unit="run")]
 
 
 @dataclass

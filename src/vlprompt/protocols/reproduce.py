@@ -66,6 +66,11 @@ class ReproduceSpec(Options):
                                                                  "overrides, e.g. {imagenet: [train.epochs=50]}")
     source: str = option("", "where the protocol's datasets, seeds and rules come from")
 
+    def __post_init__(self):
+        super().__post_init__()
+        # each ratio becomes a run's data.imbalance_ratio, a float in its id whether the preset wrote 1 or 1.0
+        self.ratios = [float(r) for r in self.ratios]
+
     def validate(self) -> None:
         check_choice("reproduce.protocol", self.protocol, PROTOCOLS)
         for key in ("datasets", "seeds"):

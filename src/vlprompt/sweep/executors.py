@@ -24,7 +24,8 @@ log = logging.getLogger(__name__)
 
 
 def run_spec(config: dict, threads: int | None = None) -> dict:
-    """One run in the current process (a pool worker or a Ray task), with ``threads`` torch threads."""
+    """One run in the current process (a pool worker or a Ray task), with ``threads`` torch threads; returns
+    its ``results.json``."""
     if threads:
         import torch
 
@@ -34,7 +35,7 @@ def run_spec(config: dict, threads: int | None = None) -> dict:
         log.info("process %d runs with %d torch threads", os.getpid(), threads)
     from vlprompt.engine.run import run_experiment
 
-    return run_experiment(RunConfig.from_dict(config))
+    return run_experiment(RunConfig.from_dict(config)).results
 
 
 def threads_per_worker(workers: int) -> int:
