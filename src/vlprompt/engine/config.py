@@ -113,7 +113,7 @@ class TrainConfig(Section):
 
     owner: ClassVar[str] = "train"
     epochs: int = option(10, "passes over the training split")
-    lr: float = option(0.002, "the learning rate after warm-up (cosine-annealed to 0)")
+    lr: float = option(0.002, "the learning rate of the first epoch after warm-up, lowered by a cosine per epoch")
     batch_size: int = option(32, "training images per step")
     optimizer: str = option("sgd", "sgd (Dassl's, with momentum), adamw (Tip-Adapter-F's) or adam (Dassl's, L2 in "
                                    "the gradient: TCP's); both Adams take adam_eps")
@@ -129,7 +129,7 @@ class TrainConfig(Section):
     text_memory_gb: float = option(2.0, "the activation budget that text_chunk=auto keeps to")
     seed: int = option(1, "seed of the few-shot sample, the initial prompts and the batch order")
     views: int = option(1, "augmented views of each training image whose frozen features are cached")
-    eval_batch_size: int = option(100, "images per evaluation batch (does not change the numbers)")
+    eval_batch_size: int = option(100, "images per evaluation and validation batch (a memory setting)")
     model_selection: str = option("last", "last (CoOp's rule) or best_val (the epoch with the best validation "
                                           "accuracy)")
 
