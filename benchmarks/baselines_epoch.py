@@ -24,7 +24,8 @@ from threads import add_threads_argument, set_threads
 from vlprompt.backbones import load_backbone
 from vlprompt.data.feature_cache import feature_shape
 from vlprompt.engine.batches import FeatureBatches
-from vlprompt.engine.trainer import TrainConfig, Trainer
+from vlprompt.engine.config import TrainConfig
+from vlprompt.engine.trainer import Trainer
 from vlprompt.learners.capabilities import Capability
 from vlprompt.learners.registry import build_learner
 from vlprompt.regularizers.base import TrainContext

@@ -25,7 +25,8 @@ from train_step import class_names
 
 from vlprompt.backbones import load_backbone
 from vlprompt.engine.batches import FeatureBatches
-from vlprompt.engine.trainer import TrainConfig, Trainer
+from vlprompt.engine.config import TrainConfig
+from vlprompt.engine.trainer import Trainer
 from vlprompt.learners.registry import build_learner
 from vlprompt.regularizers.base import TrainContext
 

@@ -230,7 +230,7 @@ class Check:
 
         common = ["learner.name=coop", f"train.device={self.device}", f"cache_dir={self.work / 'cache'}"]
         single = run_experiment(resolve_config("world-demo", WORLD[2:] + common + [
-            f"output_dir={self.work / 'single'}"]))
+            f"output_dir={self.work / 'single'}"])).results
         proc = self.command([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=1",
                              "-m", "vlprompt", "train", *WORLD, *common, f"output_dir={self.work / 'torchrun'}"])
         backend = "nccl" if self.cuda else "gloo"
@@ -257,7 +257,7 @@ class Check:
                 f"cache_dir={self.work / 'cache' / tag}"])  # each device encodes its own features
             if start is None:  # the prompt before training (the same on every device)
                 start = {k: v.detach().cpu().float() for k, v in prepare(config).learner.learnable_tensors().items()}
-            runs[device] = run_experiment(config)
+            runs[device] = run_experiment(config).results
         cpu, other = (_load_on_cpu(runs[d]) for d in ("cpu", self.device))
         moved = max(float((cpu[k] - start[k]).abs().max()) for k in cpu)
         diff = max(float((cpu[k] - other[k]).abs().max()) for k in cpu)

@@ -12,7 +12,8 @@ import torch
 
 from vlprompt.backbones import load_backbone
 from vlprompt.engine.batches import FeatureBatches
-from vlprompt.engine.trainer import TrainConfig, Trainer
+from vlprompt.engine.config import TrainConfig
+from vlprompt.engine.trainer import Trainer
 from vlprompt.errors import ConfigError
 from vlprompt.learners.capabilities import Capability, missing_capabilities
 from vlprompt.learners.registry import LEARNERS, build_learner

@@ -1,6 +1,6 @@
-"""Typed method options: one dataclass per learner and per regularizer.
+"""Typed options: one dataclass per learner, per regularizer and per section of a run config.
 
-A method's options are declared once, as dataclass fields made with ``option(default, doc)``; the
+A method's options (and a run section's: ``backbone``, ``data``, ``train``) are declared once, as dataclass fields made with ``option(default, doc)``; the
 same declaration gives the defaults, the documentation (``vlprompt describe``), type checking of
 values coming from YAML or ``key=value`` overrides, and the record stored in a prompt artifact.
 Range checks that need no backbone go in ``validate`` so that a bad value is refused when the run
@@ -32,16 +32,19 @@ def option(default: Any = _MISSING, doc: str = "", *, factory=None, required: bo
 
 @dataclass
 class Options:
-    """Base of every method's option dataclass; subclasses add fields and ``validate``."""
+    """Base of every option dataclass (methods' and run sections'); subclasses add fields and ``validate``."""
 
-    #: the method the options belong to, for messages ("coop", "nemesis", ...)
+    #: the method (or run section) the options belong to, for messages ("coop", "nemesis", "train", ...)
     owner: ClassVar[str] = ""
+    #: an int given for a float option becomes a float; the run's sections keep the value as written,
+    #: because a run's id hashes its config as written (``train.lr=1`` and ``train.lr=1.0`` are two runs)
+    widens_ints: ClassVar[bool] = True
 
     def __post_init__(self):
         hints = typing.get_type_hints(type(self))
         for f in dataclasses.fields(self):
             value = getattr(self, f.name)
-            converted = _convert(f"{self.owner}.{f.name}", value, hints[f.name])
+            converted = _convert(f"{self.owner}.{f.name}", value, hints[f.name], self.widens_ints)
             object.__setattr__(self, f.name, converted)
         self.validate()
 
@@ -89,12 +92,12 @@ class Options:
         return rows
 
 
-def _convert(key: str, value, tp):
-    """``value`` checked against the type ``tp`` (``vlprompt.typecheck``); an int given for a float
-    option becomes a float, a tuple a list."""
+def _convert(key: str, value, tp, widen_ints: bool = True):
+    """``value`` checked against the type ``tp`` (``vlprompt.typecheck``); with ``widen_ints`` an int given
+    for a float option becomes a float; a tuple becomes a list."""
     if not fits(value, tp):
         raise ConfigError(f"{key}={value!r} must be {describe(tp)}")
-    if isinstance(value, int) and not isinstance(value, bool) and not fits(value, _without_float(tp)):
+    if widen_ints and isinstance(value, int) and not isinstance(value, bool) and not fits(value, _without_float(tp)):
         return float(value)
     return list(value) if isinstance(value, tuple) else value
 

@@ -85,13 +85,13 @@ def test_toy_learner_and_regularizer_train_through_the_run_path(registered, tmp_
                  "train.batch_size=4", "learner.name=toy_shift", "learner.options.scale=0.5",
                  "regularizers=[{name: toy_pull, weight: 0.1}]", f"output_dir={tmp_path / 'runs'}",
                  f"cache_dir={tmp_path / 'cache'}"]
-    results = run_experiment(resolve_config(None, overrides))
-    history = [json.loads(line) for line in open(f"{results['run_dir']}/metrics.jsonl")]
+    run = run_experiment(resolve_config(None, overrides))
+    history = [json.loads(line) for line in open(run.run_dir / "metrics.jsonl")]
     assert len(history) == 2 and all(r["loss_toy_pull"] > 0 for r in history)
-    learner = from_pretrained(f"{results['run_dir']}/prompt")
+    learner = from_pretrained(run.run_dir / "prompt")
     assert isinstance(learner, ToyShift) and learner.config.scale == 0.5
     assert float(learner.shift.detach().abs().sum()) > 0
-    assert results["metrics"]["all"]["num_samples"] == 5 * 4
+    assert run.metrics["all"]["num_samples"] == 5 * 4
 
 
 def test_a_toy_regularizer_is_refused_by_capability(registered):

@@ -138,7 +138,7 @@ def test_a_run_with_a_split_file_trains_on_exactly_those_images(datasets_root, t
                                            f"output_dir={tmp_path / 'runs'}", f"cache_dir={tmp_path / 'cache'}"])
     run = prepare(config)
     assert run.train_data.train == listed and run.train_data.val == data.val
-    results = run_experiment(config)
+    results = run_experiment(config).results
     assert results["split_file"]["path"] == str(split)
     assert len(results["split_file"]["sha256"]) == 64
     recorded = (Path(results["run_dir"]) / "config.yaml").read_text()

@@ -10,8 +10,9 @@ import pytest
 import torch
 
 from vlprompt.engine.batches import FeatureBatches
+from vlprompt.engine.config import TrainConfig
 from vlprompt.engine.device import resolve_device
-from vlprompt.engine.trainer import TrainConfig, Trainer
+from vlprompt.engine.trainer import Trainer
 from vlprompt.errors import ConfigError
 from vlprompt.learners.registry import build_learner
 from vlprompt.regularizers.base import Regularizer, TrainContext
@@ -64,8 +65,8 @@ def test_a_run_on_cuda_matches_the_cpu_run_and_its_files_load_on_cpu(tmp_path, i
               "train.batch_size=4", "learner.options.n_ctx=2", f"cache_dir={tmp_path / 'cache'}"]
     runs = {d: run_experiment(resolve_config(None, common + [f"train.device={d}", f"output_dir={tmp_path / d}"]))
             for d in ("cpu", "cuda")}
-    assert abs(runs["cpu"]["metrics"]["all"]["accuracy"] - runs["cuda"]["metrics"]["all"]["accuracy"]) <= 20.0
-    cpu = from_pretrained(f"{runs['cpu']['run_dir']}/prompt")
-    cuda_on_cpu = from_pretrained(f"{runs['cuda']['run_dir']}/prompt")
+    assert abs(runs["cpu"].metrics["all"]["accuracy"] - runs["cuda"].metrics["all"]["accuracy"]) <= 20.0
+    cpu = from_pretrained(runs["cpu"].run_dir / "prompt")
+    cuda_on_cpu = from_pretrained(runs["cuda"].run_dir / "prompt")
     assert cuda_on_cpu.ctx.device.type == "cpu"
     assert torch.allclose(cpu.ctx, cuda_on_cpu.ctx, atol=1e-3)

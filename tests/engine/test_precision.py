@@ -7,7 +7,7 @@ import method_matrix
 import pytest
 
 from vlprompt.backbones import load_backbone
-from vlprompt.engine.trainer import TrainConfig
+from vlprompt.engine.config import TrainConfig
 from vlprompt.errors import BackboneError, ConfigError
 
 

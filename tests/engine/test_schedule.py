@@ -8,8 +8,9 @@ import pytest
 import torch
 
 from vlprompt.engine.batches import FeatureBatches
+from vlprompt.engine.config import TrainConfig
 from vlprompt.engine.schedule import lr_at_epoch
-from vlprompt.engine.trainer import TrainConfig, Trainer
+from vlprompt.engine.trainer import Trainer
 from vlprompt.learners.coop import CoOp
 
 

@@ -12,7 +12,8 @@ from open_clip.modified_resnet import ModifiedResNet
 from torch import nn
 
 from vlprompt.backbones.lora import AttentionUpdate, LowRankUpdate, image_tower_updates, layer_indices
-from vlprompt.engine.trainer import TrainConfig, Trainer
+from vlprompt.engine.config import TrainConfig
+from vlprompt.engine.trainer import Trainer
 from vlprompt.errors import BackboneError, ConfigError
 from vlprompt.learners.artifact import from_pretrained, save_pretrained
 from vlprompt.learners.capabilities import Capability

@@ -244,7 +244,6 @@ def test_mmrl_base_to_new_run_records_the_split_aware_and_the_split_agnostic_num
     """Issue 24: an mmrl run writes both numbers; told "new", MMRL scores through its class-token path, which is
     also its path when not told, so the two new-class accuracies are one number."""
     import json
-    from pathlib import Path
 
     from vlprompt.engine.config import resolve_config
     from vlprompt.engine.run import harmonic_mean, run_experiment
@@ -255,12 +254,12 @@ def test_mmrl_base_to_new_run_records_the_split_aware_and_the_split_agnostic_num
                  "learner.name=mmrl", "learner.options.first_block=2", "regularizers=[{name: mmrl_loss}]",
                  f"output_dir={tmp_path / 'runs'}", f"cache_dir={tmp_path / 'cache'}"]
     results = run_experiment(resolve_config(None, overrides))
-    saved = json.loads((Path(results["run_dir"]) / "results.json").read_text())
+    saved = json.loads((results.run_dir / "results.json").read_text())
     m = saved["metrics"]
     assert saved["inference"] == "split_aware" and saved["method"] == "mmrl"
     assert m["new"]["split_aware"]["accuracy"] == m["new"]["accuracy"]
     assert m["base"]["split_aware"]["num_samples"] == m["base"]["num_samples"] == 12
     assert m["split_aware_harmonic_mean"] == pytest.approx(
         harmonic_mean(m["base"]["split_aware"]["accuracy"], m["new"]["split_aware"]["accuracy"]))
-    history = [json.loads(line) for line in open(Path(results["run_dir"]) / "metrics.jsonl")]
+    history = [json.loads(line) for line in open(results.run_dir / "metrics.jsonl")]
     assert all("loss_mmrl_loss_rep" in r for r in history)

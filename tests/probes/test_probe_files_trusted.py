@@ -111,7 +111,8 @@ def test_checkpoint_with_nan_in_its_prompt_is_refused_with_delete_to_restart(tmp
     image_folder_factory(tmp_path / "images", per_class=2)
     args = train_args(tmp_path / "images", tmp_path / "runs", tmp_path / "cache", "train.epochs=2")
     config = resolve_config("world-demo", args[3:])
-    assert run_experiment(config, stop_after_epoch=1)["interrupted_after_epoch"] == 1
+    interrupted = run_experiment(config, stop_after_epoch=1)
+    assert (interrupted.status, interrupted.epochs_done, interrupted.results) == ("interrupted", 1, None)
     checkpoint = run_dir_of(config) / "checkpoint.pt"
     state = torch.load(checkpoint, weights_only=True)
     state["learner"]["ctx"][0, 0] = float("nan")

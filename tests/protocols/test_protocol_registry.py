@@ -81,7 +81,8 @@ def test_unknown_protocol_names_are_refused_with_the_valid_ones(images, tmp_path
     (tmp_path / "spec.yaml").write_text(yaml.safe_dump({"protocol": "base2new", "methods": ["coop"]}))
     with pytest.raises(ConfigError, match=f"protocol 'base2new' is not known; choose one of: {valid}$"):
         load_spec(tmp_path / "spec.yaml")
-    with pytest.raises(ConfigError, match=f"reproduce.protocol='base2new'; choose one of: {valid}$"):
+    quoted = ", ".join(repr(n) for n in sorted(PROTOCOLS.names()))
+    with pytest.raises(ConfigError, match=f"reproduce.protocol='base2new' is not valid; choose one of: {quoted}$"):
         reproduce_spec("x", {"reproduce": {"protocol": "base2new", "datasets": ["dtd"], "seeds": [1]}})
     done = subprocess.run([sys.executable, "-m", "vlprompt", "run", "base2new", "--methods", "coop",
                            "--datasets", f"folder:{images}", "--out", str(tmp_path / "run")],

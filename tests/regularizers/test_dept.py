@@ -6,15 +6,14 @@ from __future__ import annotations
 
 import json
 import math
-from pathlib import Path
 
 import pytest
 import torch
 import torch.nn.functional as F
 
-from vlprompt.engine.config import resolve_config
+from vlprompt.engine.config import TrainConfig, resolve_config
 from vlprompt.engine.run import harmonic_mean, run_experiment
-from vlprompt.engine.trainer import TrainConfig, Trainer
+from vlprompt.engine.trainer import Trainer
 from vlprompt.errors import ConfigError
 from vlprompt.learners.artifact import from_pretrained, save_pretrained
 from vlprompt.learners.capabilities import Capability
@@ -148,7 +147,7 @@ def test_coop_dept_base_to_new_run_records_both_numbers(tmp_path, image_folder_f
                  "learner.name=coop", "learner.options.n_ctx=2", "regularizers=[{name: dept}]",
                  f"output_dir={tmp_path / 'runs'}", f"cache_dir={tmp_path / 'cache'}"]
     results = run_experiment(resolve_config(None, overrides))
-    saved = json.loads((Path(results["run_dir"]) / "results.json").read_text())
+    saved = json.loads((results.run_dir / "results.json").read_text())
     m = saved["metrics"]
     assert saved["inference"] == "split_aware" and saved["regularizers"] == ["dept"]
     # told "new", DePT scores through CoOp alone: the split-agnostic path, the same number
@@ -156,9 +155,9 @@ def test_coop_dept_base_to_new_run_records_both_numbers(tmp_path, image_folder_f
     assert m["base"]["split_aware"]["num_samples"] == m["base"]["num_samples"] == 12
     assert m["split_aware_harmonic_mean"] == pytest.approx(
         harmonic_mean(m["base"]["split_aware"]["accuracy"], m["new"]["accuracy"]))
-    history = [json.loads(line) for line in open(Path(results["run_dir"]) / "metrics.jsonl")]
+    history = [json.loads(line) for line in open(results.run_dir / "metrics.jsonl")]
     assert all("loss_dept" in r for r in history)
-    learner = from_pretrained(Path(results["run_dir"]) / "prompt")
+    learner = from_pretrained(results.run_dir / "prompt")
     assert isinstance(learner.head, DePTHead) and learner.head.trained_classes == ["thing a", "thing b", "thing c"]
 
 

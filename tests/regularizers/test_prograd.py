@@ -10,7 +10,8 @@ import torch
 import torch.nn.functional as F
 
 from vlprompt.engine.batches import FeatureBatches
-from vlprompt.engine.trainer import TrainConfig, Trainer
+from vlprompt.engine.config import TrainConfig
+from vlprompt.engine.trainer import Trainer
 from vlprompt.errors import ConfigError
 from vlprompt.learners.coop import CoOp
 from vlprompt.learners.prompts import template_context_init

@@ -9,7 +9,8 @@ import torch
 import torch.nn.functional as F
 
 from vlprompt.engine.batches import FeatureBatches, ImageBatches
-from vlprompt.engine.trainer import TrainConfig, Trainer
+from vlprompt.engine.config import TrainConfig
+from vlprompt.engine.trainer import Trainer
 from vlprompt.errors import ConfigError
 from vlprompt.learners.coop import CoOp
 from vlprompt.learners.ivlp import IVLP

@@ -11,7 +11,8 @@ import torch
 from torch.nn.utils import parametrize
 
 from vlprompt.engine.batches import FeatureBatches
-from vlprompt.engine.trainer import TrainConfig, Trainer
+from vlprompt.engine.config import TrainConfig
+from vlprompt.engine.trainer import Trainer
 from vlprompt.errors import ConfigError
 from vlprompt.learners.artifact import TENSORS_FILE, from_pretrained, save_pretrained
 from vlprompt.learners.cocoop import CoCoOp

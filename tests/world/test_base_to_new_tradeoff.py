@@ -22,7 +22,7 @@ def base_new(tmp_path_factory):
         overrides = [f"learner.name={learner}", "regularizers=[" + ", ".join(f"{{name: {r}}}" for r in regs) + "]",
                      "data.subsample=base", "data.eval_subsets=[base, new]", "train.epochs=20", "train.seed=1",
                      f"output_dir={root / 'runs'}", f"cache_dir={root / 'cache'}"]
-        metrics = run_experiment(resolve_config("world-methods", overrides))["metrics"]
+        metrics = run_experiment(resolve_config("world-methods", overrides)).metrics
         return metrics["base"]["accuracy"], metrics["new"]["accuracy"]
 
     return {m: run(m) for m in ("zeroshot", "coop", "coop+kgcoop")}

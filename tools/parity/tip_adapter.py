@@ -32,7 +32,8 @@ from torch import nn
 
 from vlprompt.backbones import load_backbone
 from vlprompt.engine.batches import FeatureBatches
-from vlprompt.engine.trainer import TrainConfig, Trainer
+from vlprompt.engine.config import TrainConfig
+from vlprompt.engine.trainer import Trainer
 from vlprompt.learners.tip_adapter import TipAdapter, TipAdapterF
 
 

@@ -111,8 +111,10 @@ def build_parser() -> argparse.ArgumentParser:
                                     "presets"])
     p.set_defaults(func=cmd_list)
 
-    p = sub.add_parser("describe", help="the options, defaults and capabilities of a method, e.g. coop+kgcoop")
-    p.add_argument("method", help="learner[+regularizer...], e.g. coop, cocoop+nemesis")
+    p = sub.add_parser("describe", help="the options, defaults and capabilities of a method (e.g. coop+kgcoop), or "
+                                        "the options of a run section (train, data, backbone, protocol)")
+    p.add_argument("method", help="learner[+regularizer...], e.g. coop, cocoop+nemesis; or train, data, backbone, "
+                                  "protocol")
     p.set_defaults(func=cmd_describe)
 
     p = sub.add_parser("export", help="write a saved prompt's text classifier for plain open_clip code")
@@ -174,28 +176,29 @@ def cmd_train(args) -> int:
     if args.nproc > 1 and "WORLD_SIZE" not in os.environ:
         return _torchrun(args.nproc)
     try:
-        results = run_experiment(config, lock_timeout=args.lock_timeout)
+        run = run_experiment(config, lock_timeout=args.lock_timeout)
     finally:
         leave_process_group()
-    if "rank" in results:  # a process of a multi-process run other than the first: process 0 reports
+    if run.status == "share":  # a process of a multi-process run other than the first: process 0 reports
         return 0
-    if "metrics" not in results:
-        print(f"interrupted after epoch {results['interrupted_after_epoch']}; rerun to resume: {results['run_dir']}")
+    if run.status == "interrupted":
+        print(f"interrupted after epoch {run.epochs_done}; rerun to resume: {run.run_dir}")
         return 1
-    for what, path in analyze_run(results["run_dir"]).items():
+    for what, path in analyze_run(run.run_dir).items():
         print(f"{what}: {path}")
-    for subset, m in results["metrics"].items():
+    metrics = run.metrics
+    for subset, m in metrics.items():
         if isinstance(m, dict):
             print(f"{subset:>5}: accuracy {m['accuracy']:.2f}%  macro-F1 {m['macro_f1']:.2f}%  ({m['num_samples']} images)")
             if "split_aware" in m:
                 told = m["split_aware"]
                 print(f"{subset:>5}, told {subset} at test time: accuracy {told['accuracy']:.2f}%  "
                       f"macro-F1 {told['macro_f1']:.2f}%")
-    if "harmonic_mean" in results["metrics"]:
-        print(f"harmonic mean: {results['metrics']['harmonic_mean']:.2f}")
-    if "split_aware_harmonic_mean" in results["metrics"]:
-        print(f"harmonic mean, told base/new at test time: {results['metrics']['split_aware_harmonic_mean']:.2f}")
-    print(f"run directory: {results['run_dir']}")
+    if "harmonic_mean" in metrics:
+        print(f"harmonic mean: {metrics['harmonic_mean']:.2f}")
+    if "split_aware_harmonic_mean" in metrics:
+        print(f"harmonic mean, told base/new at test time: {metrics['split_aware_harmonic_mean']:.2f}")
+    print(f"run directory: {run.run_dir}")
     return 0
 
 

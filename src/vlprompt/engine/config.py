@@ -1,4 +1,4 @@
-"""Run configuration: a YAML preset plus ``key=value`` overrides, validated into dataclasses.
+"""Run configuration: a YAML preset plus ``key=value`` overrides, validated into typed sections.
 
 Parsing validates everything that needs no model: every section's keys, each method's typed
 options, and whether the learner offers what each regularizer and the evaluation plan need, so a
@@ -16,16 +16,18 @@ import json
 import logging
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
+from typing import ClassVar
 
 import yaml
 
 from vlprompt.backbones import text_context_length
 from vlprompt.data.split_files import check_split_file
-from vlprompt.engine.trainer import TrainConfig
+from vlprompt.engine.device import check_device_name
+from vlprompt.engine.precision import PRECISIONS
 from vlprompt.errors import ConfigError, check_choice
 from vlprompt.learners.capabilities import Capability
 from vlprompt.learners.registry import LEARNERS, learner_config
-from vlprompt.options import Options
+from vlprompt.options import Options, option
 from vlprompt.regularizers.composition import check_composition, composition_matrix
 from vlprompt.regularizers.registry import REGULARIZERS, regularizer_config
 from vlprompt.typecheck import check_types
@@ -36,41 +38,125 @@ PRESET_DIR = Path(__file__).resolve().parent.parent / "presets"
 SUBSETS = ("all", "base", "new")
 
 
-@dataclass
-class BackboneConfig:
-    name: str = "vlprompt-tiny"
-    pretrained: str | None = "world"
-    precision: str = "fp32"  # storage precision of the frozen towers: fp32, fp16 or bf16
+class Section(Options):
+    """A section of the run config: typed, documented (``vlprompt describe train``) and checked when parsed.
 
-    def __post_init__(self):
-        check_choice("backbone.precision", self.precision, ("fp32", "fp16", "bf16"))
+    Values are kept as written (an int stays an int in a float option): the run id hashes them."""
+
+    widens_ints: ClassVar[bool] = False
 
 
 @dataclass
-class DataConfig:
-    dataset: str = "world:objects"
-    root: str | None = None
-    shots: int | None = 16  # None: the full training split
-    subsample: str = "all"  # train on all, base or new classes
-    eval_subsets: list[str] = field(default_factory=lambda: ["all"])
-    # other datasets the final prompt is evaluated on with their own classes (domain shift, cross-dataset)
-    eval_datasets: list[str] = field(default_factory=list)
-    imbalance_ratio: float | None = None
-    workers: int = 0  # DataLoader processes decoding images (0: in the main process); results do not depend on it
-    # a published split: CoOp's split_zhou .json (replaces the dataset's splits) or a few-shot .jsonl (is the sample)
-    split_file: str | None = None
+class BackboneConfig(Section):
+    """The frozen CLIP model the prompts are learned for."""
 
-    def __post_init__(self):
+    owner: ClassVar[str] = "backbone"
+    name: str = option("vlprompt-tiny", "the model (`vlprompt list backbones`): an open_clip name such as ViT-B-16, "
+                                        "RN50, or the shipped vlprompt-tiny")
+    pretrained: str | None = option("world", "its weights: openai, another open_clip tag, world (the tiny model's), "
+                                             "a file path, or null for random weights")
+    precision: str = option("fp32", "storage precision of the frozen towers: fp32, fp16 or bf16")
+
+    def validate(self) -> None:
+        check_choice("backbone.precision", self.precision, BACKBONE_PRECISIONS)
+
+
+BACKBONE_PRECISIONS = ("fp32", "fp16", "bf16")
+
+
+@dataclass
+class DataConfig(Section):
+    """What the run trains and evaluates on."""
+
+    owner: ClassVar[str] = "data"
+    dataset: str = option("world:objects", "the dataset (`vlprompt list datasets`): a benchmark name, world:TASK, "
+                                           "folder:PATH or csv:PATH")
+    root: str | None = option(None, "the folder holding the benchmark datasets (`vlprompt data prepare`)")
+    shots: int | None = option(16, "training images per class; null: the full training split")
+    subsample: str = option("all", "train on all, base or new classes (base-to-new: the first/second half)")
+    eval_subsets: list[str] = option(factory=lambda: ["all"], doc="the class subsets the test split is scored on: "
+                                                                  "all, base, new")
+    eval_datasets: list[str] = option(factory=list, doc="other datasets the final prompt is evaluated on with their "
+                                                        "own classes (domain shift, cross-dataset)")
+    imbalance_ratio: float | None = option(None, "NPT's class-imbalanced sample, in (0, 1]: class k of K keeps "
+                                                 "16 * ratio^(k/(K-1)) images (1: balanced); null: the shots sample")
+    workers: int = option(0, "DataLoader processes decoding images (0: in the main process); results do not "
+                             "depend on it")
+    split_file: str | None = option(None, "a published split: CoOp's split_zhou .json (replaces the dataset's "
+                                          "splits) or a few-shot .jsonl (is the sample)")
+
+    def validate(self) -> None:
         check_choice("data.subsample", self.subsample, SUBSETS)
         for s in self.eval_subsets:
             check_choice("data.eval_subsets", s, SUBSETS)
-        if not isinstance(self.workers, int) or isinstance(self.workers, bool) or self.workers < 0:
+        if self.workers < 0:
             raise ConfigError(f"data.workers={self.workers!r} must be a whole number >= 0 (0: decode in the main "
                               "process)")
         if self.shots is not None and self.shots < 1:
             raise ConfigError(f"data.shots={self.shots} must be at least 1 (or null for the full split)")
+        if self.imbalance_ratio is not None and not 0 < self.imbalance_ratio <= 1:
+            raise ConfigError(f"data.imbalance_ratio={self.imbalance_ratio} must be in (0, 1] (1: balanced), or null "
+                              "for no imbalance")
         if self.split_file is not None:
             check_split_file(self.split_file, self.shots)
+
+
+#: which epoch's tensors a run keeps: the last (CoOp's rule) or the best on the validation split (Dassl's best_val)
+MODEL_SELECTION = ("last", "best_val")
+OPTIMIZERS = ("sgd", "adamw", "adam")
+
+
+@dataclass
+class TrainConfig(Section):
+    """How the prompts are trained. Defaults are the reference's (Dassl): SGD with momentum 0.9, weight decay
+    5e-4, one warm-up epoch at a constant 1e-5, then a cosine schedule stepped per epoch."""
+
+    owner: ClassVar[str] = "train"
+    epochs: int = option(10, "passes over the training split")
+    lr: float = option(0.002, "the learning rate of the first epoch after warm-up, lowered by a cosine per epoch")
+    batch_size: int = option(32, "training images per step")
+    optimizer: str = option("sgd", "sgd (Dassl's, with momentum), adamw (Tip-Adapter-F's) or adam (Dassl's, L2 in "
+                                   "the gradient: TCP's); both Adams take adam_eps")
+    momentum: float = option(0.9, "SGD's momentum")
+    adam_eps: float = option(1e-8, "Adam's and AdamW's epsilon")
+    weight_decay: float = option(5e-4, "weight decay (L2 for sgd and adam, decoupled for adamw)")
+    warmup_epochs: int = option(1, "epochs at the constant warmup_lr before the schedule starts")
+    warmup_lr: float = option(1e-5, "the learning rate of the warm-up epochs")
+    precision: str = option("fp32", "compute precision of a step: fp32, bf16 or fp16 (with loss scaling)")
+    device: str = option("auto", "auto, cpu, cuda, cuda:N or mps (auto: CUDA when present)")
+    text_chunk: int | str = option("auto", "classes per checkpointed text chunk where prompts share no prefix; "
+                                           "0: never; auto: as text_memory_gb allows")
+    text_memory_gb: float = option(2.0, "the activation budget that text_chunk=auto keeps to")
+    seed: int = option(1, "seed of the few-shot sample, the initial prompts and the batch order")
+    views: int = option(1, "augmented views of each training image whose frozen features are cached")
+    eval_batch_size: int = option(100, "images per evaluation and validation batch (a memory setting)")
+    model_selection: str = option("last", "last (CoOp's rule) or best_val (the epoch with the best validation "
+                                          "accuracy)")
+
+    def validate(self) -> None:
+        check_choice("train.precision", self.precision, PRECISIONS)
+        check_choice("train.optimizer", self.optimizer, OPTIMIZERS)
+        check_choice("train.model_selection", self.model_selection, MODEL_SELECTION)
+        if not self.adam_eps > 0:
+            raise ConfigError(f"train.adam_eps={self.adam_eps} must be positive")
+        check_device_name(self.device)
+        if not (self.text_chunk == "auto" or (isinstance(self.text_chunk, int) and self.text_chunk >= 0)):
+            raise ConfigError(f"train.text_chunk={self.text_chunk!r} is not valid; give a number of classes, "
+                              "0 (never chunk) or 'auto'")
+        if not self.text_memory_gb > 0:
+            raise ConfigError(f"train.text_memory_gb={self.text_memory_gb} must be positive")
+        for name in ("epochs", "batch_size", "views", "eval_batch_size"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"train.{name}={getattr(self, name)} must be at least 1")
+        if self.lr <= 0:
+            raise ConfigError(f"train.lr={self.lr} must be positive")
+        for name in ("momentum", "weight_decay", "warmup_epochs", "warmup_lr"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"train.{name}={getattr(self, name)} must not be negative")
+
+
+#: the run config's sections that are typed options, by name (``vlprompt describe train``)
+SECTIONS: dict[str, type[Section]] = {"backbone": BackboneConfig, "data": DataConfig, "train": TrainConfig}
 
 
 @dataclass
@@ -173,14 +259,15 @@ class RunConfig:
     def from_dict(cls, d: dict) -> RunConfig:
         d = copy.deepcopy(d)
         _check_keys("config", d, {f.name for f in fields(cls)})
-        sections = {"backbone": BackboneConfig, "data": DataConfig, "learner": LearnerConfig, "train": TrainConfig}
+        sections = {**SECTIONS, "learner": LearnerConfig}
         kwargs = {}
         for key, value in d.items():
             if key in sections:
                 if not isinstance(value, dict):
                     raise ConfigError(f"{key} must be a mapping, got {value!r}")
                 _check_keys(key, value, {f.name for f in fields(sections[key])})
-                check_types(key, sections[key], value)
+                if key == "learner":
+                    check_types(key, LearnerConfig, value)
                 kwargs[key] = sections[key](**value)
             elif key == "regularizers":
                 if not isinstance(value, list):
@@ -246,18 +333,55 @@ def apply_overrides(d: dict, overrides: list[str]) -> dict:
     return d
 
 
-def expand_preset(d: dict, overrides: list[str] = ()) -> dict:
-    """Apply a preset's method-level defaults and overrides, giving a plain ``RunConfig`` dict.
+def split_method(method: str) -> tuple[str, list[str]]:
+    """``"coop+prograd+kgcoop"`` -> ("coop", ["prograd", "kgcoop"])."""
+    learner, *regularizers = [part.strip() for part in method.split("+")]
+    if not learner:
+        raise ConfigError(f"method {method!r} must start with a learner name, e.g. coop or coop+prograd")
+    return learner, regularizers
 
-    Besides ``RunConfig`` fields a preset may hold ``learners`` (options per learner name),
-    ``regularizers_defaults`` (options per regularizer name or variant label), ``epochs_by_shots``
-    (epochs per shot count, CoOp's schedule), ``schedules`` (train settings per learner, regularizer or
-    variant label: each method trains at its own paper's schedule, a regularizer's over its learner's)
-    ``methods`` (a protocol's default method list) and ``reproduce`` (the paper's protocol, read only by
-    ``vlprompt reproduce``); explicit options and ``train.*`` overrides win over these defaults.
+
+def expand_preset(preset: dict, overrides: list[str] = (), *, method: str | None = None,
+                  fixed: dict | None = None) -> dict:
+    """The preset language's precedence, in the one place it is applied: a plain ``RunConfig`` dict.
+
+    ``vlprompt train`` calls it with a preset and the user's ``key=value`` overrides; every protocol
+    (``protocols.common.method_config``) also passes the ``method`` of the run (``learner[+regularizer...]``,
+    replacing the preset's learner name and regularizer list) and its ``fixed`` settings (dataset, shots,
+    seed, output folder: ``{"data": {...}, "train": {...}, "output_dir": ...}``). From lowest to highest:
+
+    1. each section's defaults (``vlprompt describe train``, ``data``, ``backbone``);
+    2. the preset's method-level defaults: ``learners.<learner>`` (options), ``regularizers_defaults.<name>``
+       (options of a regularizer or of a variant label that names its regularizer);
+    3. the preset's own sections (``backbone``, ``data``, ``learner``, ``regularizers``, ``train``);
+    4. the preset's schedules, over its ``train`` section: ``epochs_by_shots[data.shots]`` for
+       ``train.epochs``, then ``schedules.<learner>``, ``schedules.<regularizer>``, ``schedules.<label>``;
+    5. the user's overrides (any key; a ``train.*`` override also wins over every schedule);
+    6. the protocol's ``method`` and ``fixed`` settings; an override of a fixed key is refused, since it
+       would otherwise be dropped without a word.
+
+    Last, the own-data rule (``own_data_uses_all_classes``): a folder or CSV put in place of the dataset the
+    preset names does not inherit that dataset's class split. ``methods`` and ``reproduce`` (read by the
+    protocols and ``vlprompt reproduce``) are dropped.
     """
-    d = apply_overrides(d, list(overrides))
+    overrides, fixed = list(overrides), dict(fixed or {})
+    fixed_keys = _dotted_keys(fixed)
+    for key in (o.split("=", 1)[0].strip() for o in overrides):
+        if key in fixed_keys:
+            raise ConfigError(f"{key} is set by the protocol for each run and cannot be overridden; choose "
+                              "datasets, shots, seeds and the output folder with the command's options "
+                              "(--datasets, --targets, --shots, --ratios, --seeds, --out)")
+    d = apply_overrides(preset, overrides)
     _check_shapes(d)
+    if method is not None:
+        learner_name, regularizer_names = split_method(method)
+        d["learner"] = {"name": learner_name, "options": (d.get("learner") or {}).get("options") or {}}
+        d["regularizers"] = [{"name": r} for r in regularizer_names]
+    for section, values in fixed.items():
+        if isinstance(values, dict):
+            d.setdefault(section, {}).update(values)
+        else:
+            d[section] = values
     d.pop("methods", None)  # a protocol's default method list
     d.pop("reproduce", None)  # the paper's datasets, seeds and per-dataset rules (protocols/reproduce.py)
     learners = d.pop("learners", None) or {}
@@ -265,23 +389,11 @@ def expand_preset(d: dict, overrides: list[str] = ()) -> dict:
     epochs_by_shots = d.pop("epochs_by_shots", None) or {}
     schedules = d.pop("schedules", None) or {}
     learner = d.setdefault("learner", {})
-    if not isinstance(learner, dict):
-        raise ConfigError(f"learner must be a mapping such as {{name: coop, options: {{n_ctx: 4}}}}; got {learner!r}")
     name = learner.setdefault("name", LearnerConfig.name)
-    if name not in LEARNERS:
-        if name in REGULARIZERS:  # a method named by its regularizer, e.g. CLAP for zslp+clap
-            hosts = [lname for (lname, rname), absent in composition_matrix().items() if rname == name and not absent]
-            raise ConfigError(f"{name!r} is a regularizer, not a learner: a method is a learner plus regularizers, "
-                              f"e.g. {', '.join(f'{h}+{name}' for h in hosts[:4])} (`vlprompt list methods`)")
-        LEARNERS.get(name)  # the unknown-learner error, with the valid names
+    _check_learner_name(name)
     options = learner.get("options") or {}
-    if not isinstance(options, dict):
-        raise ConfigError(f"learner.options must be a mapping of {name}'s options; got {options!r} "
-                          f"(`vlprompt describe {name}` lists them)")
     learner["options"] = {**learners.get(name, {}), **options}
     regularizers = d.get("regularizers") or []
-    if not isinstance(regularizers, list) or not all(isinstance(r, dict) for r in regularizers):
-        raise ConfigError(f"regularizers must be a list of mappings, each with a 'name'; got {regularizers!r}")
     d["regularizers"] = [_with_defaults(r, reg_defaults) for r in regularizers]
     overridden = {o.split("=", 1)[0].strip() for o in overrides}
     shots = (d.get("data") or {}).get("shots", DataConfig.shots)
@@ -295,7 +407,29 @@ def expand_preset(d: dict, overrides: list[str] = ()) -> dict:
         for key, value in (schedules.get(part) or {}).items():
             if f"train.{key}" not in overridden:
                 d.setdefault("train", {})[key] = value
-    return d
+    return own_data_uses_all_classes(preset, d, overrides + sorted(fixed_keys))
+
+
+def _dotted_keys(sections: dict) -> set[str]:
+    """The dotted config keys of ``{"data": {"dataset": ...}, "output_dir": ...}``: data.dataset, output_dir."""
+    keys = set()
+    for section, values in sections.items():
+        if isinstance(values, dict):
+            keys.update(f"{section}.{key}" for key in values)
+        else:
+            keys.add(section)
+    return keys
+
+
+def _check_learner_name(name) -> None:
+    """An unknown learner is refused with the valid names; a regularizer given as one, with its methods."""
+    if name in LEARNERS:
+        return
+    if name in REGULARIZERS:  # a method named by its regularizer, e.g. CLAP for zslp+clap
+        hosts = [lname for (lname, rname), absent in composition_matrix().items() if rname == name and not absent]
+        raise ConfigError(f"{name!r} is a regularizer, not a learner: a method is a learner plus regularizers, "
+                          f"e.g. {', '.join(f'{h}+{name}' for h in hosts[:4])} (`vlprompt list methods`)")
+    LEARNERS.get(name)  # the unknown-learner error, with the valid names
 
 
 def _check_shapes(d: dict) -> None:
@@ -337,8 +471,8 @@ def _parse_value(raw: str):
 
 
 def resolve_config(preset: str | None = None, overrides: list[str] = ()) -> RunConfig:
-    base = load_preset(preset) if preset else {}
-    return RunConfig.from_dict(own_data_uses_all_classes(base, expand_preset(base, list(overrides)), overrides))
+    """The run config of a preset (name or .yaml path) and ``key=value`` overrides (see ``expand_preset``)."""
+    return RunConfig.from_dict(expand_preset(load_preset(preset) if preset else {}, list(overrides)))
 
 
 #: dataset kinds that are the user's own data, not a benchmark with a known base/new split

@@ -17,6 +17,7 @@ import time
 import unicodedata
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal
 
 import torch
 import yaml
@@ -25,27 +26,21 @@ from vlprompt.backbones import Backbone, load_backbone
 from vlprompt.data.feature_cache import FeatureCache
 from vlprompt.data.records import DatasetSplits
 from vlprompt.data.sampling import subsample_classes
-from vlprompt.data.templates import KINDS as TEMPLATE_KINDS
-from vlprompt.data.templates import templates_for
-from vlprompt.engine.batches import FeatureBatches, ImageBatches
 from vlprompt.engine.config import RunConfig
 from vlprompt.engine.datasets import resolve_dataset
 from vlprompt.engine.device import resolve_device
 from vlprompt.engine.distributed import init_from_env, is_main, main_first, world
 from vlprompt.engine.evaluate import encode_with_learner, evaluate_features
 from vlprompt.engine.inputs import RunInputs, check_inputs
-from vlprompt.engine.memory import choose_text_chunk
+from vlprompt.engine.method import Method, build_method, records_features, size_text_chunk, train_method
 from vlprompt.engine.run_lock import hold_run
 from vlprompt.engine.seeding import seed_everything
 from vlprompt.engine.split import sample_split, split_hash, tested_data
-from vlprompt.engine.trainer import Trainer
 from vlprompt.io import write_json, write_text
 from vlprompt.learners.artifact import save_pretrained
 from vlprompt.learners.base import PromptLearner
 from vlprompt.learners.capabilities import Capability
-from vlprompt.learners.registry import LEARNERS
-from vlprompt.regularizers.base import Regularizer, TrainContext
-from vlprompt.regularizers.registry import REGULARIZERS
+from vlprompt.regularizers.base import Regularizer
 
 log = logging.getLogger(__name__)
 
@@ -124,8 +119,8 @@ def prepare(config: RunConfig, inputs: RunInputs | None = None) -> PreparedRun:
     backbone = load_backbone(config.backbone.name, config.backbone.pretrained, device=device,
                              precision=config.backbone.precision)
     classes = subsample_classes(inputs.dataset, config.data.subsample)  # sampling keeps every class
-    options = config.learner.options.with_dataset_template(classes.template)
-    learner = LEARNERS.get(config.learner.name)(backbone, classes.classnames, options)
+    method = build_method(backbone, classes.classnames, config.learner, config.regularizers, classes.template)
+    learner = method.learner
     evaluated = [subsample_classes(inputs.dataset, s) for s in config.data.eval_subsets]
     for part in evaluated + list(inputs.eval_datasets.values()):
         if part.classnames != classes.classnames:
@@ -134,15 +129,8 @@ def prepare(config: RunConfig, inputs: RunInputs | None = None) -> PreparedRun:
         data, train_data, counts = sample_split(config, inputs.dataset)
     log.info("%s, %s classes: %s; torch threads: %d", config.data.dataset, config.data.subsample,
              train_data.summary(), torch.get_num_threads())
-    tokens = getattr(learner, "tokens", None)
-    if tokens is not None:
-        learner.text_chunk = choose_text_chunk(config.train.text_chunk, backbone, len(tokens),
-                                               int(tokens.eot.max()) + 1, config.train.text_memory_gb)
-        if learner.text_chunk:
-            log.info("class prompts that share no prefix are encoded in checkpointed chunks of %d classes",
-                     learner.text_chunk)
-    regularizers = [REGULARIZERS.get(r.name)(r.options) for r in config.regularizers]
-    prepared = PreparedRun(config, run_dir_of(config), backbone, data, train_data, learner, regularizers,
+    size_text_chunk(learner, config.train)
+    prepared = PreparedRun(config, run_dir_of(config), backbone, data, train_data, learner, method.regularizers,
                            FeatureCache(Path(config.cache_dir).expanduser() / "features"), counts,
                            inputs.eval_datasets)
     _lap(prepared, "load", start)
@@ -152,44 +140,28 @@ def prepare(config: RunConfig, inputs: RunInputs | None = None) -> PreparedRun:
 def fit(run: PreparedRun, stop_after_epoch: int | None = None) -> list[dict]:
     """Build the learner's cache model (if it has one) and train it (resuming from the run's checkpoint);
     returns the per-epoch history."""
-    config, learner, data = run.config, run.learner, run.train_data
-    builds_cache = Capability.CACHE_MODEL in learner.offers
-    if not learner.learnable_tensors() and not builds_cache:
-        return []
-    start = time.perf_counter()
-    seed = config.train.seed
-    if learner.uses_image_tower:
-        batches = ImageBatches(run.backbone, data, data.train, config.train.batch_size, seed, config.data.workers)
-    else:
+    config = run.config
+
+    def features(records: list, **kwargs) -> torch.Tensor:
         with main_first():  # rank 0 encodes and writes the features; the other processes load them
-            feats = frozen_features(run, data, data.train, views=config.train.views, seed=seed,
-                                    desc="train features")
-        labels = torch.tensor([r.label for r in data.train])
-        batches = FeatureBatches(feats, labels, config.train.batch_size, seed)
-        if builds_cache:
-            learner.build_from_training_set(feats, labels)
-    _lap(run, "train features", start)
-    if not learner.learnable_tensors():
-        return []
-    context = TrainContext(learner=learner, dataset=config.data.dataset,
-                           templates={kind: templates_for(config.data.dataset, kind, data.template)
-                                      for kind in TEMPLATE_KINDS})
-    trainer = Trainer(learner, config.train, run.regularizers, context)
-    start = time.perf_counter()
+            return frozen_features(run, run.train_data, records, **kwargs)
+
     validate = validation_accuracy(run) if config.train.model_selection == "best_val" else None
-    history = trainer.fit(batches, checkpoint=run.run_dir / "checkpoint.pt",
-                          metrics_path=run.run_dir / "metrics.jsonl", stop_after_epoch=stop_after_epoch,
-                          validate=validate)
-    run.model_selection = trainer.selection
-    _lap(run, "train", start)
-    return history
+    fitted = train_method(Method(run.learner, run.regularizers), run.train_data, config.train, features,
+                          dataset=config.data.dataset, workers=config.data.workers,
+                          checkpoint=run.run_dir / "checkpoint.pt", metrics_path=run.run_dir / "metrics.jsonl",
+                          stop_after_epoch=stop_after_epoch, validate=validate)
+    for stage, seconds in fitted.timings.items():
+        run.timings[stage] = seconds
+        log.info("%s took %.1f s", stage, seconds)
+    run.model_selection = fitted.model_selection
+    return fitted.history
 
 
 def frozen_features(run: PreparedRun, part: DatasetSplits, records: list, **kwargs) -> torch.Tensor:
     """The frozen image tower's features of ``records`` from the run's cache, (views, N, ...) in the form the
     learner reads: pooled, or with the regions' tokens."""
-    return run.cache.features(run.backbone, part, records, workers=run.config.data.workers,
-                              tokens=run.learner.uses_image_tokens, **kwargs)
+    return records_features(run.cache, run.learner, part, run.config.data.workers)(records, **kwargs)
 
 
 def validation_accuracy(run: PreparedRun):
@@ -318,8 +290,32 @@ def split_file_record(path: str | None) -> dict | None:
             "sha256": hashlib.sha256(Path(path).expanduser().read_bytes()).hexdigest()}
 
 
-def run_experiment(config: RunConfig, stop_after_epoch: int | None = None, lock_timeout: float | None = None) -> dict:
-    """Run (or resume, or skip) one configuration and return its results; one process per run directory.
+@dataclass
+class RunResult:
+    """What ``run_experiment`` gives back, one shape for every outcome (``status``):
+
+    - ``finished``: the run is done (now or before); ``results`` is its ``results.json``;
+    - ``interrupted``: training stopped after ``epochs_done`` epochs (``stop_after_epoch``); rerunning resumes;
+    - ``share``: this process (``rank``) trained its share of a multi-process run whose process 0 records it.
+    """
+
+    status: Literal["finished", "interrupted", "share"]
+    run_dir: Path
+    results: dict | None = None
+    epochs_done: int | None = None
+    rank: int | None = None
+
+    @property
+    def metrics(self) -> dict:
+        """The finished run's metrics (``results["metrics"]``); asking an unfinished run is an error."""
+        if self.results is None:
+            raise RuntimeError(f"the run in {self.run_dir} is {self.status}, not finished: it has no metrics yet")
+        return self.results["metrics"]
+
+
+def run_experiment(config: RunConfig, stop_after_epoch: int | None = None,
+                   lock_timeout: float | None = None) -> RunResult:
+    """Run (or resume, or skip) one configuration; one process per run directory.
 
     Every input is checked, and the method built, before the run directory is locked (and so
     created): a run that cannot work leaves nothing behind.
@@ -332,18 +328,18 @@ def run_experiment(config: RunConfig, stop_after_epoch: int | None = None, lock_
         rank, size = world()
         log.info("process %d of %d trains its share of each batch; process 0 writes %s", rank, size, run_dir)
         fit(run, stop_after_epoch)
-        return {"rank": rank, "run_dir": str(run_dir)}
+        return RunResult("share", run_dir, rank=rank)
     with hold_run(run_dir, timeout=lock_timeout):
         if (run_dir / RESULTS_FILE).is_file():  # another process finished it while this one waited
             return _finished(run_dir)
         write_text(run_dir / "config.yaml", yaml.safe_dump(config.to_dict(), sort_keys=False))
         history = fit(run, stop_after_epoch)
         if history and len(history) < config.train.epochs:
-            return {"interrupted_after_epoch": len(history), "run_dir": str(run_dir)}
+            return RunResult("interrupted", run_dir, epochs_done=len(history))
         selected = select_on_validation(run)
-        return record(run, evaluate_all(run), history, selected)
+        return RunResult("finished", run_dir, record(run, evaluate_all(run), history, selected))
 
 
-def _finished(run_dir: Path) -> dict:
+def _finished(run_dir: Path) -> RunResult:
     log.info("results exist in %s; skipping", run_dir)
-    return json.loads((run_dir / RESULTS_FILE).read_text())
+    return RunResult("finished", run_dir, json.loads((run_dir / RESULTS_FILE).read_text()))

@@ -1,7 +1,8 @@
 """The training loop: SGD on the learner's prompt tensors, with regularizer hooks, checkpoint and resume.
 
-Defaults are the reference's (Dassl): SGD momentum 0.9, weight decay 5e-4, one warm-up epoch at a
-constant 1e-5, then cosine stepped per epoch, and the last epoch's weights are the result.
+Its settings are the run config's ``train`` section (``vlprompt.engine.config.TrainConfig``, whose defaults
+are the reference's, Dassl's); the last epoch's weights are the result unless ``train.model_selection`` says
+otherwise.
 """
 
 from __future__ import annotations
@@ -12,18 +13,18 @@ import logging
 import math
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
-from vlprompt.engine.device import check_device_name, to_device
+from vlprompt.engine.config import TrainConfig
+from vlprompt.engine.device import to_device
 from vlprompt.engine.distributed import all_reduce_sum_, is_main, shard, world
-from vlprompt.engine.precision import PRECISIONS, autocast, grad_scaler
+from vlprompt.engine.precision import autocast, grad_scaler
 from vlprompt.engine.schedule import lr_at_epoch
 from vlprompt.engine.seeding import capture_rng_state, restore_rng_state
-from vlprompt.errors import ArtifactError, ConfigError, TrainingError, check_choice
+from vlprompt.errors import ArtifactError, ConfigError, TrainingError
 from vlprompt.io import write_bytes, write_text
 from vlprompt.learners.base import PromptLearner
 from vlprompt.progress import Progress, format_duration
@@ -31,54 +32,6 @@ from vlprompt.regularizers.base import Regularizer, TrainContext
 from vlprompt.regularizers.composition import check_composition
 
 log = logging.getLogger(__name__)
-
-
-OPTIMIZERS = ("sgd", "adamw", "adam")
-#: which epoch's tensors a run keeps: the last (CoOp's rule) or the best on the validation split (Dassl's best_val)
-MODEL_SELECTION = ("last", "best_val")
-
-
-@dataclass
-class TrainConfig:
-    epochs: int = 10
-    lr: float = 0.002
-    batch_size: int = 32
-    optimizer: str = "sgd"  # sgd (Dassl's, with momentum) | adamw (Tip-Adapter-F's) | adam (Dassl's, L2 in the
-    # gradient: TCP's); both Adams take adam_eps
-    momentum: float = 0.9
-    adam_eps: float = 1e-8
-    weight_decay: float = 5e-4
-    warmup_epochs: int = 1
-    warmup_lr: float = 1e-5
-    precision: str = "fp32"
-    device: str = "auto"  # auto | cpu | cuda | cuda:N | mps (auto: CUDA when present)
-    text_chunk: int | str = "auto"  # classes per checkpointed text chunk where prompts share no prefix; 0: never
-    text_memory_gb: float = 2.0  # the activation budget that text_chunk=auto keeps to
-    seed: int = 1
-    views: int = 1
-    eval_batch_size: int = 100
-    model_selection: str = "last"  # last (CoOp's rule) | best_val (the epoch with the best validation accuracy)
-
-    def __post_init__(self):
-        check_choice("train.precision", self.precision, PRECISIONS)
-        check_choice("train.optimizer", self.optimizer, OPTIMIZERS)
-        check_choice("train.model_selection", self.model_selection, MODEL_SELECTION)
-        if not self.adam_eps > 0:
-            raise ConfigError(f"train.adam_eps={self.adam_eps} must be positive")
-        check_device_name(self.device)
-        if not (self.text_chunk == "auto" or (isinstance(self.text_chunk, int) and self.text_chunk >= 0)):
-            raise ConfigError(f"train.text_chunk={self.text_chunk!r} is not valid; give a number of classes, "
-                              "0 (never chunk) or 'auto'")
-        if not self.text_memory_gb > 0:
-            raise ConfigError(f"train.text_memory_gb={self.text_memory_gb} must be positive")
-        for name in ("epochs", "batch_size", "views", "eval_batch_size"):
-            if getattr(self, name) < 1:
-                raise ConfigError(f"train.{name}={getattr(self, name)} must be at least 1")
-        if self.lr <= 0:
-            raise ConfigError(f"train.lr={self.lr} must be positive")
-        for name in ("momentum", "weight_decay", "warmup_epochs", "warmup_lr"):
-            if getattr(self, name) < 0:
-                raise ConfigError(f"train.{name}={getattr(self, name)} must not be negative")
 
 
 class Trainer:

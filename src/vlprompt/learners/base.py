@@ -10,7 +10,7 @@ from __future__ import annotations
 import functools
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -20,6 +20,9 @@ from vlprompt.backbones import Backbone
 from vlprompt.errors import ConfigError
 from vlprompt.learners.capabilities import Capability
 from vlprompt.options import Options
+
+if TYPE_CHECKING:
+    from vlprompt.learners.prompts import ClassPromptTokens
 
 
 @dataclass
@@ -115,11 +118,21 @@ class PromptLearner(nn.Module):
         #: classes per checkpointed chunk where class prompts are encoded one sequence each (an execution
         #: choice like the shared prefix: same numbers, less memory; set from train.text_chunk)
         self.text_chunk: int | None = None
+        #: the fixed token embeddings of the class prompts, for a learner that encodes class prompts of its own
+        #: (``ClassPromptTokens``, set where it builds its prompts); None for one that does not (a probe, an adapter)
+        self.tokens: ClassPromptTokens | None = None
         self._fixed_text: torch.Tensor | None = None  # set only inside ``fixed_classifier``
         #: a plug-in head (``learners/heads.py``) that adjusts the logits, attached by its method; None without
         self.head: nn.Module | None = None
         #: the split the evaluation told this classifier ("base"/"new"), None when not told (and in training)
         self.inference_split: str | None = None
+
+    def class_prompt_shape(self) -> tuple[int, int] | None:
+        """(classes, tokens per class up to the longest prompt's end) of the class prompts this learner encodes,
+        the activation size that ``train.text_chunk`` budgets; None when it encodes no class prompts."""
+        if self.tokens is None:
+            return None
+        return len(self.tokens), int(self.tokens.eot.max()) + 1
 
     @classmethod
     def capabilities_of(cls, config: Options) -> frozenset[Capability]:

@@ -17,7 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from vlprompt.engine.config import RunConfig, apply_overrides, expand_preset, load_preset, own_data_uses_all_classes
+from vlprompt.engine.config import RunConfig, expand_preset, load_preset
 from vlprompt.engine.inputs import check_writable_folder
 from vlprompt.engine.run import harmonic_mean, run_dir_of, run_experiment
 from vlprompt.errors import ConfigError
@@ -59,7 +59,7 @@ class ProtocolRequest:
 
 def run_in_order(plans: list[RunPlan], workers: int = 1) -> list[dict]:
     """The default executor: every plan in this process, one after the other, finished ones skipped."""
-    return [run_experiment(p.config) for p in Progress(plans, "runs", unit="run")]
+    return [run_experiment(p.config).results for p in Progress(plans, "runs", unit="run")]
 
 
 @dataclass
@@ -84,34 +84,9 @@ class RunPlan:
 
 
 def method_config(method: str, preset: dict, overrides: list[str], **sections) -> RunConfig:
-    """A run config for ``method``: the preset, then the user's overrides, then the protocol's settings.
-
-    The protocol's own settings (dataset, shots, subsets, seed, output folder) come last, and an
-    override of one of them is refused: it would otherwise be dropped without a word. The own-data
-    rule of ``vlprompt train`` holds here too: a folder or CSV does not inherit the class split of the
-    dataset the preset names, unless the protocol or the user sets it.
-    """
-    learner, *regs = method.split("+")
-    if not learner:
-        raise ConfigError(f"method {method!r} must start with a learner name, e.g. coop or coop+prograd")
-    owned = protocol_keys(sections)
-    for key in (o.split("=", 1)[0].strip() for o in overrides):
-        if key in owned:
-            raise ConfigError(f"{key} is set by the protocol for each run and cannot be overridden; choose "
-                              "datasets, shots, seeds and the output folder with the command's options "
-                              "(--datasets, --targets, --shots, --ratios, --seeds, --out)")
-    config = apply_overrides(preset, list(overrides))
-    options = (config.get("learner") or {}).get("options") or {}
-    config["learner"] = {"name": learner, "options": options}
-    config["regularizers"] = [{"name": r} for r in regs]
-    for section, values in sections.items():
-        if isinstance(values, dict):
-            config.setdefault(section, {}).update(values)
-        else:
-            config[section] = values
-    train_overrides = [o for o in overrides if o.split("=", 1)[0].strip().startswith("train.")]
-    explicit = list(overrides) + sorted(owned)  # keys the user or the protocol chose
-    return RunConfig.from_dict(own_data_uses_all_classes(preset, expand_preset(config, train_overrides), explicit))
+    """A run config for ``method``: the preset, then the user's overrides, then the protocol's own settings
+    (``sections``: dataset, shots, subsets, seed, output folder), in ``expand_preset``'s precedence."""
+    return RunConfig.from_dict(expand_preset(preset, overrides, method=method, fixed=sections))
 
 
 def as_protocol_preset(preset: dict) -> dict:
@@ -130,17 +105,6 @@ def as_protocol_preset(preset: dict) -> dict:
 def default_datasets(preset: dict) -> list[str]:
     """The datasets a protocol runs on when none are given: the preset's own, else the world's objects."""
     return [(preset.get("data") or {}).get("dataset", "world:objects")]
-
-
-def protocol_keys(sections: dict) -> set[str]:
-    """The dotted config keys a protocol sets, e.g. {"data.dataset", "train.seed", "output_dir"}."""
-    keys = set()
-    for section, values in sections.items():
-        if isinstance(values, dict):
-            keys.update(f"{section}.{key}" for key in values)
-        else:
-            keys.add(section)
-    return keys
 
 
 def execute(plans: list[RunPlan], request: ProtocolRequest) -> list[dict]:

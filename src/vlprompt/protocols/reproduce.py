@@ -27,8 +27,9 @@ from __future__ import annotations
 import copy
 import json
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass, fields
 from pathlib import Path
+from typing import ClassVar
 
 import yaml
 
@@ -37,36 +38,60 @@ from vlprompt.data.prepare import fix_commands
 from vlprompt.data.verify import verify_dataset
 from vlprompt.engine.config import load_preset
 from vlprompt.engine.run import RESULTS_FILE
-from vlprompt.errors import ConfigError
+from vlprompt.errors import ConfigError, check_choice
+from vlprompt.options import Options, option
 from vlprompt.protocols.common import ProtocolRequest, RunPlan
 from vlprompt.protocols.protocol import PROTOCOLS, ProtocolResult, unique
 
 log = logging.getLogger(__name__)
 
-OPTIONS = {"shots": int, "ratios": (int, float), "targets": str}  # the protocol options a section may give
-KEYS = {"protocol", "datasets", "seeds", *OPTIONS, "per_dataset", "source"}
+PROTOCOL_OPTIONS = ("shots", "ratios", "targets")  # what a section gives where its protocol takes it
 
 
 @dataclass
-class ReproduceSpec:
-    """A preset's ``reproduce:`` section, checked."""
+class ReproduceSpec(Options):
+    """A paper preset's ``reproduce:`` section: the protocol its paper ran the method under."""
 
-    protocol: str
-    datasets: list[str]
-    seeds: list[int]
-    shots: list[int] = field(default_factory=list)
-    ratios: list[float] = field(default_factory=list)
-    targets: list[str] = field(default_factory=list)
-    per_dataset: dict[str, list[str]] = field(default_factory=dict)
-    source: str = ""
+    owner: ClassVar[str] = "reproduce"
+    protocol: str = option("", "a registered protocol (`vlprompt list protocols`)", required=True)
+    datasets: list[str] = option(factory=list, required=True,
+                                 doc="the datasets trained on; transfer protocols: the source first")
+    seeds: list[int] = option(factory=list, required=True, doc="the paper's seeds")
+    shots: list[int] = option(factory=list, doc="few_shot only: the shot counts of the curve")
+    ratios: list[float] = option(factory=list, doc="imbalanced only: the class-imbalance ratios")
+    targets: list[str] = option(factory=list, doc="transfer protocols only: the datasets evaluated on (default: "
+                                                  "the protocol's standard targets of the source)")
+    per_dataset: dict[str, list[str]] = option(factory=dict, doc="the paper's per-dataset rules, as key=value "
+                                                                 "overrides, e.g. {imagenet: [train.epochs=50]}")
+    source: str = option("", "where the protocol's datasets, seeds and rules come from")
 
+    def __post_init__(self):
+        super().__post_init__()
+        # each ratio becomes a run's data.imbalance_ratio, a float in its id whether the preset wrote 1 or 1.0
+        self.ratios = [float(r) for r in self.ratios]
 
-def _list_of(where: str, value, kind: type | tuple[type, ...]) -> list:
-    if not isinstance(value, list) or not value or not all(isinstance(v, kind) and not isinstance(v, bool)
-                                                           for v in value):
-        names = " or ".join(k.__name__ for k in (kind if isinstance(kind, tuple) else (kind,)))
-        raise ConfigError(f"{where} must be a non-empty list of {names} values, got {value!r}")
-    return list(value)
+    def validate(self) -> None:
+        check_choice("reproduce.protocol", self.protocol, PROTOCOLS.names())
+        protocol = PROTOCOLS.get(self.protocol)
+        for key in ("datasets", "seeds"):
+            if not getattr(self, key):
+                raise ConfigError(f"reproduce.{key} must be a non-empty list")
+        for key in PROTOCOL_OPTIONS:
+            given = bool(getattr(self, key))
+            if given and key not in protocol.takes:
+                hint = "; this preset's shots are its data.shots" if key == "shots" else ""
+                raise ConfigError(f"reproduce.{key} is for the {_takers(key)}{hint}")
+            if key in protocol.needs and not given:
+                raise ConfigError(f"reproduce.{key} is for the {_takers(key)}, which needs it")
+        for name, overrides in self.per_dataset.items():
+            if name not in self.datasets:
+                raise ConfigError(f"reproduce.per_dataset.{name}: {name!r} is not one of reproduce.datasets "
+                                  f"({', '.join(self.datasets)})")
+            if not isinstance(overrides, list) or not all(isinstance(o, str) for o in overrides):
+                raise ConfigError(f"reproduce.per_dataset.{name} must be a list of key=value overrides")
+            bad = [o for o in overrides if "=" not in o]
+            if bad:
+                raise ConfigError(f"reproduce.per_dataset.{name}: {bad[0]!r} is not of the form key=value")
 
 
 def reproduce_spec(preset_name: str, preset: dict) -> ReproduceSpec:
@@ -75,38 +100,13 @@ def reproduce_spec(preset_name: str, preset: dict) -> ReproduceSpec:
     if section is None:
         raise ConfigError(f"preset {preset_name!r} has no reproduce: section (the paper's protocol); presets that "
                           f"have one: {', '.join(reproducible_presets())}")
-    where = f"preset {preset_name}: reproduce"
     if not isinstance(section, dict):
-        raise ConfigError(f"{where} must be a mapping ({', '.join(sorted(KEYS))})")
-    unknown = sorted(set(section) - KEYS)
-    if unknown:
-        raise ConfigError(f"{where}.{unknown[0]} is not known; valid keys: {', '.join(sorted(KEYS))}")
-    name = section.get("protocol")
-    if not isinstance(name, str) or name not in PROTOCOLS:
-        raise ConfigError(f"{where}.protocol={name!r}; choose one of: {', '.join(PROTOCOLS.names())}")
-    protocol = PROTOCOLS.get(name)
-    spec = ReproduceSpec(name, _list_of(f"{where}.datasets", section.get("datasets"), str),
-                         _list_of(f"{where}.seeds", section.get("seeds"), int), source=str(section.get("source", "")))
-    for option, kind in OPTIONS.items():
-        if option in section and option not in protocol.takes:
-            hint = "; this preset's shots are its data.shots" if option == "shots" else ""
-            raise ConfigError(f"{where}.{option} is for the {_takers(option)}{hint}")
-        if option in section or option in protocol.needs:
-            values = _list_of(f"{where}.{option}", section.get(option), kind)
-            setattr(spec, option, [float(v) for v in values] if option == "ratios" else values)
-    per_dataset = section.get("per_dataset") or {}
-    if not isinstance(per_dataset, dict):
-        raise ConfigError(f"{where}.per_dataset must map a dataset to its key=value overrides")
-    for name, overrides in per_dataset.items():
-        if name not in spec.datasets:
-            raise ConfigError(f"{where}.per_dataset.{name}: {name!r} is not one of reproduce.datasets "
-                              f"({', '.join(spec.datasets)})")
-        items = _list_of(f"{where}.per_dataset.{name}", overrides, str)
-        bad = [o for o in items if "=" not in o]
-        if bad:
-            raise ConfigError(f"{where}.per_dataset.{name}: {bad[0]!r} is not of the form key=value")
-        spec.per_dataset[name] = items
-    return spec
+        raise ConfigError(f"preset {preset_name}: reproduce must be a mapping "
+                          f"({', '.join(f.name for f in fields(ReproduceSpec))})")
+    try:
+        return ReproduceSpec.from_mapping(section)
+    except ConfigError as exc:
+        raise ConfigError(f"preset {preset_name}: {exc}") from None
 
 
 def _takers(option: str) -> str:

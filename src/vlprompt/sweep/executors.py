@@ -26,7 +26,7 @@ log = logging.getLogger(__name__)
 def run_spec(config: dict, threads: int | None = None) -> dict:
     """One run in the current process (a pool worker or a Ray task), with ``threads`` torch threads, and
     the analysis stage on it once finished (skipped when its analyses are current), so that the report
-    only reads files."""
+    only reads files; returns its ``results.json`` (None when the run was interrupted)."""
     if threads:
         import torch
 
@@ -37,10 +37,10 @@ def run_spec(config: dict, threads: int | None = None) -> dict:
     from vlprompt.analysis.run_analysis import analyze_run
     from vlprompt.engine.run import run_experiment
 
-    results = run_experiment(RunConfig.from_dict(config))
-    if "metrics" in results:  # finished, not interrupted
-        analyze_run(results["run_dir"])
-    return results
+    result = run_experiment(RunConfig.from_dict(config))
+    if result.status == "finished":
+        analyze_run(result.run_dir)
+    return result.results
 
 
 def threads_per_worker(workers: int) -> int:
