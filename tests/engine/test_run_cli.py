@@ -44,7 +44,8 @@ def test_train_writes_a_complete_run_directory_and_reruns_do_nothing(workspace):
     assert first.returncode == 0, first.stderr[-3000:]
     (run_dir,) = run_dirs(out)
     assert sorted(p.name for p in run_dir.iterdir()) == [
-        ".lock", "checkpoint.pt", "config.yaml", "metrics.jsonl", "neural_collapse.json", "prompt", "results.json"]
+        ".lock", "analysis.json", "checkpoint.pt", "config.yaml", "metrics.jsonl", "metrics_curves.png",
+        "neural_collapse.json", "prompt", "results.json"]
     assert (run_dir / ".lock").read_text() == ""  # released: no holder named
     lines = (run_dir / "metrics.jsonl").read_text().splitlines()
     assert [json.loads(line)["epoch"] for line in lines] == [1, 2, 3]

@@ -3,15 +3,15 @@
 Importing the package registers every built-in regularizer by name.
 """
 
-from vlprompt.regularizers import (  # noqa: F401
-                                   clap,
-                                   dekg,
-                                   dept,
-                                   kgcoop,
-                                   mmrl_loss,
-                                   nemesis,
-                                   npt,
-                                   prograd,
-                                   promptsrc,  # (registration)
-                                   qprompt,
+from vlprompt.regularizers import (  # noqa: F401  (registration)
+    clap,
+    dekg,
+    dept,
+    kgcoop,
+    mmrl_loss,
+    nemesis,
+    npt,
+    prograd,
+    promptsrc,
+    qprompt,
 )
