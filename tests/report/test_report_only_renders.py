@@ -1,6 +1,7 @@
 """The report only reads and renders: a real sweep's runs pass through the analysis stage as they finish,
-writing the report runs no model code, a run without analyses gets the command instead of a computation,
-and writing the report again renders only the pages whose run changed."""
+writing the report runs no model code and imports none (no torch, open_clip, learners, backbones or
+engine, through ``write_report`` or ``vlprompt report``), a run without analyses gets the command instead
+of a computation, and writing the report again renders only the pages whose run changed."""
 
 from __future__ import annotations
 
@@ -50,9 +51,8 @@ def test_sweep_runs_pass_through_the_analysis_stage(sweep):
         assert all((run_dir / name).is_file() for name in record["written"].values())
 
 
-# Runs in a fresh interpreter: imports everything the report module needs first (importing the protocols
-# brings torch, as the run configs they rebuild validate against the learner registry), then records every
-# Python function called while the report is written.
+# Runs in a fresh interpreter: imports the report module, records every Python function called while the
+# report is written, and lists every module imported by then.
 REPORT_SCRIPT = """
 import json, sys
 from vlprompt.report.html import write_report
@@ -68,11 +68,28 @@ print(json.dumps({"calls": sorted(calls), "modules": sorted(sys.modules)}))
 """
 
 
-def report_in_subprocess(where: Path, report: Path) -> dict:
-    done = subprocess.run([sys.executable, "-c", REPORT_SCRIPT, str(where), str(report)], capture_output=True,
-                          text=True, timeout=600, env=env())
+# `vlprompt report` through the command line's entry point in a fresh interpreter, then every module imported.
+CLI_SCRIPT = """
+import json, sys
+from vlprompt.cli.main import main
+status = main(["report", *sys.argv[1:]])
+print(json.dumps({"status": status, "modules": sorted(sys.modules)}))
+"""
+
+
+def report_in_subprocess(where: Path, report: Path, script: str = REPORT_SCRIPT) -> dict:
+    done = subprocess.run([sys.executable, "-c", script, str(where), *([str(report)] if script == REPORT_SCRIPT
+                                                                       else ["--out", str(report)])],
+                          capture_output=True, text=True, timeout=600, env=env())
     assert done.returncode == 0, done.stderr[-3000:]
     return json.loads(done.stdout.splitlines()[-1])
+
+
+def model_modules(modules: list[str]) -> list[str]:
+    """The modules among ``modules`` that hold or load models: torch, open_clip, the learners, the backbones,
+    and the engine that builds and trains them."""
+    return [m for m in modules if m.split(".")[0] in ("torch", "open_clip")
+            or m.startswith(("vlprompt.learners", "vlprompt.backbones", "vlprompt.engine"))]
 
 
 def test_writing_a_report_runs_no_model_and_no_analysis(sweep, tmp_path):
@@ -89,12 +106,21 @@ def test_writing_a_report_runs_no_model_and_no_analysis(sweep, tmp_path):
     analyses = {"vlprompt.analysis.run_analysis", "vlprompt.analysis.neural_collapse", "vlprompt.analysis.corruption",
                 "vlprompt.analysis.prompt_norms", "vlprompt.analysis.metric_curves"}
     assert analyses.isdisjoint(seen["modules"])
+    assert model_modules(seen["modules"]) == []  # not even imported
     for spec_id, run_dir in run_dirs(out).items():  # and the pages show what the stage wrote
         page = parse(tmp_path / "report" / "runs" / f"{spec_id}.html")
         assert f"../img/{spec_id}_metrics.png" in page.images
         assert any(t[0][0] == "Evaluated on" and "nc1" in t[0] for t in page.tables)
         assert (tmp_path / "report" / "img" / f"{spec_id}_metrics.png").read_bytes() == \
             (run_dir / "metrics_curves.png").read_bytes()
+
+
+def test_the_report_command_imports_no_model_code(sweep, tmp_path):
+    out, _ = sweep
+    seen = report_in_subprocess(out, tmp_path / "report", script=CLI_SCRIPT)
+    assert seen["status"] == 0 and (tmp_path / "report" / "index.html").is_file()
+    assert len(list((tmp_path / "report" / "runs").glob("*.html"))) == len(run_dirs(out))
+    assert model_modules(seen["modules"]) == []
 
 
 def test_a_run_without_analyses_gets_the_command_then_shows_them(sweep, tmp_path):

@@ -40,6 +40,7 @@ from vlprompt.io import write_json, write_text
 from vlprompt.learners.artifact import save_pretrained
 from vlprompt.learners.base import PromptLearner
 from vlprompt.learners.capabilities import Capability
+from vlprompt.metrics import harmonic_mean
 from vlprompt.regularizers.base import Regularizer
 
 log = logging.getLogger(__name__)
@@ -74,10 +75,6 @@ def run_dir_of(config: RunConfig) -> Path:
     """OUTPUT_DIR/METHOD_DATASET_seedS_HASH: readable, and unique by the config's hash."""
     name = f"{config.method()}_{dataset_label(config.data.dataset)}_seed{config.train.seed}_{config.run_id()}"
     return Path(config.output_dir).expanduser() / name
-
-
-def harmonic_mean(a: float, b: float) -> float:
-    return 2 * a * b / (a + b) if a + b > 0 else 0.0
 
 
 @dataclass

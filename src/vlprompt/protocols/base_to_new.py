@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from vlprompt.protocols.common import ProtocolRequest, RunPlan, b_n_h, method_config, seed_stats
+from vlprompt.protocols.common import ProtocolRequest, RunKey, RunPlan, b_n_h, method_config, seed_stats
 from vlprompt.protocols.protocol import Figure, Protocol, ProtocolTable, register_protocol, split_average, unique
 
 
@@ -35,7 +35,7 @@ def plan_base_to_new(methods, datasets, seeds, preset: dict, overrides=(), out_d
     ]
 
 
-def base_new_accuracies(plans: list[RunPlan], results: list[dict], methods, datasets) -> dict:
+def base_new_accuracies(plans: list[RunKey], results: list[dict], methods, datasets) -> dict:
     """(dataset, method) -> (base accuracies, new accuracies), one value per seed."""
     found = {}
     for d in datasets:
@@ -49,7 +49,7 @@ def base_new_accuracies(plans: list[RunPlan], results: list[dict], methods, data
 SPLIT_AWARE_MARK = "told base/new at test time"
 
 
-def told_accuracies(plans: list[RunPlan], results: list[dict], methods, datasets) -> dict:
+def told_accuracies(plans: list[RunKey], results: list[dict], methods, datasets) -> dict:
     """(dataset, method) -> (base, new) accuracies scored told the split, for the methods whose runs are
     split-aware (results.json ``"inference": "split_aware"``); other methods are absent."""
     found = {}
@@ -98,7 +98,7 @@ def base_to_new_rows(accuracies: dict, methods, datasets, told: dict | None = No
     return header[:5] + ["Inference", "Base (told)", "New (told)", "H (told)"] + header[5:], [beside(r) for r in rows]
 
 
-def base_to_new_table(plans: list[RunPlan], results: list[dict], name: str, title: str) -> ProtocolTable:
+def base_to_new_table(plans: list[RunKey], results: list[dict], name: str, title: str) -> ProtocolTable:
     """The table of base-to-new runs (with split-aware columns when a method is told the split) and its bars."""
     methods, datasets = unique(p.method for p in plans), unique(p.dataset for p in plans)
     accuracies = base_new_accuracies(plans, results, methods, datasets)
@@ -124,7 +124,7 @@ class BaseToNew(Protocol):
                 for p in plan_base_to_new(request.methods, [d], request.seeds, request.preset_dict,
                                           request.overrides_for(d), request.out_dir)]
 
-    def table(self, plans: list[RunPlan], results: list[dict]) -> ProtocolTable:
+    def table(self, plans: list[RunKey], results: list[dict]) -> ProtocolTable:
         return base_to_new_table(plans, results, self.name, self.title)
 
 

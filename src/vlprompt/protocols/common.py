@@ -7,6 +7,10 @@ repeated (``run_experiment`` finds them by config hash), so a protocol can be ki
 the runs execute is the request's ``executor``: one after the other here by default; the command
 line passes the sweep layer's, which records them in the run registry and runs them in a pool or on
 Ray (protocols sit below sweep/ and never import it).
+
+Building tables needs none of the engine: a table reads ``RunKey``s and results, so the report rebuilds
+tables from registry rows without importing model code; the engine is imported only where runs are
+planned or executed.
 """
 
 from __future__ import annotations
@@ -16,12 +20,14 @@ import statistics
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from vlprompt.engine.config import RunConfig, expand_preset, load_preset
-from vlprompt.engine.inputs import check_writable_folder
-from vlprompt.engine.run import harmonic_mean, run_dir_of, run_experiment
 from vlprompt.errors import ConfigError
+from vlprompt.metrics import harmonic_mean
 from vlprompt.progress import Progress
+
+if TYPE_CHECKING:
+    from vlprompt.engine.config import RunConfig
 
 DEFAULT_SHOTS = (1, 2, 4, 8, 16)
 DEFAULT_RATIOS = (1.0, 0.25, 0.0625)  # the class-imbalance ratios of NPT's table (methods.md §10.6)
@@ -49,6 +55,8 @@ class ProtocolRequest:
     def __post_init__(self):
         if not self.methods or not self.seeds:
             raise ConfigError("give at least one method and one seed")
+        from vlprompt.engine.config import load_preset
+
         self.preset_dict = as_protocol_preset(load_preset(self.preset))
         self.datasets = list(self.datasets) or default_datasets(self.preset_dict)
 
@@ -59,22 +67,33 @@ class ProtocolRequest:
 
 def run_in_order(plans: list[RunPlan], workers: int = 1) -> list[dict]:
     """The default executor: every plan in this process, one after the other, finished ones skipped."""
+    from vlprompt.engine.run import run_experiment
+
     return [run_experiment(p.config).results for p in Progress(plans, "runs", unit="run")]
 
 
 @dataclass
-class RunPlan:
-    """One run of a protocol, with the keys its result is grouped by."""
+class RunKey:
+    """Which run: method, dataset, seed, the keys its result is grouped by and its protocol; all a protocol's
+    tables read of a run besides its results, so the report builds these from registry rows alone."""
 
     method: str
     dataset: str
     seed: int
+    keys: dict = field(default_factory=dict, kw_only=True)
+    protocol: str | None = field(default=None, kw_only=True)
+
+
+@dataclass
+class RunPlan(RunKey):
+    """One run of a protocol: its key and the config it runs with."""
+
     config: RunConfig
-    keys: dict = field(default_factory=dict)
-    protocol: str | None = None
 
     @property
     def run_dir(self) -> Path:
+        from vlprompt.engine.run import run_dir_of
+
         return run_dir_of(self.config)
 
     @property
@@ -86,6 +105,8 @@ class RunPlan:
 def method_config(method: str, preset: dict, overrides: list[str], **sections) -> RunConfig:
     """A run config for ``method``: the preset, then the user's overrides, then the protocol's own settings
     (``sections``: dataset, shots, subsets, seed, output folder), in ``expand_preset``'s precedence."""
+    from vlprompt.engine.config import RunConfig, expand_preset
+
     return RunConfig.from_dict(expand_preset(preset, overrides, method=method, fixed=sections))
 
 
@@ -109,6 +130,8 @@ def default_datasets(preset: dict) -> list[str]:
 
 def execute(plans: list[RunPlan], request: ProtocolRequest) -> list[dict]:
     """Run every plan with the request's executor; results in plan order."""
+    from vlprompt.engine.inputs import check_writable_folder
+
     check_writable_folder("--out", str(request.out_dir))  # before the executor writes its registry there
     return (request.executor or run_in_order)(plans, request.workers)
 

@@ -8,7 +8,7 @@ import statistics
 from pathlib import Path
 
 from vlprompt.errors import ConfigError
-from vlprompt.protocols.common import ProtocolRequest, RunPlan, accuracy, mean_std, method_config, seed_stats
+from vlprompt.protocols.common import ProtocolRequest, RunKey, RunPlan, accuracy, mean_std, method_config, seed_stats
 from vlprompt.protocols.protocol import (
     Figure,
     Protocol,
@@ -32,7 +32,7 @@ def plan_few_shot(methods, datasets, shots, seeds, preset: dict, overrides=(),
     ]
 
 
-def few_shot_table(plans: list[RunPlan], results: list[dict], methods, datasets, shots):
+def few_shot_table(plans: list[RunKey], results: list[dict], methods, datasets, shots):
     """(header, rows, panels of the curves): mean ± std over seeds per (dataset, method, shots)."""
     accs = {(d, m, k): [] for d in datasets for m in methods for k in shots}
     for p, r in zip(plans, results):
@@ -66,11 +66,11 @@ class FewShot(Protocol):
                 for p in plan_few_shot(request.methods, [d], request.shots, request.seeds, request.preset_dict,
                                        request.overrides_for(d), request.out_dir)]
 
-    def table(self, plans: list[RunPlan], results: list[dict]) -> ProtocolTable:
+    def table(self, plans: list[RunKey], results: list[dict]) -> ProtocolTable:
         """Shot counts in the order they were asked for."""
         return self._table(plans, results, unique(p.keys["shots"] for p in plans))
 
-    def report_tables(self, plans: list[RunPlan], results: list[dict]) -> list[ProtocolTable]:
+    def report_tables(self, plans: list[RunKey], results: list[dict]) -> list[ProtocolTable]:
         """Shot counts in increasing order, whichever order the registry holds the runs in."""
         shots = sorted(unique(p.keys["shots"] for p in plans))
         missing = missing_runs(plans, [setting_key({"shots": k}) for k in shots])
@@ -78,7 +78,7 @@ class FewShot(Protocol):
             return [ProtocolTable(self.name, self.title, missing=missing)]
         return [self._table(plans, results, shots)]
 
-    def _table(self, plans: list[RunPlan], results: list[dict], shots: list[int]) -> ProtocolTable:
+    def _table(self, plans: list[RunKey], results: list[dict], shots: list[int]) -> ProtocolTable:
         methods, datasets = unique(p.method for p in plans), unique(p.dataset for p in plans)
         header, rows, panels = few_shot_table(plans, results, methods, datasets, shots)
         body, footer = split_average(rows)

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from vlprompt.errors import ConfigError
 from vlprompt.protocols.base_to_new import base_to_new_table, plan_base_to_new
-from vlprompt.protocols.common import ProtocolRequest, RunPlan
+from vlprompt.protocols.common import ProtocolRequest, RunKey, RunPlan
 from vlprompt.protocols.protocol import Protocol, ProtocolTable, group_runs, missing_runs, register_protocol
 
 
@@ -26,17 +26,17 @@ class Imbalanced(Protocol):
                                           request.overrides_for(d), request.out_dir, imbalance_ratio=ratio,
                                           protocol=self.name)]
 
-    def table(self, plans: list[RunPlan], results: list[dict]) -> ProtocolTable:
+    def table(self, plans: list[RunKey], results: list[dict]) -> ProtocolTable:
         header, rows = [], []
-        for ratio, (mine, theirs) in group_runs(plans, results, lambda p: p.keys["ratio"]).items():
+        for ratio, (mine, theirs) in group_runs(plans, results, lambda p, _: p.keys["ratio"]).items():
             block = base_to_new_table(mine, theirs, self.name, self.title)
             header = ["Ratio"] + block.header
             rows += [[f"{ratio:g}"] + r for r in block.rows + block.footer]
         return ProtocolTable(self.name, self.title, header, rows)
 
-    def report_tables(self, plans: list[RunPlan], results: list[dict]) -> list[ProtocolTable]:
+    def report_tables(self, plans: list[RunKey], results: list[dict]) -> list[ProtocolTable]:
         tables = []
-        for ratio, (mine, theirs) in group_runs(plans, results, lambda p: p.keys["ratio"]).items():
+        for ratio, (mine, theirs) in group_runs(plans, results, lambda p, _: p.keys["ratio"]).items():
             name, title = f"{self.name}_{ratio:g}", f"{self.title}, ratio {ratio:g}"
             missing = missing_runs(mine)
             tables.append(ProtocolTable(name, title, missing=missing) if missing

@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 
-from vlprompt.protocols.common import ProtocolRequest, RunPlan, execute
+from vlprompt.protocols.common import ProtocolRequest, RunKey, RunPlan, execute
 from vlprompt.registry import Registry
 
 
@@ -71,11 +71,12 @@ class Protocol:
         """Every run the request asks for, each with the keys its result is grouped by."""
         raise NotImplementedError
 
-    def table(self, plans: list[RunPlan], results: list[dict]) -> ProtocolTable:
-        """The table of finished runs (``results`` in plan order), as ``vlprompt run`` writes it."""
+    def table(self, plans: list[RunKey], results: list[dict]) -> ProtocolTable:
+        """The table of finished runs (``results`` in plan order), as ``vlprompt run`` writes it; it reads the
+        runs' keys and results only, never their configs, so the report builds it without model code."""
         raise NotImplementedError
 
-    def report_tables(self, plans: list[RunPlan], results: list[dict]) -> list[ProtocolTable]:
+    def report_tables(self, plans: list[RunKey], results: list[dict]) -> list[ProtocolTable]:
         """The report's tables of the finished runs a registry holds: the table, or the runs it still needs."""
         missing = missing_runs(plans)
         return [ProtocolTable(self.name, self.title, missing=missing) if missing else self.table(plans, results)]
@@ -119,7 +120,7 @@ def setting_key(keys: dict) -> str:
     return json.dumps(keys, sort_keys=True)
 
 
-def missing_runs(plans: list[RunPlan], settings: list[str] | None = None) -> list[str]:
+def missing_runs(plans: list[RunKey], settings: list[str] | None = None) -> list[str]:
     """Each (dataset, method, setting) of these runs' crossing that none of them covers, e.g. 'coop on dtd
     ({"shots": 4})'; ``settings`` (default: the plans', in order) orders the settings."""
     have = {(p.dataset, p.method, setting_key(p.keys)) for p in plans}
@@ -128,11 +129,11 @@ def missing_runs(plans: list[RunPlan], settings: list[str] | None = None) -> lis
             for s in settings if (d, m, s) not in have]
 
 
-def group_runs(plans: list[RunPlan], results: list[dict], key) -> dict:
-    """``key(plan)`` -> (its plans, their results), groups in order of first appearance."""
+def group_runs(plans: list[RunKey], results: list[dict], key) -> dict:
+    """``key(plan, result)`` -> (its plans, their results), groups in order of first appearance."""
     groups: dict = {}
     for plan, result in zip(plans, results):
-        mine = groups.setdefault(key(plan), ([], []))
+        mine = groups.setdefault(key(plan, result), ([], []))
         mine[0].append(plan)
         mine[1].append(result)
     return groups

@@ -7,7 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from vlprompt.errors import ConfigError
-from vlprompt.protocols.common import ProtocolRequest, RunPlan, accuracy, method_config, seed_stats
+from vlprompt.protocols.common import ProtocolRequest, RunKey, RunPlan, accuracy, method_config, seed_stats
 from vlprompt.protocols.protocol import Protocol, ProtocolTable, group_runs, register_protocol, unique
 
 DG_TARGETS = {
@@ -43,7 +43,7 @@ def plan_transfer(kind: str, methods, source: str, seeds, targets: list[str], pr
     ]
 
 
-def transfer_table(plans: list[RunPlan], results: list[dict], methods, source: str, targets: list[str]):
+def transfer_table(plans: list[RunKey], results: list[dict], methods, source: str, targets: list[str]):
     """Source accuracy and each target's, mean ± std over seeds, and the average over targets of the means."""
     header = ["Method", f"{source} (source)"] + list(targets) + ["Average (targets)"]
     rows = []
@@ -81,20 +81,25 @@ class Transfer(Protocol):
         return plan_transfer(self.name, request.methods, source, request.seeds, targets, request.preset_dict,
                              request.overrides_for(source), request.out_dir)
 
-    def table(self, plans: list[RunPlan], results: list[dict]) -> ProtocolTable:
-        source, targets = plans[0].dataset, plans[0].config.data.eval_datasets
+    def table(self, plans: list[RunKey], results: list[dict]) -> ProtocolTable:
+        source, targets = plans[0].dataset, evaluated_targets(results[0])
         header, rows = transfer_table(plans, results, unique(p.method for p in plans), source, targets)
         return ProtocolTable(self.name, self.title, header, rows)
 
-    def report_tables(self, plans: list[RunPlan], results: list[dict]) -> list[ProtocolTable]:
+    def report_tables(self, plans: list[RunKey], results: list[dict]) -> list[ProtocolTable]:
         """One table per source and targets, named after the source."""
         tables = []
-        groups = group_runs(plans, results, lambda p: (p.dataset, tuple(p.config.data.eval_datasets)))
+        groups = group_runs(plans, results, lambda p, r: (p.dataset, tuple(evaluated_targets(r))))
         for (source, _), (mine, theirs) in groups.items():
             table = self.table(mine, theirs)
             table.name, table.title = f"{self.name}_{file_stem(source)}", f"{self.title} from {source}"
             tables.append(table)
         return tables
+
+
+def evaluated_targets(result: dict) -> list[str]:
+    """The target datasets a finished run was evaluated on, in the order its config listed them."""
+    return list(result["metrics"]["datasets"])
 
 
 def file_stem(name: str) -> str:

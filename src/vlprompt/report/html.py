@@ -35,7 +35,6 @@ from vlprompt.analysis.outputs import (
     current_record,
 )
 from vlprompt.io import atomic_dir, place_file, write_text
-from vlprompt.learners.artifact import TENSORS_FILE
 from vlprompt.protocols.base_to_new import SPLIT_AWARE_MARK
 from vlprompt.report.page_cache import PageCache, fingerprint
 from vlprompt.report.paper_tables import Comparison, paper_comparisons
@@ -241,8 +240,18 @@ def _page_inputs(run_dir: Path) -> list[Path]:
     """Every file of the run directory that its page reads: what its fingerprint covers."""
     return [run_dir / name for name in (RESULTS_FILE, METRICS_FILE, RECORD_FILE, CURVES_FIGURE, NORMS_FIGURE,
                                         NEURAL_COLLAPSE_FILE, f"{CORRUPTION_DIR}/{CORRUPTION_SUMMARY}",
-                                        f"{CORRUPTION_DIR}/{CORRUPTION_HEATMAP}", "prompt/config.json",
-                                        f"prompt/{TENSORS_FILE}")]
+                                        f"{CORRUPTION_DIR}/{CORRUPTION_HEATMAP}")] + _artifact_files(run_dir / "prompt")
+
+
+def _artifact_files(prompt_dir: Path) -> list[Path]:
+    """The prompt artifact's config.json and every file it records a SHA-256 of (its tensors), as the artifact
+    names them itself: the report reads no name from the learners' code, which would import the models."""
+    config_path = prompt_dir / "config.json"
+    try:
+        recorded = json.loads(config_path.read_text()).get("sha256") or {}
+    except (OSError, ValueError):
+        recorded = {}
+    return [config_path, *(prompt_dir / name for name in recorded)]
 
 
 def _write_run_page(row: Row, report: Path, pages: PageCache) -> None:
@@ -361,7 +370,7 @@ def _storage(config_path: Path) -> list[str]:
     if not encoded:
         return []
     rows = [[name, e["codec"], e["bytes"]] for name, e in encoded.items()]
-    plain = config_path.parent / TENSORS_FILE
-    if plain.is_file():
-        rows.append(["other tensors (safetensors)", "float", plain.stat().st_size])
+    codec_files = {e["file"] for e in encoded.values()}
+    plain_files = [config_path.parent / name for name in config.get("sha256") or {} if name not in codec_files]
+    rows += [["other tensors (safetensors)", "float", f.stat().st_size] for f in plain_files if f.is_file()]
     return ["<h2>Prompt storage</h2>", _table(["Tensor", "Codec", "Bytes"], rows)]

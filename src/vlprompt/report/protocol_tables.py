@@ -13,8 +13,7 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from vlprompt.engine.config import RunConfig
-from vlprompt.protocols.common import RunPlan, seed_stats
+from vlprompt.protocols.common import RunKey, seed_stats
 from vlprompt.protocols.protocol import PROTOCOLS, unique
 from vlprompt.report.figures import draw_figure
 from vlprompt.sweep.registry import Row
@@ -31,9 +30,10 @@ class Table:
     missing: list[str] = field(default_factory=list)
 
 
-def _plans(rows: list[Row]) -> list[RunPlan]:
-    return [RunPlan(r.method, r.dataset, r.seed, RunConfig.from_dict(r.config), keys=r.keys, protocol=r.protocol)
-            for r in rows]
+def _keys(rows: list[Row]) -> list[RunKey]:
+    """What the protocols' tables read of each run besides its results; no run config is parsed (that would
+    validate it against the learner registry and import the model code)."""
+    return [RunKey(r.method, r.dataset, r.seed, keys=r.keys, protocol=r.protocol) for r in rows]
 
 
 def protocol_tables(rows: list[Row], figure_dir: Path) -> list[Table]:
@@ -44,7 +44,7 @@ def protocol_tables(rows: list[Row], figure_dir: Path) -> list[Table]:
         if name not in PROTOCOLS:
             tables.append(_grid(mine))
             continue
-        for t in PROTOCOLS.get(name).report_tables(_plans(mine), [r.results for r in mine]):
+        for t in PROTOCOLS.get(name).report_tables(_keys(mine), [r.results for r in mine]):
             figure = None if t.figure is None or t.missing else draw_figure(t.figure, figure_dir / f"{t.name}.png")
             tables.append(Table(t.title, t.name, t.header, t.rows, t.footer, figure, t.missing))
     return tables
