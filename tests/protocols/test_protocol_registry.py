@@ -59,7 +59,8 @@ def test_the_built_in_protocols_are_registered_objects_under_their_names():
 @pytest.mark.parametrize("name", sorted(PROTOCOLS.names()))
 def test_a_sweep_spec_plans_exactly_what_its_protocol_plans(name, images, tmp_path):
     """For every registered protocol, without a list here: the spec's runs are the protocol's own."""
-    options = {"shots": [2, 1], "ratios": [1.0, 0.5], "targets": [f"folder:{images}"]}
+    every = {"shots": [2, 1], "ratios": [1.0, 0.5], "targets": [f"folder:{images}"]}
+    options = {option: value for option, value in every.items() if option in PROTOCOLS.get(name).takes}
     spec = {"protocol": name, "methods": ["zeroshot", "coop"], "datasets": [f"folder:{images}"], "seeds": [1, 2],
             "overrides": SMALL, "out": str(tmp_path / "out"), **options}
     (tmp_path / "spec.yaml").write_text(yaml.safe_dump(spec))
@@ -90,6 +91,23 @@ def test_unknown_protocol_names_are_refused_with_the_valid_ones(images, tmp_path
     assert done.returncode != 0 and "unknown protocol 'base2new'; valid protocols:" in done.stderr
     assert all(repr(n) in done.stderr for n in BUILT_IN)
     assert not (tmp_path / "run").exists()  # refused before anything is written
+
+
+def test_an_option_the_protocol_does_not_read_is_refused_not_ignored(images, tmp_path):
+    """`--shots` for base_to_new used to be dropped without a word: the runs then took the preset's shots."""
+    for protocol, option, value in [("base_to_new", "--shots", "4"), ("few_shot", "--targets", "dtd"),
+                                    ("base_to_new", "--ratios", "0.5")]:
+        done = subprocess.run([sys.executable, "-m", "vlprompt", "run", protocol, "--methods", "coop",
+                               "--datasets", f"folder:{images}", option, value, "--out", str(tmp_path / "run")],
+                              capture_output=True, text=True, timeout=300)
+        takers = [n for n, p in PROTOCOLS.items() if option[2:] in p.takes]
+        assert done.returncode == 2 and f"{option} is for the {' and '.join(takers)} protocol" in done.stderr
+        assert not (tmp_path / "run").exists()
+    (tmp_path / "spec.yaml").write_text(yaml.safe_dump({"protocol": "base_to_new", "methods": ["coop"],
+                                                         "datasets": [f"folder:{images}"], "shots": [4]}))
+    with pytest.raises(ConfigError, match=r"spec.yaml: shots: is for the few_shot protocol; base_to_new runs take "
+                                          r"the preset's data.shots"):
+        load_spec(tmp_path / "spec.yaml")
 
 
 # --- a protocol defined outside vlprompt ---------------------------------------------------------------------

@@ -133,9 +133,9 @@ def build_parser() -> argparse.ArgumentParser:
                    "default: the preset's data.dataset)")
     p.add_argument("--targets", help="comma-separated target datasets (transfer protocols)")
     p.add_argument("--seeds", type=_numbers(int), default="1,2,3", help="comma-separated seeds")
-    p.add_argument("--shots", type=_numbers(int), default="1,2,4,8,16", help="comma-separated shot counts (few_shot)")
-    p.add_argument("--ratios", type=_numbers(float), default="1,0.25,0.0625",
-                   help="comma-separated imbalance ratios (imbalanced)")
+    p.add_argument("--shots", type=_numbers(int), help="comma-separated shot counts (few_shot; default 1,2,4,8,16)")
+    p.add_argument("--ratios", type=_numbers(float), help="comma-separated imbalance ratios (imbalanced; default "
+                   "1,0.25,0.0625)")
     p.add_argument("--preset", default="world-demo", help="preset of the runs")
     p.add_argument("--out", help="output folder (default runs/PROTOCOL)")
     p.add_argument("--workers", type=_positive_int, default=1, help="runs in parallel (local process pool)")
@@ -399,16 +399,19 @@ def _numbers(cast):
 def cmd_run(args) -> int:
     from vlprompt.engine.config import load_preset
     from vlprompt.protocols.common import ProtocolRequest
-    from vlprompt.protocols.protocol import PROTOCOLS, run_protocol
+    from vlprompt.protocols.protocol import refuse_untaken, run_protocol
     from vlprompt.report.protocol_outputs import write_protocol_result
     from vlprompt.sweep.runner import protocol_executor
 
-    PROTOCOLS.get(args.protocol)  # an unknown protocol is refused before any work, with the valid names
+    # an unknown protocol, or an option it would ignore, is refused before any work
+    given = {"shots": args.shots, "ratios": args.ratios, "targets": _csv(args.targets)}
+    given = {option: value for option, value in given.items() if value}
+    refuse_untaken(args.protocol, list(given), "--{}")
     methods = _csv(args.methods) or list(load_preset(args.preset).get("methods") or [])
     out = Path(args.out or f"runs/{args.protocol}")
     request = ProtocolRequest(methods, args.seeds, args.preset, datasets=_csv(args.datasets),
-                              overrides=args.overrides, out_dir=out, workers=args.workers, shots=args.shots,
-                              ratios=args.ratios, targets=_csv(args.targets), executor=protocol_executor)
+                              overrides=args.overrides, out_dir=out, workers=args.workers,
+                              executor=protocol_executor, **given)
     print(write_protocol_result(run_protocol(args.protocol, request), out))
     print(f"tables written to {out}")
     return 0

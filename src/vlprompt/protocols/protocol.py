@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 
+from vlprompt.errors import ConfigError
 from vlprompt.protocols.common import ProtocolRequest, RunKey, RunPlan, execute
 from vlprompt.registry import Registry
 
@@ -108,6 +109,23 @@ def list_protocols() -> list[str]:
 
 def run_protocol(name: str, request: ProtocolRequest) -> ProtocolResult:
     return PROTOCOLS.get(name).run(request)
+
+
+def takers_of(option: str) -> str:
+    """The protocols that take a request option, e.g. "few_shot protocol" or "cross_dataset and ... protocols"."""
+    names = [name for name, protocol in PROTOCOLS.items() if option in protocol.takes]
+    return f"{' and '.join(names)} protocol{'s' if len(names) > 1 else ''}"
+
+
+def refuse_untaken(protocol_name: str, given: list[str], spelled: str = "{}") -> None:
+    """Refuse request options (``shots``, ``ratios``, ``targets``) that the protocol does not read, which it
+    would otherwise ignore without a word; ``spelled`` shows the option as the user wrote it ("--{}")."""
+    protocol = PROTOCOLS.get(protocol_name)
+    for option in given:
+        if option not in protocol.takes:
+            hint = f"; {protocol_name} runs take the preset's data.shots (override: data.shots=N)" \
+                if option == "shots" else f"; {protocol_name} does not read it"
+            raise ConfigError(f"{spelled.format(option)} is for the {takers_of(option)}{hint}")
 
 
 def unique(values) -> list:

@@ -41,7 +41,7 @@ from vlprompt.engine.run import RESULTS_FILE
 from vlprompt.errors import ConfigError, check_choice
 from vlprompt.options import Options, option
 from vlprompt.protocols.common import ProtocolRequest, RunPlan
-from vlprompt.protocols.protocol import PROTOCOLS, ProtocolResult, unique
+from vlprompt.protocols.protocol import PROTOCOLS, ProtocolResult, takers_of, unique
 
 log = logging.getLogger(__name__)
 
@@ -80,9 +80,9 @@ class ReproduceSpec(Options):
             given = bool(getattr(self, key))
             if given and key not in protocol.takes:
                 hint = "; this preset's shots are its data.shots" if key == "shots" else ""
-                raise ConfigError(f"reproduce.{key} is for the {_takers(key)}{hint}")
+                raise ConfigError(f"reproduce.{key} is for the {takers_of(key)}{hint}")
             if key in protocol.needs and not given:
-                raise ConfigError(f"reproduce.{key} is for the {_takers(key)}, which needs it")
+                raise ConfigError(f"reproduce.{key} is for the {takers_of(key)}, which needs it")
         for name, overrides in self.per_dataset.items():
             if name not in self.datasets:
                 raise ConfigError(f"reproduce.per_dataset.{name}: {name!r} is not one of reproduce.datasets "
@@ -107,12 +107,6 @@ def reproduce_spec(preset_name: str, preset: dict) -> ReproduceSpec:
         return ReproduceSpec.from_mapping(section)
     except ConfigError as exc:
         raise ConfigError(f"preset {preset_name}: {exc}") from None
-
-
-def _takers(option: str) -> str:
-    """The protocols that take ``option``, e.g. "few_shot protocol" or "cross_dataset and ... protocols"."""
-    names = [name for name, protocol in PROTOCOLS.items() if option in protocol.takes]
-    return f"{' and '.join(names)} protocol{'s' if len(names) > 1 else ''}"
 
 
 def reproducible_presets() -> list[str]:
@@ -153,7 +147,7 @@ def plan_reproduction(preset_name: str, root: str | Path, out_dir: str | Path, s
     spec = reproduce_spec(preset_name, preset)
     protocol = PROTOCOLS.get(spec.protocol)
     if shots and "shots" not in protocol.takes:
-        raise ConfigError(f"--shots is for {_takers('shots').removesuffix(' protocol')} presets; {preset_name} runs "
+        raise ConfigError(f"--shots is for {takers_of('shots').removesuffix(' protocol')} presets; {preset_name} runs "
                           f"{spec.protocol} with its data.shots")
     spec.shots = list(shots or spec.shots)
     method = preset_method(preset)

@@ -41,7 +41,7 @@ from vlprompt.protocols.common import (
     default_datasets,
     method_config,
 )
-from vlprompt.protocols.protocol import PROTOCOLS
+from vlprompt.protocols.protocol import PROTOCOLS, refuse_untaken
 
 KEYS = {"out", "preset", "overrides", "methods", "datasets", "shots", "seeds", "ratios", "grid", "protocol",
         "targets"}
@@ -94,6 +94,10 @@ def expand(spec: dict, out: str | Path | None = None, source: str = "spec") -> t
                           f"{', '.join(PROTOCOLS.names())}")
     if "grid" in spec:
         raise ConfigError(f"{source}: grid: is for grid specs; a protocol spec takes overrides: only")
+    try:
+        refuse_untaken(protocol, [option for option in ("shots", "ratios", "targets") if option in spec], "{}:")
+    except ConfigError as exc:
+        raise ConfigError(f"{source}: {exc}") from None
     request = ProtocolRequest(methods, seeds, spec.get("preset", "world-demo"), datasets=datasets, overrides=overrides,
                               out_dir=out_dir, shots=_list(spec, "shots", list(DEFAULT_SHOTS), int, source),
                               ratios=_list(spec, "ratios", list(DEFAULT_RATIOS), float, source),
