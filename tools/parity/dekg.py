@@ -18,12 +18,11 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from inputs import PET_CLASSES, PromptsOf, parser_for, print_differences, random_images
+from inputs import PET_CLASSES, PromptsOf, parser_for, print_differences, random_images, trained_coop
 from official import import_official
 from torch import nn
 
 from vlprompt.backbones import load_backbone
-from vlprompt.learners.coop import CoOp
 from vlprompt.regularizers.base import TrainContext
 from vlprompt.regularizers.dekg import DeKg
 from vlprompt.regularizers.kgcoop import KgCoOp
@@ -55,10 +54,7 @@ def main() -> None:
     images = random_images(backbone, 8)
     labels = torch.arange(8) % len(classnames)
 
-    learner = CoOp(backbone, classnames, ctx_init="a photo of a")
-    with torch.no_grad():  # as if trained, so that neither term is at its starting value
-        learner.ctx.add_(0.05 * torch.randn(learner.ctx.shape, generator=torch.Generator().manual_seed(2)))
-    learner.shared_prefix = False  # the plain path, as the official encoder runs it
+    learner = trained_coop(backbone, classnames)
     context = TrainContext(learner=learner, templates={"coop": [template], "kgcoop": [template]})
 
     reference = official.CustomCLIP.__new__(official.CustomCLIP)

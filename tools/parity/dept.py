@@ -20,12 +20,11 @@ from types import SimpleNamespace
 
 import torch
 import torch.nn.functional as F
-from inputs import PET_CLASSES, PromptsOf, parser_for, print_differences, random_images
+from inputs import PET_CLASSES, PromptsOf, parser_for, print_differences, random_images, trained_coop
 from official import import_official, install_framework_stand_ins
 from torch import nn
 
 from vlprompt.backbones import load_backbone
-from vlprompt.learners.coop import CoOp
 from vlprompt.regularizers.base import TrainContext
 from vlprompt.regularizers.dept import DePT
 
@@ -119,10 +118,7 @@ def main() -> None:
     classnames = list(PET_CLASSES)
     images = random_images(backbone, 8)
     labels = torch.arange(8) % len(classnames)
-    learner = CoOp(backbone, classnames, ctx_init="a photo of a")
-    with torch.no_grad():  # as if trained
-        learner.ctx.add_(0.05 * torch.randn(learner.ctx.shape, generator=torch.Generator().manual_seed(2)))
-    learner.shared_prefix = False  # the plain path, as the official encoder runs it
+    learner = trained_coop(backbone, classnames)
     DePT(weight=args.weight).setup(TrainContext(learner=learner))
     print(f"backbone {args.backbone} ({args.pretrained}), {len(classnames)} classes, {len(images)} images, "
           f"weight {args.weight}")

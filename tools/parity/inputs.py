@@ -7,6 +7,8 @@ import argparse
 import torch
 from torch import nn
 
+from vlprompt.learners.coop import CoOp
+
 #: class names of the official repositories' usual example (Oxford Pets), so their templates fit
 PET_CLASSES = ["abyssinian", "american_bulldog", "basset_hound", "beagle", "bengal", "birman"]
 
@@ -25,6 +27,16 @@ def random_images(backbone, count: int, seed: int = 1) -> torch.Tensor:
     size = backbone.model.visual.image_size
     size = size if isinstance(size, int) else size[0]
     return torch.randn(count, 3, size, size, generator=torch.Generator().manual_seed(seed))
+
+
+def trained_coop(backbone, classnames: list[str]) -> CoOp:
+    """CoOp from "a photo of a" with its context moved by seeded noise, as if trained (so that no term sits at
+    its starting value), on the plain text path that the official encoders run."""
+    learner = CoOp(backbone, classnames, ctx_init="a photo of a")
+    with torch.no_grad():
+        learner.ctx.add_(0.05 * torch.randn(learner.ctx.shape, generator=torch.Generator().manual_seed(2)))
+    learner.shared_prefix = False
+    return learner
 
 
 def print_differences(rows, width: int = 16) -> None:
