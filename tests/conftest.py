@@ -32,6 +32,23 @@ def image_folder_factory():
     return make_image_folder
 
 
+@pytest.fixture
+def folder_base_to_new_run(tmp_path):
+    """A function running one base-to-new run (2 shots, base and new evaluated) of the method the overrides
+    name on a six-class image folder; returns the run directory."""
+    from vlprompt.engine.config import resolve_config
+    from vlprompt.engine.run import run_experiment
+
+    def run(*method_overrides: str):
+        images = make_image_folder(tmp_path / "images", classnames=[f"thing {c}" for c in "abcdef"], per_class=4)
+        overrides = [f"data.dataset=folder:{images}", "data.shots=2", "data.subsample=base",
+                     "data.eval_subsets=[base, new]", "backbone.pretrained=null", "train.batch_size=4",
+                     *method_overrides, f"output_dir={tmp_path / 'runs'}", f"cache_dir={tmp_path / 'cache'}"]
+        return run_experiment(resolve_config(None, overrides)).run_dir
+
+    return run
+
+
 def make_image_folder(root, classnames=CLASSNAMES, per_class=6, size=24, splits=("train", "val", "test")):
     """Write a tiny image folder (split/class/img.png) whose pixels carry a class-specific colour."""
     for s, split in enumerate(splits):

@@ -240,26 +240,21 @@ def test_checkpointed_class_chunks_give_the_same_features_and_gradients(tiny_bac
     assert all(torch.allclose(whole_grads[n], chunked_grads[n], atol=1e-6) for n in whole_grads)
 
 
-def test_mmrl_base_to_new_run_records_the_split_aware_and_the_split_agnostic_numbers(tmp_path, image_folder_factory):
+def test_mmrl_base_to_new_run_records_the_split_aware_and_the_split_agnostic_numbers(folder_base_to_new_run):
     """Issue 24: an mmrl run writes both numbers; told "new", MMRL scores through its class-token path, which is
     also its path when not told, so the two new-class accuracies are one number."""
     import json
 
-    from vlprompt.engine.config import resolve_config
-    from vlprompt.engine.run import harmonic_mean, run_experiment
+    from vlprompt.engine.run import harmonic_mean
 
-    images = image_folder_factory(tmp_path / "images", classnames=[f"thing {c}" for c in "abcdef"], per_class=4)
-    overrides = [f"data.dataset=folder:{images}", "data.shots=2", "data.subsample=base",
-                 "data.eval_subsets=[base, new]", "backbone.pretrained=null", "train.epochs=1", "train.batch_size=4",
-                 "learner.name=mmrl", "learner.options.first_block=2", "regularizers=[{name: mmrl_loss}]",
-                 f"output_dir={tmp_path / 'runs'}", f"cache_dir={tmp_path / 'cache'}"]
-    results = run_experiment(resolve_config(None, overrides))
-    saved = json.loads((results.run_dir / "results.json").read_text())
+    run_dir = folder_base_to_new_run("train.epochs=1", "learner.name=mmrl", "learner.options.first_block=2",
+                                     "regularizers=[{name: mmrl_loss}]")
+    saved = json.loads((run_dir / "results.json").read_text())
     m = saved["metrics"]
     assert saved["inference"] == "split_aware" and saved["method"] == "mmrl"
     assert m["new"]["split_aware"]["accuracy"] == m["new"]["accuracy"]
     assert m["base"]["split_aware"]["num_samples"] == m["base"]["num_samples"] == 12
     assert m["split_aware_harmonic_mean"] == pytest.approx(
         harmonic_mean(m["base"]["split_aware"]["accuracy"], m["new"]["split_aware"]["accuracy"]))
-    history = [json.loads(line) for line in open(results.run_dir / "metrics.jsonl")]
+    history = [json.loads(line) for line in open(run_dir / "metrics.jsonl")]
     assert all("loss_mmrl_loss_rep" in r for r in history)

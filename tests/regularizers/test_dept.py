@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 
 from vlprompt.engine.config import TrainConfig, resolve_config
-from vlprompt.engine.run import harmonic_mean, run_experiment
+from vlprompt.engine.run import harmonic_mean
 from vlprompt.engine.trainer import Trainer
 from vlprompt.errors import ConfigError
 from vlprompt.learners.artifact import from_pretrained, save_pretrained
@@ -140,14 +140,10 @@ def test_head_trains_at_its_lr_multiple_and_rides_in_the_artifact(tiny_backbone,
     assert torch.allclose(view(features=feats).logits, original(features=feats).logits.detach(), atol=1e-5)
 
 
-def test_coop_dept_base_to_new_run_records_both_numbers(tmp_path, image_folder_factory):
-    images = image_folder_factory(tmp_path / "images", classnames=[f"thing {c}" for c in "abcdef"], per_class=4)
-    overrides = [f"data.dataset=folder:{images}", "data.shots=2", "data.subsample=base",
-                 "data.eval_subsets=[base, new]", "backbone.pretrained=null", "train.epochs=2", "train.batch_size=4",
-                 "learner.name=coop", "learner.options.n_ctx=2", "regularizers=[{name: dept}]",
-                 f"output_dir={tmp_path / 'runs'}", f"cache_dir={tmp_path / 'cache'}"]
-    results = run_experiment(resolve_config(None, overrides))
-    saved = json.loads((results.run_dir / "results.json").read_text())
+def test_coop_dept_base_to_new_run_records_both_numbers(folder_base_to_new_run):
+    run_dir = folder_base_to_new_run("train.epochs=2", "learner.name=coop", "learner.options.n_ctx=2",
+                                     "regularizers=[{name: dept}]")
+    saved = json.loads((run_dir / "results.json").read_text())
     m = saved["metrics"]
     assert saved["inference"] == "split_aware" and saved["regularizers"] == ["dept"]
     # told "new", DePT scores through CoOp alone: the split-agnostic path, the same number
@@ -155,9 +151,9 @@ def test_coop_dept_base_to_new_run_records_both_numbers(tmp_path, image_folder_f
     assert m["base"]["split_aware"]["num_samples"] == m["base"]["num_samples"] == 12
     assert m["split_aware_harmonic_mean"] == pytest.approx(
         harmonic_mean(m["base"]["split_aware"]["accuracy"], m["new"]["accuracy"]))
-    history = [json.loads(line) for line in open(results.run_dir / "metrics.jsonl")]
+    history = [json.loads(line) for line in open(run_dir / "metrics.jsonl")]
     assert all("loss_dept" in r for r in history)
-    learner = from_pretrained(results.run_dir / "prompt")
+    learner = from_pretrained(run_dir / "prompt")
     assert isinstance(learner.head, DePTHead) and learner.head.trained_classes == ["thing a", "thing b", "thing c"]
 
 
