@@ -295,15 +295,14 @@ class PromptLearner(nn.Module):
                 raise ValueError("pass images or features")
             features = self.encode_images(images)
         image_features = self.adapt_image_features(features)
-        raw_image = raw_text = None
-        if self.exposes_tower_outputs:
-            raw_image = features
-            if self._fixed_text is None:
-                raw_text = self.class_text_outputs(image_features)
-                text = F.normalize(raw_text, dim=-1)
+        exposed = self.exposes_tower_outputs
+        raw_image, raw_text = (features if exposed else None), None
         if self._fixed_text is not None:
             text = self._fixed_text
-        elif raw_text is None:
+        elif exposed:
+            raw_text = self.class_text_outputs(image_features)
+            text = F.normalize(raw_text, dim=-1)
+        else:
             text = self.text_features(image_features)
         logits = self.scores(image_features, text)
         if self.head is not None:  # reads the pooled feature of a learner with region tokens
