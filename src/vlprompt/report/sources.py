@@ -1,4 +1,5 @@
-"""The runs a report shows: the rows of a run registry, or the finished run directories of a folder."""
+"""The runs a report shows: the rows of a run registry, or the finished run directories of a folder, with
+variants of one method told apart (``report/variants.py``)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from pathlib import Path
 import yaml
 
 from vlprompt.errors import ConfigError
+from vlprompt.report.variants import label_variants
 from vlprompt.sweep.registry import REGISTRY_FILE, Row, RunRegistry
 
 
@@ -28,14 +30,14 @@ def load_rows(where: str | Path) -> list[Row]:
     if registry is not None:
         reg = RunRegistry(registry, create=False)
         try:
-            return reg.rows()
+            return label_variants(reg.rows())
         finally:
             reg.close()
     found = sorted(Path(where).expanduser().glob("**/results.json"))
     if not found:
         raise ConfigError(f"{where} holds neither a run registry ({REGISTRY_FILE}) nor run directories with "
                           "results.json; give a sweep's output folder or a folder of runs")
-    return [_row_of(path.parent) for path in found]
+    return label_variants([_row_of(path.parent) for path in found])
 
 
 def _row_of(run_dir: Path) -> Row:
