@@ -138,9 +138,9 @@ def _table(header: list | None, rows: list[list], footer: list[list] = (), sorta
 
 
 def _index(rows: list[Row], tables: list[Table], raw: dict[str, str], where, comparisons: list[Comparison]) -> str:
-    counts = {s: sum(r.state == s for r in rows) for s in ("done", "failed", "running", "pending")}
+    counts = {s: sum(r.state == s for r in rows) for s in ("done", "failed", "running", "interrupted", "pending")}
     parts = [f"<p>{len(rows)} runs from <code>{escape(str(where))}</code>: "
-             + ", ".join(f"{n} {s}" for s, n in counts.items()) + "</p>"]
+             + ", ".join(f"{n} {s}" for s, n in counts.items() if n or s != "interrupted") + "</p>"]
     for t in tables:
         parts.append(f"<h2>{escape(t.title)}</h2>")
         if t.missing:

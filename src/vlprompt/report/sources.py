@@ -1,16 +1,17 @@
 """The runs a report shows: the rows of a run registry, or the finished run directories of a folder, with
-variants of one method told apart (``report/variants.py``)."""
+variants of one method told apart (``report/variants.py``) and runs whose process died shown as interrupted."""
 
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import yaml
 
 from vlprompt.errors import ConfigError
 from vlprompt.report.variants import label_variants
-from vlprompt.sweep.registry import REGISTRY_FILE, Row, RunRegistry
+from vlprompt.sweep.registry import REGISTRY_FILE, Row, RunRegistry, process_alive
 
 
 def find_registry(where: str | Path) -> Path | None:
@@ -30,7 +31,7 @@ def load_rows(where: str | Path) -> list[Row]:
     if registry is not None:
         reg = RunRegistry(registry, create=False)
         try:
-            return label_variants(reg.rows())
+            return label_variants([_interrupted(r) for r in reg.rows()])
         finally:
             reg.close()
     found = sorted(Path(where).expanduser().glob("**/results.json"))
@@ -38,6 +39,14 @@ def load_rows(where: str | Path) -> list[Row]:
         raise ConfigError(f"{where} holds neither a run registry ({REGISTRY_FILE}) nor run directories with "
                           "results.json; give a sweep's output folder or a folder of runs")
     return label_variants([_row_of(path.parent) for path in found])
+
+
+def _interrupted(row: Row) -> Row:
+    """A row left "running" by a process that has died (killed, or its machine restarted) is shown as
+    interrupted: nothing runs it until the next ``sweep run`` or ``vlprompt run`` takes it over."""
+    if row.state == "running" and not process_alive(row.host, row.pid, row.pid_start):
+        return replace(row, state="interrupted")
+    return row
 
 
 def _row_of(run_dir: Path) -> Row:
