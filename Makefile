@@ -48,10 +48,9 @@ experiment: $(STAMP)
 		mv docs/results/world_report.png.tmp.png docs/results/world_report.png; fi
 
 ## Few-shot (1/2/4/8/16 shots, all 120 classes of objects_noisy_base, 3 seeds) of zero-shot CLIP, the baselines
-## every paper must beat, CoOp and PLOT (alone and with Nemesis), each at its official schedule (about 40
-## minutes on 2 cores without CLIP-LoRA and PLOT, which add hours: PLOT trains 200 epochs of four prompts per
-## class); the table and its curves go into docs/results/ beside the reading of them in
-## docs/results/world_few_shot.md.
+## every paper must beat, CoOp and PLOT (alone and with Nemesis), each at its official schedule (165 runs,
+## about 3 hours on 2 cores, most of it PLOT's 200 epochs of four prompts per class and CoOp's 16-shot runs);
+## the table and its curves go into docs/results/ beside the reading of them in docs/results/world_few_shot.md.
 experiment-fewshot: $(STAMP)
 	$(VENV)/bin/vlprompt run few_shot --preset world-methods \
 		--methods zeroshot,linear_probe,lpp,zslp+clap,tip_adapter,tip_adapter_f,clip_adapter,clip_lora,coop,plot,plot+nemesis \
