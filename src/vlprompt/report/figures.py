@@ -36,8 +36,10 @@ def plot_shot_curves(figure: Figure, out_png: Path) -> Path:
     for ax in axes.flat[len(panels):]:
         ax.set_visible(False)
     for ax, (title, curves) in zip(axes.flat, panels.items()):
-        for method, (means, stds) in curves.items():
-            ax.errorbar(shots, means, yerr=stds, marker="o", markersize=4, capsize=3, label=method)
+        for i, (method, (means, stds)) in enumerate(curves.items()):
+            repeated = i >= 10  # the colour cycle has 10 colours: from the 11th curve on, another line and marker
+            ax.errorbar(shots, means, yerr=stds, marker="s" if repeated else "o", linestyle="--" if repeated else "-",
+                        markersize=4, capsize=3, label=method)
         ax.set_xscale("log", base=2)
         ax.set_xticks(shots, [str(k) for k in shots])
         ax.set_xlabel("shots per class")
